@@ -1,0 +1,5 @@
+import sys
+
+from minimq.cli import main
+
+sys.exit(main())

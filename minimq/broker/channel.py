@@ -1,0 +1,194 @@
+"""A channel's broker-side state: consumers, unacked deliveries, prefetch, confirms, tx.
+
+Prefetch accounting follows RabbitMQ: basic.qos with global=false sets the limit each consumer
+created afterwards gets on its own; global=true sets one limit shared by all consumers of the
+channel. basic.get ignores both.
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from minimq.broker.message import Message
+from minimq.broker.queue import Consumer, Queue, requeue_grouped
+from minimq.codec.errors import PreconditionFailed
+
+if TYPE_CHECKING:
+    from minimq.broker.session import Session
+
+_FRAME = struct.Struct(">BHI")
+_QB = struct.Struct(">QB")
+_I = struct.Struct(">I")
+_END = b"\xce"
+_DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver: class 60, method 60
+_GET_OK = b"\x00\x3c\x00\x47"  # basic.get-ok: class 60, method 71
+
+# An unacked delivery: (message, queue it came from, consumer or None for basic.get)
+Unacked = tuple
+
+
+class Channel:
+    def __init__(self, number: int, session: "Session") -> None:
+        self.number = number
+        self.session = session
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, Unacked] = {}
+        self.next_tag = 1
+        self.prefetch = 0  # given to consumers created from now on
+        self.global_limit = 0
+        self.unacked_total = 0  # consumer deliveries awaiting ack (for the global limit)
+        self.flow_active = True
+        self.active = session.writable
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirm_upto = 0  # highest publish seq confirmed but not yet acked to the client
+        self.confirmed_sent = 0
+        self.tx: list | None = None  # pending publishes in tx mode
+        self.tx_acks: list | None = None  # pending (entries, requeue|None) in tx mode
+        self.last_queue: str | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------ delivery
+
+    def deliver(self, consumer: Consumer, msg: Message) -> None:
+        """Write basic.deliver + content for `msg` and track it until acked."""
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = (msg, consumer.queue, consumer)
+            consumer.unacked += 1
+            self.unacked_total += 1
+        ctag = consumer.tag_bytes
+        route = msg.route
+        session = self.session
+        ch = self.number
+        session.out.extend(
+            (
+                _FRAME.pack(1, ch, 13 + len(ctag) + len(route)),
+                _DELIVER,
+                ctag,
+                _QB.pack(tag, msg.redelivered),
+                route,
+                _END,
+            )
+        )
+        session.write_content(ch, msg.header, msg.body)
+
+    def deliver_get(self, queue: Queue, msg: Message, no_ack: bool) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if not no_ack:
+            self.unacked[tag] = (msg, queue, None)
+        route = msg.route
+        session = self.session
+        ch = self.number
+        session.out.extend(
+            (
+                _FRAME.pack(1, ch, 17 + len(route)),
+                _GET_OK,
+                _QB.pack(tag, msg.redelivered),
+                route,
+                _I.pack(len(queue.ready)),
+                _END,
+            )
+        )
+        session.write_content(ch, msg.header, msg.body)
+
+    def set_active(self) -> None:
+        """Recompute whether deliveries may flow (client flow and socket backpressure)."""
+        was = self.active
+        self.active = self.flow_active and self.session.writable
+        if self.active and not was:
+            self.kick()
+
+    def kick(self) -> None:
+        """Let the queues this channel consumes from deliver again."""
+        for q in {c.queue for c in self.consumers.values()}:
+            q.dispatch()
+
+    # ---------------------------------------------------------------- acks
+
+    def take_unacked(self, tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        """Remove and return the deliveries an ack/nack names, as RabbitMQ matches them.
+
+        The tag itself must be outstanding (406 otherwise), even with multiple; tag 0 with
+        multiple means everything outstanding.
+        """
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                taken = list(unacked.items())
+                unacked.clear()
+                return taken
+            if tag not in unacked:
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            keys = []
+            for k in unacked:
+                if k > tag:
+                    break
+                keys.append(k)
+            return [(k, unacked.pop(k)) for k in keys]
+        entry = unacked.pop(tag, None)
+        if entry is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return [(tag, entry)]
+
+    def settle(self, taken: list[tuple[int, Unacked]], requeue: bool | None) -> None:
+        """Finish deliveries: requeue=None acks, True requeues, False drops."""
+        queues: set[Queue] = set()
+        for _tag, (msg, queue, consumer) in taken:
+            if consumer is not None:
+                consumer.unacked -= 1
+                self.unacked_total -= 1
+                queues.add(consumer.queue)
+        if requeue:
+            requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
+        # Capacity came free: let the queues deliver again.
+        for q in queues:
+            if q.consumers:
+                q.dispatch()
+
+    def ack(self, tag: int, multiple: bool, requeue: bool | None) -> None:
+        taken = self.take_unacked(tag, multiple)
+        if self.tx_acks is not None:
+            self.tx_acks.append((taken, requeue))
+            return
+        self.settle(taken, requeue)
+
+    def recover(self) -> None:
+        taken = list(self.unacked.items())
+        self.unacked.clear()
+        self.settle(taken, True)
+
+    # ------------------------------------------------------------ consumers
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.tag, None)
+        queue = consumer.queue
+        queue.remove_consumer(consumer)
+        if queue.auto_delete and not queue.consumers and not queue.deleted:
+            queue.vhost.delete_queue(queue)
+
+    # -------------------------------------------------------------- closing
+
+    def release(self) -> None:
+        """The channel is gone: cancel its consumers and requeue what it held, in order."""
+        if self.closed:
+            return
+        self.closed = True
+        for consumer in list(self.consumers.values()):
+            self.remove_consumer(consumer)
+        entries: list[Any] = []
+        if self.tx_acks:
+            for taken, _requeue in self.tx_acks:
+                entries.extend(taken)
+            self.tx_acks = None
+        entries.extend(self.unacked.items())
+        self.unacked.clear()
+        entries.sort(key=_first)
+        requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in entries)
+        self.tx = None
+
+
+def _first(item: tuple) -> Any:
+    return item[0]

@@ -1,0 +1,625 @@
+"""Routing strategies for exchanges, one small plug-in per AMQP exchange type.
+
+The exchange object itself (name, durability, arguments, ...) lives elsewhere;
+this module only answers "given these bindings, where does a message go?".
+Keeping the routing tables separate lets each type pick the data structure that
+makes its hot path cheap (a dict for direct, a trie for topic) while the broker
+talks to all of them through one interface.
+
+Destinations are opaque hashable objects (queues or exchanges).  A binding is
+identified by ``(destination, routing_key, arguments)``, exactly like RabbitMQ,
+so the same queue may be bound several times and routing still has to deliver
+to it only once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from minimq.codec.errors import CommandInvalid, PreconditionFailed
+
+__all__ = [
+    "ExchangeType",
+    "DirectExchangeType",
+    "FanoutExchangeType",
+    "TopicExchangeType",
+    "HeadersExchangeType",
+    "EXCHANGE_TYPES",
+    "make_exchange_type",
+    "freeze_value",
+]
+
+
+# ---------------------------------------------------------------------------
+# Value normalisation
+# ---------------------------------------------------------------------------
+
+
+def freeze_value(value: Any) -> Hashable:
+    """Turn a decoded field-table value into a hashable, comparison-ready form.
+
+    Needed twice: binding identity (argument dicts are unhashable) and headers
+    matching.  RabbitMQ compares field values by value, not by wire type, so
+    a ``short 1`` equals a ``long 1`` (int subclasses collapse to plain ints
+    here) and a longstr equals itself whether our decoder produced ``str`` or
+    ``bytes``.  Booleans are kept apart from ints because Erlang's ``true`` is
+    not ``1``, whereas Python would happily say ``True == 1``.
+    """
+    if isinstance(value, bool):
+        return ("bool", bool(value))
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        # RabbitMQ matches header values with =:=, under which 1 and 1.0
+        # differ; tagging keeps Python's 1 == 1.0 from leaking through.
+        return ("float", value)
+    if isinstance(value, Decimal):
+        # Erlang keeps {Scale, Unscaled}, so 1.5 and 1.50 are different values.
+        return ("decimal", value.as_tuple())
+    if isinstance(value, dict):
+        return ("table", tuple(sorted(
+            (_freeze_key(k), freeze_value(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(freeze_value(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("opaque", repr(value))
+    return value
+
+
+def _freeze_key(key: Any) -> bytes:
+    # Table keys are shortstrs on the wire; normalise so str/bytes keys agree.
+    if isinstance(key, str):
+        return key.encode("utf-8", "surrogateescape")
+    return bytes(key)
+
+
+def _freeze_arguments(arguments: dict | None) -> Hashable:
+    if not arguments:
+        return ()
+    return tuple(sorted((_freeze_key(k), freeze_value(v)) for k, v in arguments.items()))
+
+
+# ---------------------------------------------------------------------------
+# Base interface
+# ---------------------------------------------------------------------------
+
+
+class ExchangeType:
+    """Common bookkeeping for all exchange types.
+
+    The base class owns binding identity (dedupe on add, tolerate removing
+    what is not there, find all bindings of a destination on delete) so that
+    subclasses only maintain their routing index via ``_index_add`` and
+    ``_index_remove``, each called exactly once per distinct binding.
+    """
+
+    name: str = ""
+    needs_headers: bool = False
+
+    def __init__(self) -> None:
+        # destination -> {(routing_key, frozen_args): original_args}
+        self._by_destination: dict[Hashable, dict[tuple[str, Hashable], dict]] = {}
+
+    # -- public API --------------------------------------------------------
+
+    def validate_binding(self, routing_key: str, arguments: dict) -> None:
+        """Reject a binding before it is created; most types accept anything."""
+
+    def add_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> None:
+        """Add a binding; a binding identical to an existing one is a no-op.
+
+        Assumes ``validate_binding`` has already accepted the arguments.
+        """
+        arguments = arguments or {}
+        ident = (routing_key, _freeze_arguments(arguments))
+        bindings = self._by_destination.get(destination)
+        if bindings is None:
+            bindings = self._by_destination[destination] = {}
+        elif ident in bindings:
+            return
+        bindings[ident] = arguments
+        self._index_add(destination, routing_key, arguments, ident)
+
+    def remove_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> None:
+        """Remove one binding; unbinding something never bound is a no-op."""
+        bindings = self._by_destination.get(destination)
+        if bindings is None:
+            return
+        ident = (routing_key, _freeze_arguments(arguments))
+        stored = bindings.pop(ident, None)
+        if stored is None:
+            return
+        if not bindings:
+            del self._by_destination[destination]
+        self._index_remove(destination, routing_key, stored, ident)
+
+    def remove_destination(self, destination: Hashable) -> None:
+        """Drop every binding to a destination that is going away."""
+        bindings = self._by_destination.pop(destination, None)
+        if not bindings:
+            return
+        for ident, arguments in bindings.items():
+            self._index_remove(destination, ident[0], arguments, ident)
+
+    def route(self, routing_key: str, headers: dict | None) -> Iterable:
+        """Return the matching destinations, each at most once."""
+        raise NotImplementedError
+
+    def is_empty(self) -> bool:
+        """True when no bindings remain (used for auto-delete exchanges)."""
+        return not self._by_destination
+
+    def has_bindings_to(self, destination: Hashable) -> bool:
+        """Cheap membership test, e.g. for exchange-to-exchange cycle checks."""
+        return destination in self._by_destination
+
+    def bindings(self) -> Iterator[tuple[Hashable, str, dict]]:
+        """Yield ``(destination, routing_key, arguments)`` for listing/recovery."""
+        for destination, bindings in self._by_destination.items():
+            for (routing_key, _frozen), arguments in bindings.items():
+                yield destination, routing_key, arguments
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._by_destination.values())
+
+    # -- subclass hooks ----------------------------------------------------
+
+    def _index_add(self, destination: Hashable, routing_key: str,
+                   arguments: dict, ident: tuple[str, Hashable]) -> None:
+        raise NotImplementedError
+
+    def _index_remove(self, destination: Hashable, routing_key: str,
+                      arguments: dict, ident: tuple[str, Hashable]) -> None:
+        raise NotImplementedError
+
+
+def _incr(counts: dict, destination: Hashable) -> bool:
+    """Bump a per-destination refcount; True if the destination is new."""
+    n = counts.get(destination)
+    counts[destination] = 1 if n is None else n + 1
+    return n is None
+
+
+def _decr(counts: dict, destination: Hashable) -> bool:
+    """Drop a per-destination refcount; True if the destination vanished."""
+    n = counts.get(destination)
+    if n is None:
+        return False
+    if n <= 1:
+        del counts[destination]
+        return True
+    counts[destination] = n - 1
+    return False
+
+
+# ---------------------------------------------------------------------------
+# direct
+# ---------------------------------------------------------------------------
+
+
+class DirectExchangeType(ExchangeType):
+    """Exact routing-key match.
+
+    Bindings with the same key but different arguments all route the same
+    way, so we keep a refcount per (key, destination) and a pre-built tuple
+    per key: publishing is then one dict lookup and no allocation.
+    """
+
+    name = "direct"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[str, dict[Hashable, int]] = {}
+        self._routes: dict[str, tuple] = {}
+
+    def route(self, routing_key: str, headers: dict | None = None) -> Iterable:
+        return self._routes.get(routing_key, ())
+
+    def _index_add(self, destination, routing_key, arguments, ident) -> None:
+        counts = self._counts.get(routing_key)
+        if counts is None:
+            counts = self._counts[routing_key] = {}
+        if _incr(counts, destination):
+            self._routes[routing_key] = tuple(counts)
+
+    def _index_remove(self, destination, routing_key, arguments, ident) -> None:
+        counts = self._counts.get(routing_key)
+        if counts is None or not _decr(counts, destination):
+            return
+        if counts:
+            self._routes[routing_key] = tuple(counts)
+        else:
+            del self._counts[routing_key]
+            del self._routes[routing_key]
+
+
+# ---------------------------------------------------------------------------
+# fanout
+# ---------------------------------------------------------------------------
+
+
+class FanoutExchangeType(ExchangeType):
+    """Every bound destination, routing key ignored; result tuple is cached."""
+
+    name = "fanout"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._route_cache: tuple = ()
+
+    def route(self, routing_key: str = "", headers: dict | None = None) -> Iterable:
+        return self._route_cache
+
+    def _index_add(self, destination, routing_key, arguments, ident) -> None:
+        self._route_cache = tuple(self._by_destination)
+
+    def _index_remove(self, destination, routing_key, arguments, ident) -> None:
+        self._route_cache = tuple(self._by_destination)
+
+
+# ---------------------------------------------------------------------------
+# topic
+# ---------------------------------------------------------------------------
+
+
+def split_topic_words(key: str) -> list[str]:
+    """Split a routing or binding key into words the way RabbitMQ does.
+
+    The wholly empty key has *zero* words (so ``*`` does not match it but
+    ``#`` does); any other key has one word more than it has dots, empty
+    words included (``"a..b"`` is three words, ``"a."`` two).
+    """
+    if not key:
+        return []
+    return key.split(".")
+
+
+class _TrieNode:
+    __slots__ = ("children", "star", "hash", "destinations")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.star: _TrieNode | None = None
+        self.hash: _TrieNode | None = None
+        # destination -> number of distinct bindings ending at this node
+        self.destinations: dict[Hashable, int] = {}
+
+    def is_empty(self) -> bool:
+        return (not self.children and self.star is None and self.hash is None
+                and not self.destinations)
+
+
+class TopicExchangeType(ExchangeType):
+    """Pattern matching on dot-separated words via a trie.
+
+    Walking a trie makes routing cost depend on the key's length and on the
+    branches that actually match, not on the number of bindings.  ``#`` is
+    handled by trying every number of words it could swallow; a visited set
+    of (node, position) pairs bounds that to O(nodes x words) even for
+    patterns like ``#.#.#``, and results are memoised per routing key until
+    the bindings change, since publishers tend to reuse a few keys.
+    """
+
+    name = "topic"
+    #: Bounded so that publishers cycling through unique keys cannot grow
+    #: memory without limit; the cache is simply reset when it fills up.
+    CACHE_SIZE = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._root = _TrieNode()
+        self._cache: dict[str, tuple] = {}
+
+    def route(self, routing_key: str, headers: dict | None = None) -> Iterable:
+        cached = self._cache.get(routing_key)
+        if cached is not None:
+            return cached
+        result = self._match(split_topic_words(routing_key))
+        cache = self._cache
+        if len(cache) >= self.CACHE_SIZE:
+            cache.clear()
+        cache[routing_key] = result
+        return result
+
+    def _match(self, words: list[str]) -> tuple:
+        n = len(words)
+        found: dict[Hashable, None] = {}
+        seen: set[tuple[int, int]] = set()
+        stack: list[tuple[_TrieNode, int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            marker = (id(node), i)
+            if marker in seen:
+                continue
+            seen.add(marker)
+            if node.hash is not None:
+                # '#' may swallow words i..j-1 for any j in [i, n].
+                h = node.hash
+                for j in range(i, n + 1):
+                    stack.append((h, j))
+            if i == n:
+                if node.destinations:
+                    found.update(dict.fromkeys(node.destinations))
+                continue
+            child = node.children.get(words[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.star is not None:
+                stack.append((node.star, i + 1))
+        return tuple(found)
+
+    def _index_add(self, destination, routing_key, arguments, ident) -> None:
+        node = self._root
+        for word in split_topic_words(routing_key):
+            if word == "#":
+                if node.hash is None:
+                    node.hash = _TrieNode()
+                node = node.hash
+            elif word == "*":
+                if node.star is None:
+                    node.star = _TrieNode()
+                node = node.star
+            else:
+                child = node.children.get(word)
+                if child is None:
+                    child = node.children[word] = _TrieNode()
+                node = child
+        if _incr(node.destinations, destination):
+            self._cache.clear()
+
+    def _index_remove(self, destination, routing_key, arguments, ident) -> None:
+        path: list[tuple[_TrieNode, str]] = []
+        node = self._root
+        for word in split_topic_words(routing_key):
+            if word == "#":
+                nxt = node.hash
+            elif word == "*":
+                nxt = node.star
+            else:
+                nxt = node.children.get(word)
+            if nxt is None:
+                return
+            path.append((node, word))
+            node = nxt
+        if not _decr(node.destinations, destination):
+            return
+        self._cache.clear()
+        # Prune now-empty nodes bottom-up so the trie never outgrows its bindings.
+        for parent, word in reversed(path):
+            if not node.is_empty():
+                break
+            if word == "#":
+                parent.hash = None
+            elif word == "*":
+                parent.star = None
+            else:
+                del parent.children[word]
+            node = parent
+
+    def node_count(self) -> int:
+        """Number of trie nodes, root included (lets tests verify pruning)."""
+        count = 0
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children.values())
+            if node.star is not None:
+                stack.append(node.star)
+            if node.hash is not None:
+                stack.append(node.hash)
+        return count
+
+
+# ---------------------------------------------------------------------------
+# headers
+# ---------------------------------------------------------------------------
+
+_X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
+_PRESENT = object()  # binding value "void": the header merely has to exist
+_MISSING = object()
+
+
+# Wire-type marker classes from minimq.codec.values, by class name so that
+# this module does not depend on the codec's internals.
+_MARKER_TYPE_NAMES = {
+    "Int8": "byte",
+    "UInt8": "unsignedbyte",
+    "Int16": "short",
+    "UInt16": "unsignedshort",
+    "UInt32": "unsignedint",
+    "Int64": "long",
+    "Float32": "float",
+    "Timestamp": "timestamp",
+}
+
+
+def _erlang_type_name(value: Any) -> str:
+    # Mirrors RabbitMQ's field type atoms so error texts read the same.
+    marker = _MARKER_TYPE_NAMES.get(type(value).__name__)
+    if marker is not None:
+        return marker
+    if value is None:
+        return "void"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -(1 << 31) <= value < (1 << 31) else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, Decimal):
+        return "decimal"
+    if isinstance(value, datetime):
+        return "timestamp"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, (bytearray, memoryview)):
+        return "binary"
+    if isinstance(value, (str, bytes)):
+        return "longstr"
+    return type(value).__name__
+
+
+def _erlang_binary(raw: bytes) -> str:
+    """Render bytes like Erlang's ``~tp`` does, e.g. ``<<"foo">>``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        suffix = "" if text.isascii() else "/utf8"
+        return f'<<"{escaped}"{suffix}>>'
+    return "<<" + ",".join(str(b) for b in raw) + ">>"
+
+
+def _erlang_term(value: Any) -> str:
+    if value is None:
+        return "undefined"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _erlang_binary(value.encode("utf-8", "surrogateescape"))
+    if isinstance(value, (bytes, bytearray)):
+        return _erlang_binary(bytes(value))
+    return repr(value)
+
+
+def _x_match_mode(arguments: dict) -> str | None:
+    """The binding's match mode, or None if x-match is present but invalid.
+
+    Only a longstr counts: our decoder yields ``str`` for those (``bytes``
+    when not UTF-8, which can never name a mode); a ``bytearray`` is the
+    distinct 'x' byte-array type that RabbitMQ rejects as the wrong type.
+    """
+    raw = arguments.get("x-match", _MISSING)
+    if raw is _MISSING:
+        return "all"
+    if isinstance(raw, str) and raw in _X_MATCH_MODES:
+        return str(raw)
+    return None
+
+
+class _HeadersSpec:
+    """A binding's match spec, pre-digested so routing does no parsing."""
+
+    __slots__ = ("match_any", "pairs")
+
+    def __init__(self, arguments: dict) -> None:
+        mode = _x_match_mode(arguments) or "all"
+        self.match_any = mode.startswith("any")
+        with_x = mode.endswith("-with-x")
+        pairs = []
+        for key, value in arguments.items():
+            if isinstance(key, (bytes, bytearray)):
+                key = bytes(key).decode("utf-8", "replace")
+            if key == "x-match":
+                continue
+            if not with_x and key.startswith("x-"):
+                continue
+            pairs.append((key, _PRESENT if value is None else freeze_value(value)))
+        self.pairs: tuple[tuple[str, Any], ...] = tuple(pairs)
+
+    def matches(self, headers: dict, frozen: dict) -> bool:
+        if self.match_any:
+            for key, expected in self.pairs:
+                if key in headers and (expected is _PRESENT
+                                       or _frozen_header(headers, frozen, key) == expected):
+                    return True
+            return False
+        for key, expected in self.pairs:
+            if key not in headers:
+                return False
+            if expected is not _PRESENT and _frozen_header(headers, frozen, key) != expected:
+                return False
+        return True
+
+
+def _frozen_header(headers: dict, frozen: dict, key: str) -> Hashable:
+    # Freeze message header values lazily and once per route() call: most
+    # bindings look at only a handful of the message's headers.
+    try:
+        return frozen[key]
+    except KeyError:
+        value = frozen[key] = freeze_value(headers[key])
+        return value
+
+
+class HeadersExchangeType(ExchangeType):
+    """Match on message headers against each binding's argument table.
+
+    There is no index to exploit (any header can matter to any binding), so
+    routing is a linear pass over the pre-compiled binding specs, as in
+    RabbitMQ.  The routing key is ignored.
+    """
+
+    name = "headers"
+    needs_headers = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (destination, ident) -> spec; insertion order keeps routing stable.
+        self._specs: dict[tuple[Hashable, tuple[str, Hashable]], _HeadersSpec] = {}
+
+    def validate_binding(self, routing_key: str, arguments: dict) -> None:
+        if not arguments or "x-match" not in arguments:
+            return
+        if _x_match_mode(arguments) is not None:
+            return
+        raw = arguments["x-match"]
+        if isinstance(raw, (str, bytes)):
+            raise PreconditionFailed(
+                f"Invalid x-match field value {_erlang_term(raw)}; "
+                "expected all, any, all-with-x, or any-with-x")
+        raise PreconditionFailed(
+            f"Invalid x-match field type {_erlang_type_name(raw)} "
+            f"(value {_erlang_term(raw)}); expected longstr")
+
+    def route(self, routing_key: str = "", headers: dict | None = None) -> Iterable:
+        if headers is None:
+            headers = {}
+        frozen: dict[str, Hashable] = {}
+        found: dict[Hashable, None] = {}
+        for (destination, _ident), spec in self._specs.items():
+            if destination not in found and spec.matches(headers, frozen):
+                found[destination] = None
+        return list(found)
+
+    def _index_add(self, destination, routing_key, arguments, ident) -> None:
+        self._specs[(destination, ident)] = _HeadersSpec(arguments)
+
+    def _index_remove(self, destination, routing_key, arguments, ident) -> None:
+        self._specs.pop((destination, ident), None)
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+EXCHANGE_TYPES: dict[str, type[ExchangeType]] = {
+    cls.name: cls
+    for cls in (DirectExchangeType, FanoutExchangeType, TopicExchangeType, HeadersExchangeType)
+}
+
+
+def make_exchange_type(name: str) -> ExchangeType:
+    """Instantiate the routing plug-in for an ``exchange.declare`` type field.
+
+    An unknown type is a connection-level error in RabbitMQ (503), hence
+    CommandInvalid rather than a KeyError leaking out.
+    """
+    cls = EXCHANGE_TYPES.get(name)
+    if cls is None:
+        raise CommandInvalid(f"unknown exchange type '{name}'")
+    return cls()

@@ -1,0 +1,72 @@
+"""A message as the broker holds it: the bytes that arrived, decoded only on demand.
+
+The content header payload (class id, weight, body size, property flags, properties) and the
+body are kept exactly as they came off the wire, so a delivery writes them back out without
+re-encoding. Properties are decoded lazily, only when a feature needs them (headers exchange,
+user-id check, TTL, priority, dead-lettering).
+
+One Message object sits in one queue: routing to several queues makes shallow copies that
+share the bytes. That lets the per-queue position (`seq`) and `redelivered` flag live on the
+message itself instead of in a separate entry object, which halves the objects per queued
+message.
+"""
+from __future__ import annotations
+
+from minimq.codec.properties import BasicProperties, decode_headers_only
+
+_PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
+_USER_ID_FLAG = 1 << 4
+
+
+class Message:
+    __slots__ = ("exchange", "routing_key", "route", "header", "body", "seq", "redelivered", "_props")
+
+    def __init__(self, exchange: str, routing_key: str, route: bytes, header: bytes, body: bytes) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        # shortstr(exchange) + shortstr(routing_key), ready to drop into basic.deliver.
+        self.route = route
+        self.header = header
+        self.body = body
+        self.seq = 0
+        self.redelivered = False
+        self._props: BasicProperties | None = None
+
+    def copy(self) -> "Message":
+        """A copy for another queue: shares the bytes, has its own position and flags."""
+        m = Message.__new__(Message)
+        m.exchange = self.exchange
+        m.routing_key = self.routing_key
+        m.route = self.route
+        m.header = self.header
+        m.body = self.body
+        m.seq = 0
+        m.redelivered = False
+        m._props = self._props
+        return m
+
+    @property
+    def properties(self) -> BasicProperties:
+        props = self._props
+        if props is None:
+            props = self._props = BasicProperties.decode(self.header, _PROPS_OFFSET)
+        return props
+
+    @property
+    def headers(self) -> dict | None:
+        if self._props is not None:
+            return self._props.headers
+        return decode_headers_only(memoryview(self.header)[_PROPS_OFFSET:])
+
+    @property
+    def flags(self) -> int:
+        """The first property-flags word: which properties are present, without decoding."""
+        h = self.header
+        return (h[12] << 8) | h[13] if len(h) >= 14 else 0
+
+    def has_user_id(self) -> bool:
+        return bool(self.flags & _USER_ID_FLAG)
+
+    @property
+    def size(self) -> int:
+        return len(self.body)

@@ -1,0 +1,508 @@
+"""One client connection as the broker core sees it: protocol events in, frames out.
+
+`feed(data)` runs the sans-I/O protocol over the bytes, applies each event to the broker's
+state and leaves everything to send in `out` (shared with the protocol object). Deliveries to
+consumers of *other* connections land in their `out` lists; `wake` tells the transport that a
+session it is not currently serving has something to write.
+
+Errors: an AMQPError raised while handling a method closes the channel (soft) or the
+connection (hard), with RabbitMQ's reply code and text, and with the class/method id of the
+method that caused it.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import sys
+from typing import TYPE_CHECKING, Callable
+
+from minimq.broker.channel import Channel
+from minimq.broker.exchange import Exchange
+from minimq.broker.message import Message
+from minimq.broker.queue import Consumer, Queue
+from minimq.broker.vhost import generated_name
+from minimq.codec import spec
+from minimq.codec.errors import (
+    AccessRefused,
+    AMQPError,
+    AMQPNotImplemented,
+    CommandInvalid,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
+from minimq.protocol.connection import NEED_DATA, ServerConnection
+from minimq.protocol.events import (
+    ChannelClosed,
+    ChannelOpened,
+    ConnectionClosed,
+    ConnectionOpened,
+    ContentReceived,
+    MethodReceived,
+)
+from minimq.protocol.states import ConnState
+
+if TYPE_CHECKING:
+    from minimq.broker.broker import Broker
+
+log = logging.getLogger("minimq.session")
+
+_FRAME = struct.Struct(">BHI")
+_END = b"\xce"
+_ROUTE_CACHE_MAX = 4096
+
+
+class Session:
+    """Broker-side state of one connection."""
+
+    def __init__(self, broker: "Broker", conn: ServerConnection, peer: str = "") -> None:
+        self.broker = broker
+        self.conn = conn
+        self.out = conn.out
+        self.peer = peer
+        self.vhost = None
+        self.user = ""
+        self.channels: dict[int, Channel] = {}
+        self.writable = True
+        self.cancel_notify = False
+        self.closed = False
+        self.exclusive_queues: list[Queue] = []
+        self.confirming: set[Channel] = set()
+        # Set by the transport: called when another session's activity left output here.
+        self.on_wake: Callable[["Session"], None] | None = None
+        self.wake_pending = False
+        self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
+        self._handlers = {
+            spec.BasicAck.INDEX: self._basic_ack,
+            spec.BasicNack.INDEX: self._basic_nack,
+            spec.BasicReject.INDEX: self._basic_reject,
+            spec.BasicQos.INDEX: self._basic_qos,
+            spec.BasicConsume.INDEX: self._basic_consume,
+            spec.BasicCancel.INDEX: self._basic_cancel,
+            spec.BasicGet.INDEX: self._basic_get,
+            spec.BasicRecover.INDEX: self._basic_recover,
+            spec.BasicRecoverAsync.INDEX: self._basic_recover_async,
+            spec.ExchangeDeclare.INDEX: self._exchange_declare,
+            spec.ExchangeDelete.INDEX: self._exchange_delete,
+            spec.ExchangeBind.INDEX: self._exchange_bind,
+            spec.ExchangeUnbind.INDEX: self._exchange_unbind,
+            spec.QueueDeclare.INDEX: self._queue_declare,
+            spec.QueueBind.INDEX: self._queue_bind,
+            spec.QueueUnbind.INDEX: self._queue_unbind,
+            spec.QueuePurge.INDEX: self._queue_purge,
+            spec.QueueDelete.INDEX: self._queue_delete,
+            spec.ChannelFlow.INDEX: self._channel_flow,
+            spec.ChannelFlowOk.INDEX: self._ignore,
+            spec.ConfirmSelect.INDEX: self._confirm_select,
+            spec.TxSelect.INDEX: self._tx_select,
+            spec.TxCommit.INDEX: self._tx_commit,
+            spec.TxRollback.INDEX: self._tx_rollback,
+        }
+
+    # ------------------------------------------------------------- driving
+
+    def feed(self, data: bytes) -> None:
+        """Process bytes from the peer; output accumulates in `out`."""
+        conn = self.conn
+        conn.receive_data(data)
+        handlers = self._handlers
+        channels = self.channels
+        while True:
+            ev = conn.next_event()
+            if ev is NEED_DATA:
+                break
+            cls = ev.__class__
+            if cls is ContentReceived:
+                ch = channels.get(ev.channel)
+                if ch is not None:
+                    try:
+                        self._publish(ch, ev.method, ev.header, ev.body)
+                    except AMQPError as exc:
+                        self._fail(ev.channel, ev.method, exc)
+            elif cls is MethodReceived:
+                ch = channels.get(ev.channel)
+                if ch is None:
+                    continue
+                method = ev.method
+                handler = handlers.get(method.INDEX)
+                try:
+                    if handler is None:
+                        raise CommandInvalid(f"unexpected '{method.NAME}' from the client")
+                    handler(ch, method)
+                except AMQPError as exc:
+                    self._fail(ev.channel, method, exc)
+            elif cls is ChannelOpened:
+                channels[ev.channel] = Channel(ev.channel, self)
+            elif cls is ChannelClosed:
+                ch = channels.pop(ev.channel, None)
+                if ch is not None:
+                    ch.release()
+                    self.confirming.discard(ch)
+            elif cls is ConnectionOpened:
+                self._opened(ev)
+            elif cls is ConnectionClosed:
+                if ev.error is not None:
+                    log.info("closing connection %s: %s", self.peer, ev.error.reply_text)
+                self.release()
+        if self.confirming:
+            self.flush_confirms()
+
+    def _fail(self, channel: int, method, exc: AMQPError) -> None:
+        if not exc.class_id and method is not None:
+            exc.class_id = method.CLASS_ID
+            exc.method_id = method.METHOD_ID
+        if exc.HARD:
+            log.info("connection error on %s: %s", self.peer, exc.reply_text)
+            self.conn.close(exc)
+            self.release()
+            return
+        log.debug("channel %d error on %s: %s", channel, self.peer, exc.reply_text)
+        ch = self.channels.pop(channel, None)
+        if ch is not None:
+            ch.release()
+            self.confirming.discard(ch)
+        self.conn.close_channel(channel, exc)
+
+    def _opened(self, ev: ConnectionOpened) -> None:
+        self.user = ev.user
+        self.vhost = self.broker.vhosts[ev.vhost]
+        caps = ev.client_properties.get("capabilities") or {}
+        self.cancel_notify = bool(caps.get("consumer_cancel_notify"))
+        self.broker.sessions.add(self)
+
+    def release(self) -> None:
+        """The connection is gone: release every channel, drop exclusive queues."""
+        if self.closed:
+            return
+        self.closed = True
+        for ch in list(self.channels.values()):
+            ch.release()
+        self.channels.clear()
+        self.confirming.clear()
+        for q in self.exclusive_queues:
+            if not q.deleted:
+                q.vhost.delete_queue(q)
+        self.exclusive_queues.clear()
+        self.broker.sessions.discard(self)
+
+    def connection_lost(self) -> None:
+        """The socket went away without a close handshake."""
+        self.conn.state = ConnState.CLOSED
+        self.release()
+
+    # --------------------------------------------------------------- output
+
+    def send(self, channel: int, method) -> None:
+        self.conn.send_method(channel, method)
+
+    def write_content(self, channel: int, header: bytes, body: bytes) -> None:
+        """Header and body frames, split by the negotiated frame_max."""
+        out = self.out
+        size = len(body)
+        out.append(_FRAME.pack(2, channel, len(header)))
+        out.append(header)
+        if not size:
+            out.append(_END)
+            return
+        limit = self.conn.frame_max - 8
+        if size <= limit:
+            out.append(_END + _FRAME.pack(3, channel, size))
+            out.append(body)
+            out.append(_END)
+            return
+        out.append(_END)
+        view = memoryview(body)
+        for start in range(0, size, limit):
+            chunk = view[start : start + limit]
+            out.append(_FRAME.pack(3, channel, len(chunk)))
+            out.append(chunk)
+            out.append(_END)
+
+    def wake(self) -> None:
+        """Ask the transport to flush this session soon (output came from elsewhere)."""
+        if not self.wake_pending:
+            self.wake_pending = True
+            if self.on_wake is not None:
+                self.on_wake(self)
+
+    def flush_confirms(self) -> None:
+        """Send publisher acks for this batch: one basic.ack(multiple) per channel."""
+        for ch in self.confirming:
+            upto = ch.confirm_upto
+            if upto > ch.confirmed_sent and not ch.closed:
+                multiple = upto - ch.confirmed_sent > 1
+                ch.confirmed_sent = upto
+                self.send(ch.number, spec.BasicAck(upto, multiple))
+        self.confirming.clear()
+
+    def set_writable(self, writable: bool) -> None:
+        """Transport backpressure: stop or resume deliveries to this connection."""
+        if writable == self.writable:
+            return
+        self.writable = writable
+        for ch in list(self.channels.values()):
+            ch.set_active()
+
+    # -------------------------------------------------------------- publish
+
+    def _publish(self, ch: Channel, m: spec.BasicPublish, header: bytes, body: bytes) -> None:
+        vhost = self.vhost
+        key = (m.exchange, m.routing_key)
+        cached = self._route_cache.get(key)
+        if cached is None:
+            ex_name, rk = sys.intern(m.exchange), sys.intern(m.routing_key)
+            eb = ex_name.encode("utf-8", "surrogateescape")
+            rb = rk.encode("utf-8", "surrogateescape")
+            cached = (ex_name, rk, bytes((len(eb),)) + eb + bytes((len(rb),)) + rb)
+            if len(self._route_cache) >= _ROUTE_CACHE_MAX:
+                self._route_cache.clear()
+            self._route_cache[key] = cached
+        ex = vhost.exchanges.get(cached[0])
+        if ex is None:
+            raise NotFound(f"no exchange '{m.exchange}' in vhost '{vhost.name}'")
+        if ex.internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{ex.name}' in vhost '{vhost.name}'")
+        if m.immediate:
+            raise AMQPNotImplemented("immediate=true")
+        msg = Message(cached[0], cached[1], cached[2], header, body)
+        if msg.has_user_id():
+            uid = msg.properties.user_id
+            if uid != self.user:
+                raise PreconditionFailed(
+                    f"user_id property set to '{uid}' but authenticated user was '{self.user}'"
+                )
+        if ch.confirm:
+            ch.publish_seq += 1
+        if ch.tx is not None:
+            ch.tx.append((ex, msg, m.mandatory))
+            return
+        self._route(ch, ex, msg, m.mandatory)
+        if ch.confirm:
+            ch.confirm_upto = ch.publish_seq
+            self.confirming.add(ch)
+
+    def _route(self, ch: Channel, ex: Exchange, msg: Message, mandatory: bool) -> None:
+        queues = self.vhost.route(ex, msg)
+        if queues:
+            first = True
+            for q in queues:
+                if first:
+                    first = False
+                    q.enqueue(msg)
+                else:
+                    q.enqueue(msg.copy())
+        elif mandatory:
+            self.send(ch.number, spec.BasicReturn(312, "NO_ROUTE", msg.exchange, msg.routing_key))
+            self.write_content(ch.number, msg.header, msg.body)
+
+    # ------------------------------------------------------------ exchanges
+
+    def _exchange_declare(self, ch: Channel, m: spec.ExchangeDeclare) -> None:
+        self.vhost.declare_exchange(
+            m.exchange, m.type, passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
+            internal=m.internal, arguments=m.arguments,
+        )
+        if not m.no_wait:
+            self.send(ch.number, spec.ExchangeDeclareOk())
+
+    def _exchange_delete(self, ch: Channel, m: spec.ExchangeDelete) -> None:
+        self.vhost.delete_exchange(m.exchange, m.if_unused)
+        if not m.no_wait:
+            self.send(ch.number, spec.ExchangeDeleteOk())
+
+    def _exchange_bind(self, ch: Channel, m: spec.ExchangeBind) -> None:
+        vhost = self.vhost
+        dest = vhost.get_exchange(m.destination)
+        source = vhost.get_exchange(m.source)
+        vhost.bind(source, dest, m.routing_key, m.arguments)
+        if not m.no_wait:
+            self.send(ch.number, spec.ExchangeBindOk())
+
+    def _exchange_unbind(self, ch: Channel, m: spec.ExchangeUnbind) -> None:
+        vhost = self.vhost
+        dest = vhost.get_exchange(m.destination)
+        source = vhost.get_exchange(m.source)
+        vhost.unbind(source, dest, m.routing_key, m.arguments)
+        if not m.no_wait:
+            self.send(ch.number, spec.ExchangeUnbindOk())
+
+    # --------------------------------------------------------------- queues
+
+    def _queue_named(self, ch: Channel, name: str) -> Queue:
+        """A queue by name; the empty name means the channel's last declared queue."""
+        if name == "":
+            if ch.last_queue is None:
+                raise NotFound("no previously declared queue")
+            name = ch.last_queue
+        return self.vhost.get_queue(name, self)
+
+    def _queue_declare(self, ch: Channel, m: spec.QueueDeclare) -> None:
+        q, created = self.vhost.declare_queue(
+            m.queue, self, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+            auto_delete=m.auto_delete, arguments=m.arguments,
+        )
+        if created and q.exclusive:
+            self.exclusive_queues.append(q)
+        ch.last_queue = q.name
+        if not m.no_wait:
+            self.send(ch.number, spec.QueueDeclareOk(q.name, len(q.ready), len(q.consumers)))
+
+    def _queue_bind(self, ch: Channel, m: spec.QueueBind) -> None:
+        q = self._queue_named(ch, m.queue)
+        key = m.routing_key
+        if m.queue == "" and key == "":
+            key = q.name
+        ex = self.vhost.get_exchange(m.exchange)
+        self.vhost.bind(ex, q, key, m.arguments)
+        if not m.no_wait:
+            self.send(ch.number, spec.QueueBindOk())
+
+    def _queue_unbind(self, ch: Channel, m: spec.QueueUnbind) -> None:
+        q = self._queue_named(ch, m.queue)
+        ex = self.vhost.get_exchange(m.exchange)
+        self.vhost.unbind(ex, q, m.routing_key, m.arguments)
+        self.send(ch.number, spec.QueueUnbindOk())
+
+    def _queue_purge(self, ch: Channel, m: spec.QueuePurge) -> None:
+        q = self._queue_named(ch, m.queue)
+        count = q.purge()
+        if not m.no_wait:
+            self.send(ch.number, spec.QueuePurgeOk(count))
+
+    def _queue_delete(self, ch: Channel, m: spec.QueueDelete) -> None:
+        name = m.queue or ch.last_queue or ""
+        q = self.vhost.queues.get(name)
+        if q is None:
+            # RabbitMQ: deleting an absent queue succeeds with a count of 0.
+            if not m.no_wait:
+                self.send(ch.number, spec.QueueDeleteOk(0))
+            return
+        q = self.vhost.get_queue(name, self)
+        where = f"queue '{q.name}' in vhost '{self.vhost.name}'"
+        if m.if_unused and q.consumers:
+            raise PreconditionFailed(f"{where} in use")
+        if m.if_empty and q.ready:
+            raise PreconditionFailed(f"{where} not empty")
+        count = self.vhost.delete_queue(q)
+        if not m.no_wait:
+            self.send(ch.number, spec.QueueDeleteOk(count))
+
+    # ---------------------------------------------------------------- basic
+
+    def _basic_qos(self, ch: Channel, m: spec.BasicQos) -> None:
+        if m.prefetch_size:
+            raise AMQPNotImplemented(f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            ch.global_limit = m.prefetch_count
+            self.send(ch.number, spec.BasicQosOk())
+            ch.kick()
+        else:
+            ch.prefetch = m.prefetch_count
+            self.send(ch.number, spec.BasicQosOk())
+
+    def _basic_consume(self, ch: Channel, m: spec.BasicConsume) -> None:
+        q = self._queue_named(ch, m.queue)
+        vname = self.vhost.name
+        if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
+            raise AccessRefused(f"queue '{q.name}' in vhost '{vname}' in exclusive use")
+        tag = m.consumer_tag or generated_name("amq.ctag-")
+        if tag in ch.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        consumer = Consumer(tag, ch, q, m.no_ack, m.exclusive, ch.prefetch, m.arguments or {})
+        ch.consumers[tag] = consumer
+        if not m.no_wait:
+            self.send(ch.number, spec.BasicConsumeOk(tag))
+        q.add_consumer(consumer)
+
+    def _basic_cancel(self, ch: Channel, m: spec.BasicCancel) -> None:
+        consumer = ch.consumers.get(m.consumer_tag)
+        if not m.no_wait:
+            self.send(ch.number, spec.BasicCancelOk(m.consumer_tag))
+        if consumer is not None:
+            ch.remove_consumer(consumer)
+
+    def server_cancel(self, consumer: Consumer) -> None:
+        """The consumer's queue is gone: tell the client if it understands basic.cancel."""
+        ch = consumer.channel
+        ch.consumers.pop(consumer.tag, None)
+        if self.cancel_notify and not ch.closed and not self.closed:
+            self.send(ch.number, spec.BasicCancel(consumer.tag, True))
+            self.wake()
+
+    def _basic_get(self, ch: Channel, m: spec.BasicGet) -> None:
+        q = self._queue_named(ch, m.queue)
+        msg = q.get()
+        if msg is None:
+            self.send(ch.number, spec.BasicGetEmpty())
+        else:
+            ch.deliver_get(q, msg, m.no_ack)
+
+    def _basic_ack(self, ch: Channel, m: spec.BasicAck) -> None:
+        ch.ack(m.delivery_tag, m.multiple, None)
+
+    def _basic_nack(self, ch: Channel, m: spec.BasicNack) -> None:
+        ch.ack(m.delivery_tag, m.multiple, m.requeue)
+
+    def _basic_reject(self, ch: Channel, m: spec.BasicReject) -> None:
+        ch.ack(m.delivery_tag, False, m.requeue)
+
+    def _basic_recover_async(self, ch: Channel, m) -> None:
+        if not m.requeue:
+            raise AMQPNotImplemented("requeue=false")
+        ch.recover()
+
+    def _basic_recover(self, ch: Channel, m: spec.BasicRecover) -> None:
+        self._basic_recover_async(ch, m)
+        self.send(ch.number, spec.BasicRecoverOk())
+
+    # -------------------------------------------------- channel, confirm, tx
+
+    def _channel_flow(self, ch: Channel, m: spec.ChannelFlow) -> None:
+        ch.flow_active = m.active
+        self.send(ch.number, spec.ChannelFlowOk(m.active))
+        ch.set_active()
+
+    def _ignore(self, ch: Channel, m) -> None:
+        return None
+
+    def _confirm_select(self, ch: Channel, m: spec.ConfirmSelect) -> None:
+        if ch.tx is not None:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        ch.confirm = True
+        if not m.nowait:
+            self.send(ch.number, spec.ConfirmSelectOk())
+
+    def _tx_select(self, ch: Channel, m) -> None:
+        if ch.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        if ch.tx is None:
+            ch.tx = []
+            ch.tx_acks = []
+        self.send(ch.number, spec.TxSelectOk())
+
+    def _tx_commit(self, ch: Channel, m) -> None:
+        if ch.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        publishes, acks = ch.tx, ch.tx_acks or []
+        ch.tx, ch.tx_acks = [], []
+        for taken, requeue in acks:
+            ch.settle(taken, requeue)
+        for ex, msg, mandatory in publishes:
+            if ex.deleted:
+                continue
+            self._route(ch, ex, msg, mandatory)
+        self.send(ch.number, spec.TxCommitOk())
+
+    def _tx_rollback(self, ch: Channel, m) -> None:
+        if ch.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        acks = ch.tx_acks or []
+        ch.tx, ch.tx_acks = [], []
+        if acks:
+            # Acks in a rolled-back transaction never happened: the deliveries are
+            # outstanding again, in tag order.
+            restored = dict(ch.unacked)
+            for taken, _requeue in acks:
+                restored.update(taken)
+            ch.unacked = dict(sorted(restored.items()))
+        self.send(ch.number, spec.TxRollbackOk())

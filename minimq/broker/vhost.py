@@ -1,0 +1,326 @@
+"""A virtual host: its exchanges, queues and bindings, and routing between them.
+
+Errors carry RabbitMQ's reply texts, since clients and their users match on them.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Callable, Iterable
+
+from minimq.broker.exchange import DefaultExchangeType, Exchange
+from minimq.broker.exchange_types import EXCHANGE_TYPES
+from minimq.broker.queue import Queue
+from minimq.codec.errors import (
+    AccessRefused,
+    CommandInvalid,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+
+PREDECLARED = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+# Queue arguments RabbitMQ compares when a queue is redeclared; others are not compared.
+EQUIVALENT_QUEUE_ARGS = (
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-message-ttl",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+)
+
+
+def _bool_text(b: bool) -> str:
+    return "true" if b else "false"
+
+
+def generated_name(prefix: str) -> str:
+    """RabbitMQ-style server-generated name: prefix + 22 url-safe base64 characters."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return value
+
+
+class VirtualHost:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queues: dict[str, Queue] = {}
+        self.exchanges: dict[str, Exchange] = {}
+        self.default_exchange = Exchange("", "direct", durable=True, kind=DefaultExchangeType(self.queues))
+        self.exchanges[""] = self.default_exchange
+        for name_, type_ in PREDECLARED:
+            self.exchanges[name_] = Exchange(name_, type_, durable=True)
+        # Called with each queue this vhost deletes (the session layer cancels consumers).
+        self.on_queue_deleted: Callable[[Queue], None] | None = None
+
+    # ------------------------------------------------------------- lookups
+
+    def __repr__(self) -> str:
+        return f"<VirtualHost {self.name!r}>"
+
+    def get_exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+        return ex
+
+    def get_queue(self, name: str, session: Any = None) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if q.owner is not None and session is not None and q.owner is not session:
+            raise self._locked(q)
+        return q
+
+    def _locked(self, q: Queue) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{q.name}' in vhost '{self.name}'. "
+            "It could be originally declared on another connection or the exclusive property "
+            "value does not match that of the original declaration."
+        )
+
+    # ------------------------------------------------------------ exchanges
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict | None = None,
+    ) -> Exchange:
+        if passive:
+            return self.get_exchange(name)
+        if type_name not in EXCHANGE_TYPES:
+            raise CommandInvalid(f"unknown exchange type '{type_name}'")
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            if name.startswith("amq."):
+                raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            ex = Exchange(
+                name, type_name, durable=durable, auto_delete=auto_delete, internal=internal,
+                arguments=arguments,
+            )
+            self.exchanges[name] = ex
+            return ex
+        what = f"for exchange '{name}' in vhost '{self.name}'"
+        if ex.type_name != type_name:
+            raise PreconditionFailed(
+                f"inequivalent arg 'type' {what}: received '{type_name}' but current is '{ex.type_name}'"
+            )
+        for arg, got, have in (
+            ("durable", durable, ex.durable),
+            ("auto_delete", auto_delete, ex.auto_delete),
+            ("internal", internal, ex.internal),
+        ):
+            if got != have:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' {what}: received '{_bool_text(got)}' but current is '{_bool_text(have)}'"
+                )
+        new_ae = _norm((arguments or {}).get("alternate-exchange"))
+        old_ae = _norm(ex.arguments.get("alternate-exchange"))
+        if new_ae != old_ae:
+            raise PreconditionFailed(
+                f"inequivalent arg 'alternate-exchange' {what}: received {_describe(new_ae)} but current is {_describe(old_ae)}"
+            )
+        return ex
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' not allowed")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return  # RabbitMQ: deleting an absent exchange succeeds
+        if if_unused and not ex.kind.is_empty():
+            raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(ex)
+
+    def _remove_exchange(self, ex: Exchange) -> None:
+        if ex.deleted:
+            return
+        ex.deleted = True
+        del self.exchanges[ex.name]
+        # bindings from it
+        for dest, _key, _args in list(ex.kind.bindings()):
+            dest.bound_from.discard(ex)
+        # bindings to it
+        for src in list(ex.bound_from):
+            src.kind.remove_destination(ex)
+            src.e2e_out -= 1
+            self._maybe_autodelete(src)
+        ex.bound_from.clear()
+
+    def _maybe_autodelete(self, ex: Exchange) -> None:
+        if ex.auto_delete and not ex.deleted and ex.kind.is_empty():
+            self._remove_exchange(ex)
+
+    # ------------------------------------------------------------- bindings
+
+    def bind(self, source: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict | None) -> None:
+        if source.is_default:
+            raise AccessRefused("operation not permitted on the default exchange")
+        args = arguments or {}
+        source.kind.validate_binding(routing_key, args)
+        is_x = isinstance(dest, Exchange)
+        if is_x and dest.is_default:
+            raise AccessRefused("operation not permitted on the default exchange")
+        new_dest = not source.kind.has_bindings_to(dest)
+        source.kind.add_binding(dest, routing_key, args)
+        if new_dest:
+            dest.bound_from.add(source)
+            if is_x:
+                source.e2e_out += 1
+
+    def unbind(self, source: Exchange, dest: Queue | Exchange, routing_key: str, arguments: dict | None) -> None:
+        if source.is_default:
+            raise AccessRefused("operation not permitted on the default exchange")
+        if isinstance(dest, Exchange) and dest.is_default:
+            raise AccessRefused("operation not permitted on the default exchange")
+        source.kind.remove_binding(dest, routing_key, arguments or {})
+        if source in dest.bound_from and not source.kind.has_bindings_to(dest):
+            dest.bound_from.discard(source)
+            if isinstance(dest, Exchange):
+                source.e2e_out -= 1
+        self._maybe_autodelete(source)
+
+    # --------------------------------------------------------------- queues
+
+    def declare_queue(
+        self,
+        name: str,
+        session: Any,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict | None = None,
+    ) -> tuple[Queue, bool]:
+        """Declare (or check) a queue; returns (queue, created)."""
+        if passive:
+            return self.get_queue(name, session), False
+        if name == "":
+            name = generated_name("amq.gen-")
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        q = self.queues.get(name)
+        if q is None:
+            q = Queue(
+                self, name, durable=durable, exclusive_owner=session if exclusive else None,
+                auto_delete=auto_delete, arguments=arguments,
+            )
+            self.queues[name] = q
+            return q, True
+        if q.owner is not None and q.owner is not session:
+            raise self._locked(q)
+        what = f"for queue '{name}' in vhost '{self.name}'"
+        if q.durable != durable:
+            raise PreconditionFailed(
+                f"inequivalent arg 'durable' {what}: received '{_bool_text(durable)}' but current is '{_bool_text(q.durable)}'"
+            )
+        if q.auto_delete != auto_delete:
+            raise PreconditionFailed(
+                f"inequivalent arg 'auto_delete' {what}: received '{_bool_text(auto_delete)}' but current is '{_bool_text(q.auto_delete)}'"
+            )
+        if q.exclusive != exclusive:
+            raise self._locked(q)
+        args = arguments or {}
+        for key in EQUIVALENT_QUEUE_ARGS:
+            new, old = _norm(args.get(key)), _norm(q.arguments.get(key))
+            if new != old:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{key}' {what}: received {_describe(new)} but current is {_describe(old)}"
+                )
+        return q, False
+
+    def delete_queue(self, q: Queue) -> int:
+        """Delete a queue: unbind it, cancel its consumers; returns its ready count."""
+        if q.deleted:
+            return 0
+        count = len(q.ready)
+        q.deleted = True
+        self.queues.pop(q.name, None)
+        for ex in list(q.bound_from):
+            ex.kind.remove_destination(q)
+            self._maybe_autodelete(ex)
+        q.bound_from.clear()
+        q.ready.clear()
+        if self.on_queue_deleted is not None:
+            self.on_queue_deleted(q)
+        return count
+
+    # -------------------------------------------------------------- routing
+
+    def route(self, ex: Exchange, message: Any) -> Iterable[Queue]:
+        """The queues a message published to `ex` goes to (each once)."""
+        kind = ex.kind
+        dests = kind.route(message.routing_key, message.headers if kind.needs_headers else None)
+        if not ex.e2e_out and (dests or ex.alternate is None):
+            return dests
+        return self._route_graph(ex, message)
+
+    def _route_graph(self, ex: Exchange, message: Any) -> list[Queue]:
+        """Follow exchange-to-exchange bindings and alternate exchanges, cycles included."""
+        queues: dict[Queue, None] = {}
+        visited: set = set()
+        stack = [ex]
+        key = message.routing_key
+        headers = None
+        while stack:
+            x = stack.pop()
+            if x in visited:
+                continue
+            visited.add(x)
+            kind = x.kind
+            if kind.needs_headers and headers is None:
+                headers = message.headers or {}
+            dests = kind.route(key, headers)
+            if not dests:
+                if x.alternate is not None:
+                    alt = self.exchanges.get(x.alternate)
+                    if alt is not None:
+                        stack.append(alt)
+                continue
+            for d in dests:
+                if isinstance(d, Exchange):
+                    stack.append(d)
+                else:
+                    queues[d] = None
+        return list(queues)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return f"'{value}'"

@@ -1,0 +1,69 @@
+"""Command line: `minimq`, `python -m minimq` and `python server.py` all land here."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+import minimq
+from minimq.broker import Broker
+from minimq.server import Server, make_ssl_context
+
+log = logging.getLogger("minimq")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minimq", description="minimq AMQP 0-9-1 broker")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5672, help="AMQP port; 0 picks a free one (default 5672)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
+    p.add_argument("--tls-cert", help="PEM certificate: also serve AMQPS")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert (if not in the cert file)")
+    p.add_argument("--tls-port", type=int, default=5671, help="AMQPS port (default 5671; 0 picks one)")
+    p.add_argument("--heartbeat", type=int, default=60, help="heartbeat interval offered to clients, seconds")
+    p.add_argument("--frame-max", type=int, default=131072, help="largest frame offered to clients, bytes")
+    p.add_argument("--channel-max", type=int, default=2047, help="most channels per connection")
+    p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    broker = Broker(
+        clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max
+    )
+    ssl_context = make_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = Server(broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port)
+    await server.start()
+    print(server.banner(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.tls_key and not args.tls_cert:
+        print("minimq: --tls-key needs --tls-cert", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        print(f"minimq: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - signal handler normally catches it
+        pass
+    return 0

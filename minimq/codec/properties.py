@@ -1,0 +1,328 @@
+"""Basic content properties and content-header payloads.
+
+The broker routes and stores messages without interpreting most properties,
+so the content header is split cheaply (``parse_content_header``) and the raw
+property bytes are kept; full decoding happens only when something needs it,
+and ``decode_headers_only`` / ``delivery_mode_of`` answer the two questions
+routing and persistence ask without building a ``BasicProperties``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import CodecError
+from .values import _as_bytes, decode_shortstr, decode_table, encode_shortstr, encode_table
+
+__all__ = [
+    "BasicProperties",
+    "PROPERTY_NAMES",
+    "encode_content_header",
+    "parse_content_header",
+    "decode_headers_only",
+    "delivery_mode_of",
+]
+
+_H = struct.Struct(">H")
+_I = struct.Struct(">I")
+_Q = struct.Struct(">Q")
+_HHQ = struct.Struct(">HHQ")
+
+PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+# Flag bit per property, most significant first (spec: bit 15 = first property).
+_F_CONTENT_TYPE = 1 << 15
+_F_CONTENT_ENCODING = 1 << 14
+_F_HEADERS = 1 << 13
+_F_DELIVERY_MODE = 1 << 12
+_F_PRIORITY = 1 << 11
+_F_CORRELATION_ID = 1 << 10
+_F_REPLY_TO = 1 << 9
+_F_EXPIRATION = 1 << 8
+_F_MESSAGE_ID = 1 << 7
+_F_TIMESTAMP = 1 << 6
+_F_TYPE = 1 << 5
+_F_USER_ID = 1 << 4
+_F_APP_ID = 1 << 3
+_F_CLUSTER_ID = 1 << 2
+_F_UNKNOWN = 1 << 1  # a 15th property we could not know the type of
+_F_CONTINUATION = 1
+
+_EMPTY_PROPERTIES = b"\x00\x00"
+_DECODE_ERRORS = (struct.error, IndexError)
+
+
+def _read_flags(buf, offset: int) -> tuple[int, int]:
+    """Read the flag word(s); later words may only repeat 'no more properties'."""
+    (flags,) = _H.unpack_from(buf, offset)
+    offset += 2
+    if flags & _F_UNKNOWN:
+        raise CodecError("content header sets an unknown property flag")
+    more = flags & _F_CONTINUATION
+    while more:
+        (extra,) = _H.unpack_from(buf, offset)
+        offset += 2
+        if extra & ~_F_CONTINUATION:
+            raise CodecError("content header sets an unknown property flag")
+        more = extra & _F_CONTINUATION
+    return flags, offset
+
+
+class BasicProperties:
+    """The basic class content properties; ``None`` means "absent on the wire"."""
+
+    __slots__ = PROPERTY_NAMES
+
+    def __init__(
+        self,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        headers: dict | None = None,
+        delivery_mode: int | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: str | None = None,
+        message_id: str | None = None,
+        timestamp: int | None = None,
+        type: str | None = None,
+        user_id: str | None = None,
+        app_id: str | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.headers = headers
+        self.delivery_mode = delivery_mode
+        self.priority = priority
+        self.correlation_id = correlation_id
+        self.reply_to = reply_to
+        self.expiration = expiration
+        self.message_id = message_id
+        self.timestamp = timestamp
+        self.type = type
+        self.user_id = user_id
+        self.app_id = app_id
+        self.cluster_id = cluster_id
+
+    def encode(self) -> bytes:
+        """Property flags followed by the present properties, in spec order."""
+        flags = 0
+        parts = [_EMPTY_PROPERTIES]
+        append = parts.append
+        try:
+            if self.content_type is not None:
+                flags |= _F_CONTENT_TYPE
+                append(encode_shortstr(self.content_type))
+            if self.content_encoding is not None:
+                flags |= _F_CONTENT_ENCODING
+                append(encode_shortstr(self.content_encoding))
+            if self.headers is not None:
+                flags |= _F_HEADERS
+                append(encode_table(self.headers))
+            if self.delivery_mode is not None:
+                flags |= _F_DELIVERY_MODE
+                append(bytes((self.delivery_mode,)))
+            if self.priority is not None:
+                flags |= _F_PRIORITY
+                append(bytes((self.priority,)))
+            if self.correlation_id is not None:
+                flags |= _F_CORRELATION_ID
+                append(encode_shortstr(self.correlation_id))
+            if self.reply_to is not None:
+                flags |= _F_REPLY_TO
+                append(encode_shortstr(self.reply_to))
+            if self.expiration is not None:
+                flags |= _F_EXPIRATION
+                append(encode_shortstr(self.expiration))
+            if self.message_id is not None:
+                flags |= _F_MESSAGE_ID
+                append(encode_shortstr(self.message_id))
+            if self.timestamp is not None:
+                flags |= _F_TIMESTAMP
+                append(_Q.pack(self.timestamp))
+            if self.type is not None:
+                flags |= _F_TYPE
+                append(encode_shortstr(self.type))
+            if self.user_id is not None:
+                flags |= _F_USER_ID
+                append(encode_shortstr(self.user_id))
+            if self.app_id is not None:
+                flags |= _F_APP_ID
+                append(encode_shortstr(self.app_id))
+            if self.cluster_id is not None:
+                flags |= _F_CLUSTER_ID
+                append(encode_shortstr(self.cluster_id))
+        except (struct.error, TypeError, ValueError, OverflowError) as exc:
+            raise CodecError(f"cannot encode basic properties: {exc}") from None
+        if not flags:
+            return _EMPTY_PROPERTIES
+        parts[0] = _H.pack(flags)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, buf: bytes | memoryview, offset: int = 0) -> BasicProperties:
+        """Decode flags + properties starting at ``offset`` (trailing bytes are ignored)."""
+        if buf.__class__ is not bytes:
+            buf = _as_bytes(buf)
+        self = cls.__new__(cls)
+        try:
+            flags, offset = _read_flags(buf, offset)
+            if flags & _F_CONTENT_TYPE:
+                self.content_type, offset = decode_shortstr(buf, offset)
+            else:
+                self.content_type = None
+            if flags & _F_CONTENT_ENCODING:
+                self.content_encoding, offset = decode_shortstr(buf, offset)
+            else:
+                self.content_encoding = None
+            if flags & _F_HEADERS:
+                self.headers, offset = decode_table(buf, offset)
+            else:
+                self.headers = None
+            if flags & _F_DELIVERY_MODE:
+                self.delivery_mode = buf[offset]
+                offset += 1
+            else:
+                self.delivery_mode = None
+            if flags & _F_PRIORITY:
+                self.priority = buf[offset]
+                offset += 1
+            else:
+                self.priority = None
+            if flags & _F_CORRELATION_ID:
+                self.correlation_id, offset = decode_shortstr(buf, offset)
+            else:
+                self.correlation_id = None
+            if flags & _F_REPLY_TO:
+                self.reply_to, offset = decode_shortstr(buf, offset)
+            else:
+                self.reply_to = None
+            if flags & _F_EXPIRATION:
+                self.expiration, offset = decode_shortstr(buf, offset)
+            else:
+                self.expiration = None
+            if flags & _F_MESSAGE_ID:
+                self.message_id, offset = decode_shortstr(buf, offset)
+            else:
+                self.message_id = None
+            if flags & _F_TIMESTAMP:
+                self.timestamp = _Q.unpack_from(buf, offset)[0]
+                offset += 8
+            else:
+                self.timestamp = None
+            if flags & _F_TYPE:
+                self.type, offset = decode_shortstr(buf, offset)
+            else:
+                self.type = None
+            if flags & _F_USER_ID:
+                self.user_id, offset = decode_shortstr(buf, offset)
+            else:
+                self.user_id = None
+            if flags & _F_APP_ID:
+                self.app_id, offset = decode_shortstr(buf, offset)
+            else:
+                self.app_id = None
+            if flags & _F_CLUSTER_ID:
+                self.cluster_id, offset = decode_shortstr(buf, offset)
+            else:
+                self.cluster_id = None
+        except _DECODE_ERRORS as exc:
+            raise CodecError(f"malformed basic properties: {exc}") from None
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in PROPERTY_NAMES)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        present = ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in PROPERTY_NAMES if getattr(self, n) is not None
+        )
+        return f"BasicProperties({present})"
+
+
+def encode_content_header(
+    body_size: int, props: BasicProperties | bytes | None, class_id: int = 60
+) -> bytes:
+    """Full header-frame payload; pre-encoded property bytes are passed through untouched.
+
+    Passing the raw bytes received from the publisher is the normal broker
+    path: it forwards properties byte-exactly and skips re-encoding.
+    """
+    if props is None:
+        raw = _EMPTY_PROPERTIES
+    elif isinstance(props, BasicProperties):
+        raw = props.encode()
+    else:
+        raw = props
+    try:
+        return b"".join((_HHQ.pack(class_id, 0, body_size), raw))
+    except (struct.error, TypeError) as exc:
+        raise CodecError(f"cannot encode content header: {exc}") from None
+
+
+def parse_content_header(payload: bytes | memoryview) -> tuple[int, int, bytes | memoryview]:
+    """Split a header-frame payload into (class_id, body_size, raw property bytes).
+
+    The property bytes are a slice of the same type as ``payload`` (bytes in,
+    bytes out), so storing them does not pin a larger receive buffer.
+    """
+    if len(payload) < 14:
+        raise CodecError("truncated content header")
+    class_id, _weight, body_size = _HHQ.unpack_from(payload, 0)
+    return class_id, body_size, payload[12:]
+
+
+def _skip_to_headers(buf, flags: int, offset: int) -> int:
+    if flags & _F_CONTENT_TYPE:
+        offset += 1 + buf[offset]
+    if flags & _F_CONTENT_ENCODING:
+        offset += 1 + buf[offset]
+    return offset
+
+
+def decode_headers_only(prop_bytes: bytes | memoryview) -> dict | None:
+    """The ``headers`` table alone (or None if absent), for the headers exchange."""
+    if prop_bytes.__class__ is not bytes:
+        prop_bytes = _as_bytes(prop_bytes)
+    try:
+        flags, offset = _read_flags(prop_bytes, 0)
+        if not flags & _F_HEADERS:
+            return None
+        offset = _skip_to_headers(prop_bytes, flags, offset)
+        return decode_table(prop_bytes, offset)[0]
+    except _DECODE_ERRORS as exc:
+        raise CodecError(f"malformed basic properties: {exc}") from None
+
+
+def delivery_mode_of(prop_bytes: bytes | memoryview) -> int | None:
+    """The ``delivery_mode`` octet alone (or None), for persistence decisions."""
+    try:
+        flags, offset = _read_flags(prop_bytes, 0)
+        if not flags & _F_DELIVERY_MODE:
+            return None
+        offset = _skip_to_headers(prop_bytes, flags, offset)
+        if flags & _F_HEADERS:
+            offset += 4 + _I.unpack_from(prop_bytes, offset)[0]
+        return prop_bytes[offset]
+    except _DECODE_ERRORS as exc:
+        raise CodecError(f"malformed basic properties: {exc}") from None

@@ -1,0 +1,483 @@
+"""The server side of one AMQP 0-9-1 connection, without I/O.
+
+Bytes go in with `receive_data`; `next_event` hands out one event at a time (or NEED_DATA).
+Parsing is lazy on purpose: the layer above may close a channel or the connection while
+handling an event, and frames that arrived in the same read must then be judged against the new
+state (discarded on a closing channel) rather than against the state at read time.
+
+Frames to send accumulate in `out` (a list of bytes, joined once per write by the transport).
+The handshake (start/tune/open), channel open/close bookkeeping and content assembly
+(method -> header -> body) live here; what the methods mean lives in the broker.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from minimq.codec import spec
+from minimq.codec.errors import (
+    AccessRefused,
+    AMQPError,
+    ChannelError,
+    CodecError,
+    CommandInvalid,
+    FrameError,
+    NotAllowed,
+    PreconditionFailed,
+    UnexpectedFrame,
+)
+from minimq.codec.frames import (
+    FRAME_HEADER,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    FrameParser,
+    encode_method_frame,
+)
+from minimq.codec.values import decode_table
+from minimq.protocol.events import (
+    ChannelClosed,
+    ChannelOpened,
+    ConnectionClosed,
+    ConnectionOpened,
+    ContentReceived,
+    Event,
+    MethodReceived,
+)
+from minimq.protocol.states import ChanState, ConnState
+
+NEED_DATA = object()
+"""Sentinel from next_event: every complete frame has been consumed."""
+
+FRAME_METHOD = 1
+FRAME_HEADER_TYPE = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_MIN_SIZE = 4096
+_CONTENT_HEADER = struct.Struct(">HHQ")
+
+Authenticator = Callable[[str, str], bool]
+"""check(user, password) -> whether the credentials are valid."""
+VhostCheck = Callable[[str, str], bool]
+"""allowed(user, vhost) -> whether the user may open the vhost (and it exists)."""
+
+
+def parse_sasl(mechanism: str, response: bytes) -> tuple[str, str]:
+    """Extract (user, password) from a PLAIN or AMQPLAIN response.
+
+    AMQPLAIN is RabbitMQ's own mechanism: a field table without its length prefix, with LOGIN
+    and PASSWORD keys. py-amqp and some older clients use it.
+    """
+    if mechanism == "PLAIN":
+        parts = bytes(response).split(b"\x00")
+        if len(parts) != 3:
+            raise AccessRefused("malformed PLAIN response")
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    if mechanism == "AMQPLAIN":
+        try:
+            table, _ = decode_table(struct.pack(">I", len(response)) + bytes(response), 0)
+        except CodecError as exc:
+            raise AccessRefused(f"malformed AMQPLAIN response: {exc}") from None
+        user, password = table.get("LOGIN"), table.get("PASSWORD")
+        if isinstance(user, bytes):
+            user = user.decode("utf-8", "replace")
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise AccessRefused("AMQPLAIN response lacks LOGIN or PASSWORD")
+        return user, password
+    # RabbitMQ treats an unknown mechanism as a command error, not an auth failure.
+    raise CommandInvalid(f"unknown authentication mechanism '{mechanism}'")
+
+
+class _Assembly:
+    """Content being assembled on one channel: method, then header, then body frames."""
+
+    __slots__ = ("method", "header", "size", "parts", "received")
+
+    def __init__(self, method) -> None:
+        self.method = method
+        self.header: bytes | None = None
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.received = 0
+
+
+class ServerConnection:
+    """Sans-I/O server side of one AMQP connection."""
+
+    def __init__(
+        self,
+        *,
+        check_credentials: Authenticator,
+        vhost_allowed: VhostCheck,
+        server_properties: dict,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+        heartbeat: int = 60,
+        max_message_size: int = 128 * 1024 * 1024,
+    ) -> None:
+        self.check_credentials = check_credentials
+        self.vhost_allowed = vhost_allowed
+        self.server_properties = server_properties
+        self.server_frame_max = frame_max
+        self.server_channel_max = channel_max
+        self.server_heartbeat = heartbeat
+        self.max_message_size = max_message_size
+
+        self.state = ConnState.AWAIT_HEADER
+        self.out: list[bytes] = []
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.heartbeat = 0
+        self.user = ""
+        self.vhost = ""
+        self.client_properties: dict = {}
+        self.channels: dict[int, ChanState] = {}
+        self.close_error: AMQPError | None = None
+        self.received_since_check = False
+
+        self._header = b""
+        self._parser = FrameParser(frame_max)
+        self._frames: list = []
+        self._pos = 0
+        self._assembling: dict[int, _Assembly] = {}
+        self._pending_error: AMQPError | None = None
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer; call next_event until NEED_DATA afterwards."""
+        if not data:
+            return
+        self.received_since_check = True
+        state = self.state
+        if state is ConnState.CLOSED:
+            return
+        if state is ConnState.AWAIT_HEADER:
+            self._header += data
+            if len(self._header) < 8:
+                if not PROTOCOL_HEADER.startswith(self._header):
+                    self._reject_header()
+                return
+            header, data = self._header[:8], self._header[8:]
+            self._header = b""
+            if header != PROTOCOL_HEADER:
+                self._reject_header()
+                return
+            self._send_start()
+            if not data:
+                return
+        try:
+            frames = self._parser.feed(data)
+        except CodecError as exc:
+            # The frames parsed before the bad one are lost with it; the connection is
+            # going away anyway.
+            self._pending_error = exc
+            return
+        if self._pos:
+            del self._frames[: self._pos]
+            self._pos = 0
+        if self._frames:
+            self._frames.extend(frames)
+        else:
+            self._frames = frames
+
+    def next_event(self):
+        """The next event, or NEED_DATA when every complete frame has been consumed."""
+        frames = self._frames
+        while self._pos < len(frames):
+            frame = frames[self._pos]
+            self._pos += 1
+            try:
+                event = self._handle_frame(frame[0], frame[1], frame[2])
+            except AMQPError as exc:
+                event = self._protocol_error(frame[1], exc)
+            if event is not None:
+                return event
+        if frames:
+            self._frames = []
+            self._pos = 0
+        if self._pending_error is not None:
+            exc, self._pending_error = self._pending_error, None
+            if self.state is not ConnState.CLOSED and self.state is not ConnState.CLOSING:
+                return self.close(exc)
+        return NEED_DATA
+
+    # ---------------------------------------------------------------- output
+
+    def send_method(self, channel: int, method) -> None:
+        self.out.append(encode_method_frame(channel, method))
+
+    def send_heartbeat(self) -> None:
+        self.out.append(HEARTBEAT_FRAME)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer, joined once; empties the queue."""
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def close(self, error: AMQPError) -> Event:
+        """Close the connection from the server side with `error` (a hard error).
+
+        Frames that arrive afterwards are discarded until the peer's close-ok.
+        """
+        if self.state in (ConnState.CLOSING, ConnState.CLOSED):
+            return ConnectionClosed(error)
+        self.close_error = error
+        self._assembling.clear()
+        self.send_method(
+            0,
+            spec.ConnectionClose(error.code, error.reply_text[:255], error.class_id, error.method_id),
+        )
+        self.state = ConnState.CLOSING
+        return ConnectionClosed(error)
+
+    def close_channel(self, channel: int, error: AMQPError) -> None:
+        """Close one channel from the server side (a soft error).
+
+        The caller has already released what the channel held; frames arriving on it are
+        discarded until the peer answers with channel.close-ok.
+        """
+        if self.channels.get(channel) is not ChanState.OPEN:
+            return
+        self.channels[channel] = ChanState.CLOSING
+        self._assembling.pop(channel, None)
+        self.send_method(
+            channel,
+            spec.ChannelClose(error.code, error.reply_text[:255], error.class_id, error.method_id),
+        )
+
+    def is_open(self, channel: int) -> bool:
+        return self.channels.get(channel) is ChanState.OPEN
+
+    # --------------------------------------------------------------- internals
+
+    def _reject_header(self) -> None:
+        # The spec: answer a bad protocol header with the one we speak, then close.
+        self.out.append(PROTOCOL_HEADER)
+        self.state = ConnState.CLOSED
+        self._pending_error = None
+
+    def _send_start(self) -> None:
+        self.send_method(
+            0,
+            spec.ConnectionStart(0, 9, self.server_properties, b"PLAIN AMQPLAIN", b"en_US"),
+        )
+        self.state = ConnState.AWAIT_START_OK
+
+    def _protocol_error(self, channel: int, exc: AMQPError):
+        """Route an error raised while reading a frame: soft ones close the channel."""
+        if exc.HARD or channel == 0 or self.state is not ConnState.OPEN:
+            if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+                return None
+            return self.close(exc)
+        self.close_channel(channel, exc)
+        return ChannelClosed(channel)
+
+    def _handle_frame(self, ftype: int, channel: int, payload: bytes):
+        state = self.state
+        if state is not ConnState.OPEN:
+            return self._handle_non_open(state, ftype, channel, payload)
+        if ftype == FRAME_METHOD:
+            if channel == 0:
+                return self._connection_method(spec.decode_method(payload))
+            cstate = self.channels.get(channel)
+            if cstate is ChanState.OPEN:
+                if channel in self._assembling:
+                    raise UnexpectedFrame(
+                        f"expected content header for class 60, got a method frame on channel {channel}"
+                    )
+                method = spec.decode_method(payload)
+                if method.HAS_CONTENT:
+                    if not isinstance(method, spec.BasicPublish):
+                        raise CommandInvalid(f"{method.NAME} may not be sent by a client")
+                    self._assembling[channel] = _Assembly(method)
+                    return None
+                if method.INDEX == _CHANNEL_CLOSE:
+                    del self.channels[channel]
+                    self.send_method(channel, spec.ChannelCloseOk())
+                    return ChannelClosed(channel)
+                if method.INDEX == _CHANNEL_OPEN:
+                    raise ChannelError(f"second 'channel.open' seen on channel {channel}")
+                if method.INDEX == _CHANNEL_CLOSE_OK:
+                    return None
+                return MethodReceived(channel, method)
+            if cstate is None:
+                method = spec.decode_method(payload)
+                if method.INDEX != _CHANNEL_OPEN:
+                    raise ChannelError(f"expected 'channel.open' on channel {channel}, got '{method.NAME}'")
+                if channel > self.channel_max:
+                    raise ChannelError(f"channel number {channel} exceeds channel_max {self.channel_max}")
+                self.channels[channel] = ChanState.OPEN
+                self.send_method(channel, spec.ChannelOpenOk())
+                return ChannelOpened(channel)
+            # CLOSING: wait for close-ok; answer a crossing close; drop everything else.
+            method = spec.decode_method(payload)
+            if method.INDEX == _CHANNEL_CLOSE_OK:
+                del self.channels[channel]
+            elif method.INDEX == _CHANNEL_CLOSE:
+                self.send_method(channel, spec.ChannelCloseOk())
+            return None
+        if ftype == FRAME_HEADER_TYPE:
+            asm = self._assembling.get(channel)
+            if asm is None or asm.header is not None:
+                if self.channels.get(channel) is ChanState.CLOSING:
+                    return None
+                raise UnexpectedFrame(f"unexpected content header frame on channel {channel}")
+            if len(payload) < 14:
+                raise FrameError("content header frame too short")
+            class_id, _weight, size = _CONTENT_HEADER.unpack_from(payload, 0)
+            if class_id != 60:
+                raise FrameError(f"content header for class {class_id}, expected 60")
+            if size > self.max_message_size:
+                del self._assembling[channel]
+                raise PreconditionFailed(
+                    f"message size {size} is larger than configured max size {self.max_message_size}"
+                )
+            if size == 0:
+                del self._assembling[channel]
+                return ContentReceived(channel, asm.method, payload, b"")
+            asm.header = payload
+            asm.size = size
+            return None
+        if ftype == FRAME_BODY:
+            asm = self._assembling.get(channel)
+            if asm is None or asm.header is None:
+                if self.channels.get(channel) is ChanState.CLOSING:
+                    return None
+                raise UnexpectedFrame(f"unexpected content body frame on channel {channel}")
+            asm.received += len(payload)
+            if asm.received >= asm.size:
+                if asm.received > asm.size:
+                    raise FrameError(
+                        f"content body is {asm.received} bytes, header announced {asm.size}"
+                    )
+                del self._assembling[channel]
+                parts = asm.parts
+                if parts:
+                    parts.append(payload)
+                    body = b"".join(parts)
+                else:
+                    body = payload
+                return ContentReceived(channel, asm.method, asm.header, body)
+            asm.parts.append(payload)
+            return None
+        if ftype == FRAME_HEARTBEAT:
+            if channel != 0:
+                raise FrameError(f"heartbeat frame on channel {channel}")
+            return None
+        raise FrameError(f"unknown frame type {ftype}")
+
+    def _connection_method(self, method):
+        index = method.INDEX
+        if index == _CONNECTION_CLOSE:
+            self.send_method(0, spec.ConnectionCloseOk())
+            self.state = ConnState.CLOSED
+            return ConnectionClosed(None)
+        if index == _CONNECTION_CLOSE_OK:
+            return None
+        if index == _CONNECTION_BLOCKED or index == _CONNECTION_UNBLOCKED:
+            return None
+        if index == _CONNECTION_UPDATE_SECRET:
+            self.send_method(0, spec.ConnectionUpdateSecretOk())
+            return None
+        raise CommandInvalid(f"unexpected '{method.NAME}' on channel 0")
+
+    def _handle_non_open(self, state: ConnState, ftype: int, channel: int, payload: bytes):
+        if state is ConnState.CLOSING:
+            if ftype == FRAME_METHOD and channel == 0:
+                try:
+                    method = spec.decode_method(payload)
+                except CodecError:
+                    return None
+                if method.INDEX == _CONNECTION_CLOSE_OK:
+                    self.state = ConnState.CLOSED
+                elif method.INDEX == _CONNECTION_CLOSE:
+                    self.send_method(0, spec.ConnectionCloseOk())
+                    self.state = ConnState.CLOSED
+            return None
+        if state is ConnState.CLOSED:
+            return None
+        if ftype == FRAME_HEARTBEAT and state is not ConnState.AWAIT_START_OK:
+            return None
+        if ftype != FRAME_METHOD or channel != 0:
+            raise CommandInvalid(f"unexpected frame type {ftype} on channel {channel} during the handshake")
+        method = spec.decode_method(payload)
+        if method.INDEX == _CONNECTION_CLOSE:
+            self.send_method(0, spec.ConnectionCloseOk())
+            self.state = ConnState.CLOSED
+            return ConnectionClosed(None)
+        if state is ConnState.AWAIT_START_OK and method.INDEX == _CONNECTION_START_OK:
+            return self._on_start_ok(method)
+        if state is ConnState.AWAIT_TUNE_OK and method.INDEX == _CONNECTION_TUNE_OK:
+            return self._on_tune_ok(method)
+        if state is ConnState.AWAIT_OPEN and method.INDEX == _CONNECTION_OPEN:
+            return self._on_open(method)
+        raise CommandInvalid(f"unexpected '{method.NAME}' in connection state {state.value}")
+
+    def _on_start_ok(self, method):
+        self.client_properties = method.client_properties or {}
+        user, password = parse_sasl(method.mechanism, method.response)
+        if not self.check_credentials(user, password):
+            raise AccessRefused(
+                f"Login was refused using authentication mechanism {method.mechanism}. "
+                "For details see the broker logfile."
+            )
+        self.user = user
+        self.send_method(
+            0, spec.ConnectionTune(self.server_channel_max, self.server_frame_max, self.server_heartbeat)
+        )
+        self.state = ConnState.AWAIT_TUNE_OK
+        return None
+
+    def _on_tune_ok(self, method):
+        frame_max = method.frame_max or self.server_frame_max
+        if frame_max > self.server_frame_max:
+            raise NotAllowed(
+                f"negotiated frame_max = {frame_max} is higher than the maximum allowed value "
+                f"({self.server_frame_max})"
+            )
+        if frame_max < FRAME_MIN_SIZE:
+            raise NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size")
+        channel_max = method.channel_max or self.server_channel_max
+        if channel_max > self.server_channel_max:
+            raise NotAllowed(
+                f"negotiated channel_max = {channel_max} is higher than the maximum allowed value "
+                f"({self.server_channel_max})"
+            )
+        self.frame_max = frame_max
+        self._parser.frame_max = frame_max
+        self.channel_max = channel_max
+        self.heartbeat = method.heartbeat
+        self.state = ConnState.AWAIT_OPEN
+        return None
+
+    def _on_open(self, method):
+        vhost = method.virtual_host
+        if not self.vhost_allowed(self.user, vhost):
+            raise NotAllowed(f"vhost {vhost} not found")
+        self.vhost = vhost
+        self.send_method(0, spec.ConnectionOpenOk())
+        self.state = ConnState.OPEN
+        return ConnectionOpened(self.user, vhost, self.client_properties)
+
+
+def _index(cls) -> int:
+    return cls.INDEX
+
+
+_CHANNEL_OPEN = spec.ChannelOpen.INDEX
+_CHANNEL_CLOSE = spec.ChannelClose.INDEX
+_CHANNEL_CLOSE_OK = spec.ChannelCloseOk.INDEX
+_CONNECTION_START_OK = spec.ConnectionStartOk.INDEX
+_CONNECTION_TUNE_OK = spec.ConnectionTuneOk.INDEX
+_CONNECTION_OPEN = spec.ConnectionOpen.INDEX
+_CONNECTION_CLOSE = spec.ConnectionClose.INDEX
+_CONNECTION_CLOSE_OK = spec.ConnectionCloseOk.INDEX
+_CONNECTION_BLOCKED = spec.ConnectionBlocked.INDEX
+_CONNECTION_UNBLOCKED = spec.ConnectionUnblocked.INDEX
+_CONNECTION_UPDATE_SECRET = spec.ConnectionUpdateSecret.INDEX

@@ -1,0 +1,174 @@
+"""The asyncio transport: one Protocol per socket, feeding bytes to a broker Session.
+
+Thin on purpose. Each `data_received` parses every complete frame, lets the broker act on
+them, then writes everything the connection has to send in one `transport.write`. Output
+that other connections' activity produced for this one (deliveries, cancels) is flushed once
+per event-loop iteration through `call_soon`, so many deliveries share one write.
+Backpressure: when the socket's write buffer is full, deliveries to this connection pause.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from minimq.codec.errors import ConnectionForced, InternalError
+from minimq.protocol.states import ConnState
+
+if TYPE_CHECKING:
+    from minimq.broker import Broker
+    from minimq.broker.session import Session
+
+log = logging.getLogger("minimq.server")
+
+HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to connection.open, as RabbitMQ's default
+CLOSE_OK_TIMEOUT = 3.0  # how long to wait for the peer's close-ok before dropping it
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+
+
+class AMQPServerProtocol(asyncio.Protocol):
+    def __init__(self, broker: "Broker", connections: set) -> None:
+        self.broker = broker
+        self.connections = connections
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.session: "Session | None" = None
+        self.peer = ""
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._heartbeat_started = False
+        self._last_recv = 0.0
+        self._last_sent = 0.0
+        self._closing = False
+
+    # ------------------------------------------------------------ asyncio API
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        session = self.broker.new_session(self.peer)
+        session.on_wake = self._on_wake
+        self.session = session
+        self.connections.add(self)
+        now = self.loop.time()
+        self._last_recv = self._last_sent = now
+        self._timers["handshake"] = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        log.debug("accepted %s", self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._last_recv = self.loop.time()
+        session.wake_pending = True  # we flush below; no need to schedule one
+        try:
+            session.feed(data)
+        except Exception as exc:  # a bug must cost one connection, never the broker
+            log.exception("internal error on connection %s", self.peer)
+            session.conn.close(InternalError(f"internal error: {type(exc).__name__}"))
+            session.release()
+        self.flush()
+        if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
+            self._start_heartbeat()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self.connections.discard(self)
+        session = self.session
+        if session is not None:
+            session.connection_lost()
+            session.out.clear()
+            session.on_wake = None
+        log.debug("connection %s lost (%s)", self.peer, exc)
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.set_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.set_writable(True)
+            self.flush()
+
+    # ----------------------------------------------------------------- output
+
+    def _on_wake(self, session: "Session") -> None:
+        self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        session = self.session
+        transport = self.transport
+        if session is None or transport is None:
+            return
+        session.wake_pending = False
+        out = session.out
+        if out:
+            data = b"".join(out)
+            out.clear()
+            if not transport.is_closing():
+                transport.write(data)
+                self._last_sent = self.loop.time()
+        state = session.conn.state
+        if state is ConnState.CLOSED:
+            if not transport.is_closing():
+                transport.close()
+        elif state is ConnState.CLOSING and not self._closing:
+            self._closing = True
+            self._timers["close"] = self.loop.call_later(CLOSE_OK_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """Close this connection because the broker is stopping (320 CONNECTION_FORCED)."""
+        session = self.session
+        if session is None:
+            return
+        if session.conn.state is ConnState.OPEN:
+            session.conn.close(
+                ConnectionForced(f"broker forced connection closure with reason '{reason}'")
+            )
+            session.release()
+            self.flush()
+        else:
+            self.abort()
+
+    # ------------------------------------------------------------- timers
+
+    def _handshake_timeout(self) -> None:
+        session = self.session
+        if session is not None and session.conn.state not in (ConnState.OPEN, ConnState.CLOSED):
+            log.info("handshake timeout for %s", self.peer)
+            self.abort()
+
+    def _start_heartbeat(self) -> None:
+        self._heartbeat_started = True
+        assert self.session is not None
+        interval = self.session.conn.heartbeat
+        if interval > 0:
+            self._timers["heartbeat"] = self.loop.call_later(interval / 2, self._heartbeat_tick, interval)
+
+    def _heartbeat_tick(self, interval: int) -> None:
+        session = self.session
+        if session is None or self.transport is None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if now - self._last_recv > 2 * interval:
+            log.warning(
+                "missed heartbeats from client %s, timeout: %ds", self.peer, interval
+            )
+            self.abort()
+            return
+        if now - self._last_sent >= interval / 2:
+            session.conn.send_heartbeat()
+            self.flush()
+        self._timers["heartbeat"] = self.loop.call_later(interval / 2, self._heartbeat_tick, interval)
