@@ -347,19 +347,28 @@ class Session:
         if not m.no_wait:
             self.send(ch.number, spec.QueueDeclareOk(q.name, len(q.ready), len(q.consumers)))
 
+    def _binding_ends(self, ch: Channel, queue: str, exchange: str) -> tuple[Exchange, Queue]:
+        """Resolve a queue binding's ends in RabbitMQ's order of checks."""
+        if queue == "":
+            if ch.last_queue is None:
+                raise NotFound("no previously declared queue")
+            queue = ch.last_queue
+        if exchange == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        ex = self.vhost.get_exchange(exchange)
+        return ex, self.vhost.get_queue(queue, self)
+
     def _queue_bind(self, ch: Channel, m: spec.QueueBind) -> None:
-        q = self._queue_named(ch, m.queue)
+        ex, q = self._binding_ends(ch, m.queue, m.exchange)
         key = m.routing_key
         if m.queue == "" and key == "":
             key = q.name
-        ex = self.vhost.get_exchange(m.exchange)
         self.vhost.bind(ex, q, key, m.arguments)
         if not m.no_wait:
             self.send(ch.number, spec.QueueBindOk())
 
     def _queue_unbind(self, ch: Channel, m: spec.QueueUnbind) -> None:
-        q = self._queue_named(ch, m.queue)
-        ex = self.vhost.get_exchange(m.exchange)
+        ex, q = self._binding_ends(ch, m.queue, m.exchange)
         self.vhost.unbind(ex, q, m.routing_key, m.arguments)
         self.send(ch.number, spec.QueueUnbindOk())
 

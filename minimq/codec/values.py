@@ -26,6 +26,7 @@ __all__ = [
     "UInt16",
     "UInt32",
     "Int64",
+    "Int64L",
     "Float32",
     "Timestamp",
     "MAX_DEPTH",
@@ -76,6 +77,16 @@ class UInt32(int):
 
 class Int64(int):
     """Field value sent as 'l' (signed 64-bit)."""
+
+    __slots__ = ()
+
+
+class Int64L(int):
+    """Field value sent as 'L' (64-bit, as py-amqp writes large ints: signed).
+
+    Not in RabbitMQ's table of types, but py-amqp sends it, so we read it and write it back
+    unchanged.
+    """
 
     __slots__ = ()
 
@@ -335,6 +346,8 @@ def _write_value(out: bytearray, v: object, depth: int) -> None:
             out += _T_i.pack(b"i", v)
         elif t is Int64:
             out += _T_l.pack(b"l", v)
+        elif t is Int64L:
+            out += _T_l.pack(b"L", v)
         elif t is Timestamp:
             out += _T_T.pack(b"T", v)
         elif t is Float32:
@@ -427,6 +440,7 @@ _TAG_u = ord("u")
 _TAG_I = ord("I")
 _TAG_i = ord("i")
 _TAG_l = ord("l")
+_TAG_L = ord("L")
 _TAG_f = ord("f")
 _TAG_d = ord("d")
 _TAG_D = ord("D")
@@ -470,6 +484,8 @@ def _read_value(buf: bytes, offset: int, limit: int, depth: int):
         return Int64(_q.unpack_from(buf, offset)[0]), offset + 8
     if tag == _TAG_A:
         return _read_array(buf, offset, depth + 1)
+    if tag == _TAG_L:
+        return Int64L(_q.unpack_from(buf, offset)[0]), offset + 8
     if tag == _TAG_V:
         return None, offset
     if tag == _TAG_T:
