@@ -12,6 +12,7 @@ from typing import Callable
 import minimq
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
+from minimq.broker.timers import Timers
 from minimq.broker.vhost import VirtualHost
 from minimq.protocol.connection import ServerConnection
 
@@ -61,8 +62,18 @@ class Broker:
         self.channel_max = channel_max
         self.heartbeat = heartbeat
         self.server_properties = server_properties()
+        # Deadlines of the core (TTL, expiry, ...), in the time of `clock`. The server (or a
+        # test's virtual clock) waits for `timers.next_deadline()` and calls `tick()`.
+        self.timers = Timers()
         for name in vhosts:
             self.add_vhost(name)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def tick(self, now: float | None = None) -> int:
+        """Run the core's due timers; the driver calls this at each deadline."""
+        return self.timers.run_due(self.clock() if now is None else now)
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

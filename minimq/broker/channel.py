@@ -73,6 +73,8 @@ class Channel:
             )
         )
         session.write_content(ch, msg.header, msg.body)
+        if not session.wake_pending:
+            session.wake()
 
     def deliver_get(self, queue: Queue, msg: Message, no_ack: bool) -> None:
         tag = self.next_tag

@@ -33,12 +33,16 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self.port: int | None = None
         self.tls_port: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
 
     def _factory(self) -> AMQPServerProtocol:
         return AMQPServerProtocol(self.broker, self.connections)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.broker.timers.on_earlier = self._arm
+        self._arm_next()
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
@@ -59,8 +63,38 @@ class Server:
             text += f" and amqps://{self.host}:{self.tls_port}"
         return text
 
+    # The core's deadlines (TTL, expiry, ...) are in the broker clock's time; one loop timer
+    # always waits for the earliest of them.
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_when is not None and self._timer_when <= when:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, when - self.broker.clock())
+        self._timer_when = when
+        self._timer = loop.call_later(delay, self._fire)
+
+    def _arm_next(self) -> None:
+        when = self.broker.timers.next_deadline()
+        self._timer = None
+        self._timer_when = None
+        if when is not None:
+            self._arm(when)
+
+    def _fire(self) -> None:
+        try:
+            self.broker.tick()
+        except Exception:  # a bug in a timer must not stop the others
+            log.exception("error in a broker timer")
+        self._arm_next()
+
     async def stop(self) -> None:
         """Stop accepting, close every connection with 320 CONNECTION_FORCED."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
