@@ -65,6 +65,8 @@ class Broker:
         # Deadlines of the core (TTL, expiry, ...), in the time of `clock`. The server (or a
         # test's virtual clock) waits for `timers.next_deadline()` and calls `tick()`.
         self.timers = Timers()
+        # Direct reply-to: token -> the channel consuming from amq.rabbitmq.reply-to.
+        self.reply_channels: dict = {}
         for name in vhosts:
             self.add_vhost(name)
 
@@ -78,7 +80,7 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = VirtualHost(name)
+            vhost = VirtualHost(name, self)
             vhost.on_queue_deleted = _cancel_consumers
             self.vhosts[name] = vhost
         return vhost

@@ -47,6 +47,16 @@ class Channel:
         self.tx_acks: list | None = None  # pending (entries, requeue|None) in tx mode
         self.last_queue: str | None = None
         self.closed = False
+        # Direct reply-to: the no-ack consumer of amq.rabbitmq.reply-to on this channel and
+        # the name replies are addressed to.
+        self.reply_consumer: Consumer | None = None
+        self.reply_name: str | None = None
+
+    def drop_reply_consumer(self) -> None:
+        if self.reply_name is not None:
+            self.session.broker.reply_channels.pop(self.reply_name, None)
+        self.reply_consumer = None
+        self.reply_name = None
 
     # ------------------------------------------------------------ delivery
 
@@ -105,7 +115,7 @@ class Channel:
 
     def kick(self) -> None:
         """Let the queues this channel consumes from deliver again."""
-        for q in {c.queue for c in self.consumers.values()}:
+        for q in {c.queue for c in self.consumers.values() if c.queue is not None}:
             q.dispatch()
 
     # ---------------------------------------------------------------- acks
@@ -145,6 +155,13 @@ class Channel:
                 queues.add(consumer.queue)
         if requeue:
             requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
+        elif requeue is False:
+            for _tag, (msg, queue, _c) in taken:
+                if queue.args.dlx is not None and not queue.deleted:
+                    queue.vhost.dead_letter(queue, msg, "rejected")
+        if queues and self.global_limit:
+            # The channel-wide limit came free: any of its consumers may take more.
+            queues.update(c.queue for c in self.consumers.values() if c.queue is not None)
         # Capacity came free: let the queues deliver again.
         for q in queues:
             if q.consumers:
@@ -167,6 +184,9 @@ class Channel:
     def remove_consumer(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.tag, None)
         queue = consumer.queue
+        if queue is None:  # the direct reply-to pseudo-consumer
+            self.drop_reply_consumer()
+            return
         queue.remove_consumer(consumer)
         if queue.auto_delete and not queue.consumers and not queue.deleted:
             queue.vhost.delete_queue(queue)
@@ -180,6 +200,7 @@ class Channel:
         self.closed = True
         for consumer in list(self.consumers.values()):
             self.remove_consumer(consumer)
+        self.drop_reply_consumer()
         entries: list[Any] = []
         if self.tx_acks:
             for taken, _requeue in self.tx_acks:

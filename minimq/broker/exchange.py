@@ -53,6 +53,7 @@ class Exchange:
         if isinstance(alt, bytes):
             alt = alt.decode("utf-8", "surrogateescape")
         self.alternate: str | None = alt if isinstance(alt, str) and alt else None
+        self.delayed = type_name == "x-delayed-message"  # routes after each message's x-delay
         self.bound_from: set = set()
         self.e2e_out = 0
         self.deleted = False

@@ -12,14 +12,37 @@ message.
 """
 from __future__ import annotations
 
-from minimq.codec.properties import BasicProperties, decode_headers_only
+from minimq.codec.properties import BasicProperties, decode_headers_only, encode_content_header
 
 _PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
 _USER_ID_FLAG = 1 << 4
+_PRIORITY_FLAG = 1 << 11
+HEADERS_FLAG = 1 << 13
+REPLY_TO_FLAG = 1 << 9
+EXPIRATION_FLAG = 1 << 8
+
+
+def make_route(exchange: str, routing_key: str) -> bytes:
+    """shortstr(exchange) + shortstr(routing_key): the tail of basic.deliver."""
+    eb = exchange.encode("utf-8", "surrogateescape")
+    rb = routing_key.encode("utf-8", "surrogateescape")
+    return bytes((len(eb),)) + eb + bytes((len(rb),)) + rb
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "route", "header", "body", "seq", "redelivered", "_props")
+    __slots__ = (
+        "exchange",
+        "routing_key",
+        "route",
+        "header",
+        "body",
+        "seq",
+        "redelivered",
+        "expires",
+        "priority",
+        "deliveries",
+        "_props",
+    )
 
     def __init__(self, exchange: str, routing_key: str, route: bytes, header: bytes, body: bytes) -> None:
         self.exchange = exchange
@@ -30,6 +53,9 @@ class Message:
         self.body = body
         self.seq = 0
         self.redelivered = False
+        self.expires: float | None = None  # absolute clock time (per-message TTL, then queue's)
+        self.priority = 0  # level in a priority queue
+        self.deliveries = 0  # returns to the queue (x-delivery-limit)
         self._props: BasicProperties | None = None
 
     def copy(self) -> "Message":
@@ -42,8 +68,20 @@ class Message:
         m.body = self.body
         m.seq = 0
         m.redelivered = False
+        m.expires = self.expires
+        m.priority = 0
+        m.deliveries = 0
         m._props = self._props
         return m
+
+    def priority_value(self) -> int:
+        """The message's priority property (0 when absent), decoding only if present."""
+        if not self.flags & _PRIORITY_FLAG:
+            return 0
+        return self.properties.priority or 0
+
+    def has_flag(self, flag: int) -> bool:
+        return bool(self.flags & flag)
 
     @property
     def properties(self) -> BasicProperties:
@@ -70,3 +108,22 @@ class Message:
     @property
     def size(self) -> int:
         return len(self.body)
+
+    def rebuilt(
+        self, props: BasicProperties, exchange: str | None = None, routing_key: str | None = None
+    ) -> "Message":
+        """A new message with other properties (and optionally another exchange/key).
+
+        Used off the hot path only: dead-lettering, direct reply-to, BCC stripping.
+        """
+        exchange = self.exchange if exchange is None else exchange
+        routing_key = self.routing_key if routing_key is None else routing_key
+        m = Message(
+            exchange,
+            routing_key,
+            make_route(exchange, routing_key),
+            encode_content_header(len(self.body), props),
+            self.body,
+        )
+        m._props = props
+        return m

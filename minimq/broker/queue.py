@@ -4,12 +4,17 @@ Queue semantics live here, apart from storage and from channel bookkeeping: a qu
 ready messages in arrival order, hands them to consumers in turn (skipping those at their
 prefetch limit or paused by flow control), and takes back requeued messages at the position
 they originally had, as RabbitMQ does, flagged redelivered.
+
+A queue without TTL, length limits, priorities or single-active-consumer takes the plain
+paths (a deque, a round-robin loop). The others go through `_take`, which drops expired
+heads and keeps byte counts; expiry only ever looks at the head, never scans the queue.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from minimq.broker.arguments import QueueArgs
 from minimq.broker.message import Message
 
 if TYPE_CHECKING:
@@ -29,6 +34,7 @@ class Consumer:
         "limit",
         "unacked",
         "arguments",
+        "priority",
     )
 
     def __init__(
@@ -40,6 +46,7 @@ class Consumer:
         exclusive: bool,
         limit: int,
         arguments: dict,
+        priority: int = 0,
     ) -> None:
         self.tag = tag
         raw = tag.encode("utf-8", "surrogateescape")
@@ -51,6 +58,7 @@ class Consumer:
         self.limit = limit  # per-consumer prefetch; 0 = unlimited
         self.unacked = 0
         self.arguments = arguments
+        self.priority = priority
 
     def can_take(self) -> bool:
         ch = self.channel
@@ -66,6 +74,81 @@ class Consumer:
         return f"<Consumer {self.tag!r} on {self.queue.name!r}>"
 
 
+def _seq(m: Message) -> int:
+    return m.seq
+
+
+def insert_by_position(ready: deque, messages: list[Message]) -> None:
+    """Put (sorted) messages back into a deque at their original positions."""
+    if not ready or messages[-1].seq < ready[0].seq:
+        ready.extendleft(reversed(messages))
+        return
+    # Rare: an earlier requeued message still waits at the head. Requeued messages belong
+    # near the front, so the scan stops early.
+    for m in messages:
+        seq = m.seq
+        i = 0
+        for i, other in enumerate(ready):
+            if other.seq > seq:
+                break
+        else:
+            i = len(ready)
+        ready.insert(i, m)
+
+
+class PriorityReady:
+    """Ready messages of a priority queue: one FIFO per level, highest level first.
+
+    Offers the small part of deque's interface the queue uses.
+    """
+
+    __slots__ = ("levels", "n")
+
+    def __init__(self, max_priority: int) -> None:
+        self.levels = [deque() for _ in range(max_priority + 1)]
+        self.n = 0
+
+    def append(self, m: Message) -> None:
+        self.levels[m.priority].append(m)
+        self.n += 1
+
+    def popleft(self) -> Message:
+        for level in reversed(self.levels):
+            if level:
+                self.n -= 1
+                return level.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def head(self) -> Message | None:
+        for level in reversed(self.levels):
+            if level:
+                return level[0]
+        return None
+
+    def requeue(self, messages: list[Message]) -> None:
+        by_level: dict[int, list[Message]] = {}
+        for m in messages:
+            by_level.setdefault(m.priority, []).append(m)
+        for level, msgs in by_level.items():
+            insert_by_position(self.levels[level], msgs)
+        self.n += len(messages)
+
+    def clear(self) -> None:
+        for level in self.levels:
+            level.clear()
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+    def __iter__(self) -> Iterator[Message]:
+        for level in reversed(self.levels):
+            yield from level
+
+
 class Queue:
     """A queue in a vhost. Pure state and logic: deliveries go out through the channel."""
 
@@ -78,6 +161,7 @@ class Queue:
         exclusive_owner: Any = None,
         auto_delete: bool = False,
         arguments: dict | None = None,
+        args: QueueArgs | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -86,22 +170,88 @@ class Queue:
         self.exclusive = exclusive_owner is not None
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
-        self.ready: deque[Message] = deque()
+        self.args = args if args is not None else QueueArgs()
+        self.special = self.args.special
+        self.ready: Any = (
+            PriorityReady(self.args.max_priority) if self.args.max_priority is not None else deque()
+        )
+        self.ready_bytes = 0
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
+        self.prioritized = False  # some consumer has a non-zero x-priority
         self.bound_from: set = set()  # exchanges with a binding to this queue
         self.deleted = False
+        self.last_used = 0.0  # for x-expires
         self._rr = 0
         self._next_seq = 1
+        self._expiry_timer: Any = None
+        self._expiry_when = 0.0
+
+    # ---------------------------------------------------------------- clock
+
+    def _now(self) -> float:
+        return self.vhost.broker.clock()
 
     # ---------------------------------------------------------------- input
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: Message) -> bool:
+        """Accept a routed message. False: refused (x-overflow reject-publish)."""
         message.seq = self._next_seq
         self._next_seq += 1
-        self.ready.append(message)
+        if not self.special:
+            self.ready.append(message)
+            if self.consumers:
+                self.dispatch()
+            return True
+        return self._enqueue_special(message)
+
+    def _enqueue_special(self, message: Message) -> bool:
+        args = self.args
+        ready = self.ready
+        if args.max_priority is not None:
+            p = message.priority_value()
+            message.priority = p if p <= args.max_priority else args.max_priority
+        if (args.max_length is not None or args.max_length_bytes is not None) and args.overflow != "drop-head":
+            if self._full(len(message.body)):
+                if args.overflow == "reject-publish-dlx":
+                    self.vhost.dead_letter(self, message, "maxlen")
+                return False
+        expires = message.expires
+        if args.message_ttl is not None:
+            at = self._now() + args.message_ttl / 1000.0
+            if expires is None or at < expires:
+                expires = message.expires = at
+        if expires is not None and not ready and self.consumers:
+            # TTL 0 means "deliver now or drop": offer it to a consumer before judging expiry.
+            c = self._pick()
+            if c is not None:
+                c.channel.deliver(c, message)
+                return True
+        if expires is not None and expires <= self._now():
+            self.vhost.dead_letter(self, message, "expired")
+            return True
+        ready.append(message)
+        self.ready_bytes += len(message.body)
+        if args.max_length is not None or args.max_length_bytes is not None:
+            while ready and self._over_limit():
+                self.vhost.dead_letter(self, self._pop(), "maxlen")
         if self.consumers:
             self.dispatch()
+        if expires is not None and ready:
+            self._arm_expiry()
+        return True
+
+    def _full(self, incoming: int) -> bool:
+        args = self.args
+        if args.max_length is not None and len(self.ready) >= args.max_length:
+            return True
+        return args.max_length_bytes is not None and self.ready_bytes + incoming > args.max_length_bytes
+
+    def _over_limit(self) -> bool:
+        args = self.args
+        if args.max_length is not None and len(self.ready) > args.max_length:
+            return True
+        return args.max_length_bytes is not None and self.ready_bytes > args.max_length_bytes
 
     def requeue(self, messages: list[Message]) -> None:
         """Put messages back where they were, marked redelivered."""
@@ -111,20 +261,29 @@ class Queue:
         for m in messages:
             m.redelivered = True
         ready = self.ready
-        if not ready or messages[-1].seq < ready[0].seq:
-            ready.extendleft(reversed(messages))
+        if self.special:
+            limit = self.args.delivery_limit
+            if limit is not None:
+                keep = []
+                for m in messages:
+                    m.deliveries += 1
+                    if m.deliveries > limit:
+                        self.vhost.dead_letter(self, m, "delivery_limit")
+                    else:
+                        keep.append(m)
+                messages = keep
+                if not messages:
+                    return
+            self.ready_bytes += sum(len(m.body) for m in messages)
+        if isinstance(ready, PriorityReady):
+            ready.requeue(messages)
         else:
-            # Rare: an earlier requeued message still waits at the head. Merge by position;
-            # requeued messages sit near the front, so the scan stops early.
-            for m in messages:
-                seq = m.seq
-                i = 0
-                for i, other in enumerate(ready):
-                    if other.seq > seq:
-                        break
-                else:
-                    i = len(ready)
-                ready.insert(i, m)
+            insert_by_position(ready, messages)
+        if self.special:
+            if self.args.max_length is not None or self.args.max_length_bytes is not None:
+                while ready and self._over_limit():
+                    self.vhost.dead_letter(self, self._pop(), "maxlen")
+            self._arm_expiry()
         if self.consumers:
             self.dispatch()
 
@@ -132,6 +291,9 @@ class Queue:
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers in turn while any of them can take one."""
+        if self.special or self.prioritized:
+            self._dispatch_special()
+            return
         ready = self.ready
         consumers = self.consumers
         while ready:
@@ -151,19 +313,127 @@ class Queue:
             self._rr = i
             c.channel.deliver(c, ready.popleft())
 
-    def get(self) -> Message | None:
+    def _dispatch_special(self) -> None:
+        while self.ready and self.consumers:
+            c = self._pick()
+            if c is None:
+                return
+            msg = self._take()
+            if msg is None:
+                return
+            c.channel.deliver(c, msg)
+
+    def _pick(self) -> Consumer | None:
+        """The next consumer to deliver to, honouring SAC and consumer priorities."""
+        consumers = self.consumers
+        if not consumers:
+            return None
+        if self.args.single_active:
+            c = consumers[0]
+            return c if c.can_take() else None
+        n = len(consumers)
+        if not self.prioritized:
+            i = self._rr
+            for _ in range(n):
+                if i >= n:
+                    i = 0
+                c = consumers[i]
+                i += 1
+                if c.can_take():
+                    self._rr = i
+                    return c
+            return None
+        # Consumers are kept sorted by priority, highest first: take the highest group with
+        # capacity, round-robin within it.
+        start = 0
+        while start < n:
+            prio = consumers[start].priority
+            end = start
+            while end < n and consumers[end].priority == prio:
+                end += 1
+            size = end - start
+            for k in range(size):
+                idx = start + (self._rr + k) % size
+                c = consumers[idx]
+                if c.can_take():
+                    self._rr = (idx - start) + 1
+                    return c
+            start = end
+        return None
+
+    def _pop(self) -> Message:
+        msg = self.ready.popleft()
+        self.ready_bytes -= len(msg.body)
+        return msg
+
+    def _take(self) -> Message | None:
+        """The next live message: expired heads are dead-lettered on the way."""
         ready = self.ready
-        return ready.popleft() if ready else None
+        if not self.special:
+            return ready.popleft() if ready else None
+        now = None
+        while ready:
+            msg = self._pop()
+            if msg.expires is not None:
+                if now is None:
+                    now = self._now()
+                if msg.expires <= now:
+                    self.vhost.dead_letter(self, msg, "expired")
+                    continue
+            return msg
+        return None
+
+    def get(self) -> Message | None:
+        self.last_used = self._now() if self.args.expires is not None else 0.0
+        return self._take()
 
     def purge(self) -> int:
         n = len(self.ready)
         self.ready.clear()
+        self.ready_bytes = 0
         return n
+
+    # ----------------------------------------------------------------- expiry
+
+    def _arm_expiry(self) -> None:
+        """Wake up when the head message expires (one timer per queue, re-armed on fire)."""
+        ready = self.ready
+        head = ready.head() if isinstance(ready, PriorityReady) else (ready[0] if ready else None)
+        if head is None or head.expires is None:
+            return
+        if self._expiry_timer is not None and not self._expiry_timer.cancelled:
+            if self._expiry_when <= head.expires:
+                return
+            self._expiry_timer.cancel()
+        self._expiry_when = head.expires
+        self._expiry_timer = self.vhost.broker.timers.call_at(head.expires, self._expire_heads)
+
+    def _expire_heads(self) -> None:
+        self._expiry_timer = None
+        if self.deleted:
+            return
+        ready = self.ready
+        now = self._now()
+        while ready:
+            head = ready.head() if isinstance(ready, PriorityReady) else ready[0]
+            if head.expires is None or head.expires > now:
+                break
+            self.vhost.dead_letter(self, self._pop(), "expired")
+        self._arm_expiry()
 
     # ------------------------------------------------------------ consumers
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
+        if consumer.priority:
+            self.prioritized = True
+        if self.prioritized:
+            # Stable insert: after every consumer of the same or higher priority.
+            i = len(self.consumers)
+            while i > 0 and self.consumers[i - 1].priority < consumer.priority:
+                i -= 1
+            self.consumers.insert(i, consumer)
+        else:
+            self.consumers.append(consumer)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.dispatch()
@@ -175,6 +445,19 @@ class Queue:
             return
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
+        if self.prioritized and not any(c.priority for c in self.consumers):
+            self.prioritized = False
+        if self.args.expires is not None and not self.consumers:
+            self.last_used = self._now()
+        if self.args.single_active and self.consumers:
+            self.dispatch()  # the next consumer becomes the active one
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        """With x-single-active-consumer, the one consumer that receives messages."""
+        if self.args.single_active and self.consumers:
+            return self.consumers[0]
+        return None
 
     # ----------------------------------------------------------------- info
 
@@ -186,6 +469,9 @@ class Queue:
     def consumer_count(self) -> int:
         return len(self.consumers)
 
+    def messages(self) -> Iterable[Message]:
+        return iter(self.ready)
+
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} consumers={len(self.consumers)}>"
 
@@ -194,10 +480,6 @@ class Queue:
 
     def __eq__(self, other: object) -> bool:
         return self is other
-
-
-def _seq(m: Message) -> int:
-    return m.seq
 
 
 def requeue_grouped(entries: Iterable[tuple[Message, Queue]]) -> None:

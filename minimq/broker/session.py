@@ -16,9 +16,12 @@ import struct
 import sys
 from typing import TYPE_CHECKING, Callable
 
+import copy
+
+from minimq.broker.arguments import parse_expiration, type_name
 from minimq.broker.channel import Channel
 from minimq.broker.exchange import Exchange
-from minimq.broker.message import Message
+from minimq.broker.message import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG, Message
 from minimq.broker.queue import Consumer, Queue
 from minimq.broker.vhost import generated_name
 from minimq.codec import spec
@@ -48,8 +51,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("minimq.session")
 
 _FRAME = struct.Struct(">BHI")
+_USER_ID_FLAG = 1 << 4
+_SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
 _ROUTE_CACHE_MAX = 4096
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO_PREFIX = REPLY_TO + "."
 
 
 class Session:
@@ -265,35 +272,81 @@ class Session:
         if m.immediate:
             raise AMQPNotImplemented("immediate=true")
         msg = Message(cached[0], cached[1], cached[2], header, body)
-        if msg.has_user_id():
-            uid = msg.properties.user_id
-            if uid != self.user:
-                raise PreconditionFailed(
-                    f"user_id property set to '{uid}' but authenticated user was '{self.user}'"
-                )
+        flags = msg.flags
+        if flags & _SPECIAL_FLAGS:
+            msg = self._check_properties(ch, msg, flags)
         if ch.confirm:
             ch.publish_seq += 1
         if ch.tx is not None:
             ch.tx.append((ex, msg, m.mandatory))
             return
-        self._route(ch, ex, msg, m.mandatory)
+        refused = self._route(ch, ex, msg, m.mandatory)
         if ch.confirm:
-            ch.confirm_upto = ch.publish_seq
-            self.confirming.add(ch)
+            if refused:
+                self._nack_publish(ch)
+            else:
+                ch.confirm_upto = ch.publish_seq
+                self.confirming.add(ch)
 
-    def _route(self, ch: Channel, ex: Exchange, msg: Message, mandatory: bool) -> None:
-        queues = self.vhost.route(ex, msg)
-        if queues:
-            first = True
-            for q in queues:
-                if first:
-                    first = False
-                    q.enqueue(msg)
-                else:
-                    q.enqueue(msg.copy())
-        elif mandatory:
+    def _check_properties(self, ch: Channel, msg: Message, flags: int) -> Message:
+        """Properties the broker acts on at publish: user-id, expiration, reply-to."""
+        props = msg.properties
+        if flags & _USER_ID_FLAG and props.user_id != self.user:
+            raise PreconditionFailed(
+                f"user_id property set to '{props.user_id}' but authenticated user was '{self.user}'"
+            )
+        if flags & EXPIRATION_FLAG:
+            ms = parse_expiration(props.expiration)
+            msg.expires = self.broker.clock() + ms / 1000.0
+        if flags & REPLY_TO_FLAG and props.reply_to == REPLY_TO:
+            # Direct reply-to: replies must reach this channel's reply consumer.
+            if ch.reply_consumer is None:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            new_props = copy.copy(props)
+            new_props.reply_to = ch.reply_name
+            expires = msg.expires
+            msg = msg.rebuilt(new_props)
+            msg.expires = expires
+        return msg
+
+    def _nack_publish(self, ch: Channel) -> None:
+        """A queue refused the message (x-overflow reject-publish): nack it, in order."""
+        if ch.confirm_upto > ch.confirmed_sent:
+            self.send(ch.number, spec.BasicAck(ch.confirm_upto, ch.confirm_upto - ch.confirmed_sent > 1))
+        ch.confirm_upto = ch.confirmed_sent = ch.publish_seq
+        self.send(ch.number, spec.BasicNack(ch.publish_seq, False, False))
+
+    def _route(self, ch: Channel, ex: Exchange, msg: Message, mandatory: bool) -> bool:
+        """Route a published message; returns whether a full queue refused it."""
+        if ex.delayed:
+            self._publish_delayed(ex, msg)
+            return False
+        if ex.is_default and msg.routing_key.startswith(REPLY_TO_PREFIX):
+            target = self.broker.reply_channels.get(msg.routing_key)
+            if target is not None and target.reply_consumer is not None:
+                target.deliver(target.reply_consumer, msg)
+                return False
+            routed, refused = False, False
+        else:
+            routed, refused = self.vhost.publish(ex, msg)
+        if not routed and mandatory:
             self.send(ch.number, spec.BasicReturn(312, "NO_ROUTE", msg.exchange, msg.routing_key))
             self.write_content(ch.number, msg.header, msg.body)
+        return refused
+
+    def _publish_delayed(self, ex: Exchange, msg: Message) -> None:
+        """x-delayed-message: hold the message for its x-delay (ms), then route it."""
+        delay = (msg.headers or {}).get("x-delay") if msg.flags & HEADERS_FLAG else None
+        vhost = self.vhost
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay <= 0:
+            vhost.publish(ex, msg)
+            return
+
+        def release() -> None:
+            if not ex.deleted:
+                vhost.publish(ex, msg)
+
+        self.broker.timers.call_at(self.broker.clock() + delay / 1000.0, release)
 
     # ------------------------------------------------------------ exchanges
 
@@ -337,6 +390,13 @@ class Session:
         return self.vhost.get_queue(name, self)
 
     def _queue_declare(self, ch: Channel, m: spec.QueueDeclare) -> None:
+        if m.passive and (m.queue == REPLY_TO or m.queue.startswith(REPLY_TO_PREFIX)):
+            # Direct reply-to's pseudo-queues exist while their reply consumer does.
+            if m.queue != REPLY_TO and m.queue not in self.broker.reply_channels:
+                raise NotFound(f"no queue '{m.queue}' in vhost '{self.vhost.name}'")
+            if not m.no_wait:
+                self.send(ch.number, spec.QueueDeclareOk(m.queue, 0, 1))
+            return
         q, created = self.vhost.declare_queue(
             m.queue, self, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
             auto_delete=m.auto_delete, arguments=m.arguments,
@@ -410,18 +470,47 @@ class Session:
             self.send(ch.number, spec.BasicQosOk())
 
     def _basic_consume(self, ch: Channel, m: spec.BasicConsume) -> None:
+        if m.queue == REPLY_TO:
+            self._consume_reply_to(ch, m)
+            return
         q = self._queue_named(ch, m.queue)
         vname = self.vhost.name
+        args = m.arguments or {}
+        priority = args.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise PreconditionFailed(
+                f"invalid arg 'x-priority' for queue '{q.name}' in vhost '{vname}': "
+                f'"expected integer, got {type_name(priority)}"'
+            )
         if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
             raise AccessRefused(f"queue '{q.name}' in vhost '{vname}' in exclusive use")
         tag = m.consumer_tag or generated_name("amq.ctag-")
         if tag in ch.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
-        consumer = Consumer(tag, ch, q, m.no_ack, m.exclusive, ch.prefetch, m.arguments or {})
+        consumer = Consumer(tag, ch, q, m.no_ack, m.exclusive, ch.prefetch, args, int(priority))
         ch.consumers[tag] = consumer
         if not m.no_wait:
             self.send(ch.number, spec.BasicConsumeOk(tag))
+        if q.args.expires is not None:
+            q.last_used = self.broker.clock()
         q.add_consumer(consumer)
+
+    def _consume_reply_to(self, ch: Channel, m: spec.BasicConsume) -> None:
+        """Direct reply-to: a no-ack pseudo-consumer; replies go straight to this channel."""
+        if not m.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if ch.reply_consumer is not None:
+            raise PreconditionFailed("reply consumer already set")
+        tag = m.consumer_tag or generated_name("amq.ctag-")
+        if tag in ch.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        consumer = Consumer(tag, ch, None, True, False, 0, {})  # type: ignore[arg-type]
+        ch.consumers[tag] = consumer
+        ch.reply_consumer = consumer
+        ch.reply_name = generated_name(REPLY_TO_PREFIX)
+        self.broker.reply_channels[ch.reply_name] = ch
+        if not m.no_wait:
+            self.send(ch.number, spec.BasicConsumeOk(tag))
 
     def _basic_cancel(self, ch: Channel, m: spec.BasicCancel) -> None:
         consumer = ch.consumers.get(m.consumer_tag)

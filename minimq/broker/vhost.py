@@ -5,12 +5,18 @@ Errors carry RabbitMQ's reply texts, since clients and their users match on them
 from __future__ import annotations
 
 import base64
+import copy
+import logging
 import os
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from minimq.broker.arguments import inequivalent, parse_queue_args
 from minimq.broker.exchange import DefaultExchangeType, Exchange
-from minimq.broker.exchange_types import EXCHANGE_TYPES
+from minimq.broker.exchange_types import EXCHANGE_TYPES, make_exchange_type
+from minimq.broker.message import HEADERS_FLAG, Message
 from minimq.broker.queue import Queue
+from minimq.codec.values import Int64
 from minimq.codec.errors import (
     AccessRefused,
     CommandInvalid,
@@ -18,6 +24,10 @@ from minimq.codec.errors import (
     PreconditionFailed,
     ResourceLocked,
 )
+
+log = logging.getLogger("minimq.vhost")
+
+DELAYED_TYPE = "x-delayed-message"
 
 PREDECLARED = (
     ("amq.direct", "direct"),
@@ -64,8 +74,9 @@ def _norm(value: Any) -> Any:
 
 
 class VirtualHost:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, broker: Any = None) -> None:
         self.name = name
+        self.broker = broker
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
         self.default_exchange = Exchange("", "direct", durable=True, kind=DefaultExchangeType(self.queues))
@@ -116,7 +127,7 @@ class VirtualHost:
     ) -> Exchange:
         if passive:
             return self.get_exchange(name)
-        if type_name not in EXCHANGE_TYPES:
+        if type_name not in EXCHANGE_TYPES and type_name != DELAYED_TYPE:
             raise CommandInvalid(f"unknown exchange type '{type_name}'")
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -126,7 +137,7 @@ class VirtualHost:
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             ex = Exchange(
                 name, type_name, durable=durable, auto_delete=auto_delete, internal=internal,
-                arguments=arguments,
+                arguments=arguments, kind=_delayed_kind(type_name, arguments),
             )
             self.exchanges[name] = ex
             return ex
@@ -144,12 +155,11 @@ class VirtualHost:
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' {what}: received '{_bool_text(got)}' but current is '{_bool_text(have)}'"
                 )
-        new_ae = _norm((arguments or {}).get("alternate-exchange"))
-        old_ae = _norm(ex.arguments.get("alternate-exchange"))
-        if new_ae != old_ae:
-            raise PreconditionFailed(
-                f"inequivalent arg 'alternate-exchange' {what}: received {_describe(new_ae)} but current is {_describe(old_ae)}"
-            )
+        for key in ("alternate-exchange", "x-delayed-type"):
+            new_v = (arguments or {}).get(key)
+            old_v = ex.arguments.get(key)
+            if _norm(new_v) != _norm(old_v):
+                raise inequivalent(key, what, new_v, old_v)
         return ex
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
@@ -232,13 +242,17 @@ class VirtualHost:
             name = generated_name("amq.gen-")
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        qargs = parse_queue_args(arguments, name, self.name)
         q = self.queues.get(name)
         if q is None:
             q = Queue(
                 self, name, durable=durable, exclusive_owner=session if exclusive else None,
-                auto_delete=auto_delete, arguments=arguments,
+                auto_delete=auto_delete, arguments=arguments, args=qargs,
             )
             self.queues[name] = q
+            if qargs.expires is not None:
+                q.last_used = self.broker.clock()
+                self._arm_queue_expiry(q, q.last_used + qargs.expires / 1000.0)
             return q, True
         if q.owner is not None and q.owner is not session:
             raise self._locked(q)
@@ -255,12 +269,29 @@ class VirtualHost:
             raise self._locked(q)
         args = arguments or {}
         for key in EQUIVALENT_QUEUE_ARGS:
-            new, old = _norm(args.get(key)), _norm(q.arguments.get(key))
-            if new != old:
-                raise PreconditionFailed(
-                    f"inequivalent arg '{key}' {what}: received {_describe(new)} but current is {_describe(old)}"
-                )
+            new, old = args.get(key), q.arguments.get(key)
+            if _norm(new) != _norm(old):
+                raise inequivalent(key, what, new, old)
+        if q.args.expires is not None:
+            q.last_used = self.broker.clock()
         return q, False
+
+    def _arm_queue_expiry(self, q: Queue, when: float) -> None:
+        self.broker.timers.call_at(when, lambda: self._check_queue_expiry(q))
+
+    def _check_queue_expiry(self, q: Queue) -> None:
+        """x-expires: delete a queue nobody used (consumed, got from, redeclared) for long."""
+        if q.deleted:
+            return
+        ttl = q.args.expires / 1000.0
+        now = self.broker.clock()
+        if q.consumers:
+            self._arm_queue_expiry(q, now + ttl)
+        elif now >= q.last_used + ttl:
+            log.debug("queue %r expired", q.name)
+            self.delete_queue(q)
+        else:
+            self._arm_queue_expiry(q, q.last_used + ttl)
 
     def delete_queue(self, q: Queue) -> int:
         """Delete a queue: unbind it, cancel its consumers; returns its ready count."""
@@ -280,20 +311,128 @@ class VirtualHost:
 
     # -------------------------------------------------------------- routing
 
-    def route(self, ex: Exchange, message: Any) -> Iterable[Queue]:
+    def route(self, ex: Exchange, message: Any, key: str | None = None) -> Iterable[Queue]:
         """The queues a message published to `ex` goes to (each once)."""
         kind = ex.kind
-        dests = kind.route(message.routing_key, message.headers if kind.needs_headers else None)
+        if key is None:
+            key = message.routing_key
+        dests = kind.route(key, message.headers if kind.needs_headers else None)
         if not ex.e2e_out and (dests or ex.alternate is None):
             return dests
-        return self._route_graph(ex, message)
+        return self._route_graph(ex, message, key)
 
-    def _route_graph(self, ex: Exchange, message: Any) -> list[Queue]:
+    def publish(self, ex: Exchange, msg: Message) -> tuple[bool, bool]:
+        """Route and enqueue; returns (routed anywhere, refused by a full queue)."""
+        if msg.flags & HEADERS_FLAG and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
+            queues, msg = self._route_cc(ex, msg)
+        else:
+            queues = self.route(ex, msg)
+        if not queues:
+            return False, False
+        refused = False
+        first = True
+        for q in queues:
+            if first:
+                first = False
+                ok = q.enqueue(msg)
+            else:
+                ok = q.enqueue(msg.copy())
+            if not ok:
+                refused = True
+        return True, refused
+
+    def _route_cc(self, ex: Exchange, msg: Message) -> tuple[list[Queue], Message]:
+        """Sender-selected distribution: also route by the CC and BCC headers' keys.
+
+        BCC is removed from the message before it is delivered, as RabbitMQ does.
+        """
+        headers = msg.headers or {}
+        keys = [msg.routing_key]
+        for name in ("CC", "BCC"):
+            extra = headers.get(name)
+            if isinstance(extra, list):
+                keys.extend(_text(k) for k in extra if _text(k) is not None)
+        queues: dict[Queue, None] = {}
+        for key in keys:
+            for q in self.route(ex, msg, key):
+                queues[q] = None
+        if "BCC" in headers:
+            props = copy.copy(msg.properties)
+            props.headers = {k: v for k, v in headers.items() if k != "BCC"}
+            msg = msg.rebuilt(props)
+        return list(queues), msg
+
+    def dead_letter(self, queue: Queue, msg: Message, reason: str) -> None:
+        """Republish a rejected/expired/overflowed message to the queue's DLX, if any.
+
+        Adds the x-death history as RabbitMQ does; a message that would come back to a queue
+        it already died in, with no rejection anywhere in the cycle, is dropped (RabbitMQ's
+        cycle rule), so TTL-only loops cannot spin forever.
+        """
+        dlx_name = queue.args.dlx
+        if dlx_name is None:
+            return
+        ex = self.exchanges.get(dlx_name)
+        if ex is None:
+            log.debug("dead-letter exchange %r of queue %r missing; message dropped", dlx_name, queue.name)
+            return
+        props = copy.copy(msg.properties)
+        headers = dict(props.headers or {})
+        keys = [msg.routing_key]
+        cc = headers.get("CC")
+        if isinstance(cc, list):
+            keys.extend(_text(k) for k in cc if _text(k) is not None)
+        death: dict[str, Any] = {
+            "count": Int64(1),
+            "reason": reason,
+            "queue": queue.name,
+            "time": datetime.fromtimestamp(int(self.broker.clock()), timezone.utc),
+            "exchange": msg.exchange,
+            "routing-keys": keys,
+        }
+        if props.expiration is not None:
+            death["original-expiration"] = props.expiration
+            props.expiration = None
+        deaths = [d for d in headers.get("x-death") or [] if isinstance(d, dict)]
+        for i, d in enumerate(deaths):
+            if _text(d.get("queue")) == queue.name and _text(d.get("reason")) == reason:
+                old = deaths.pop(i)
+                death = dict(old)
+                death["count"] = Int64(int(old.get("count") or 0) + 1)
+                death["time"] = datetime.fromtimestamp(int(self.broker.clock()), timezone.utc)
+                break
+        deaths.insert(0, death)
+        headers["x-death"] = deaths
+        if "x-first-death-reason" not in headers:
+            headers["x-first-death-reason"] = reason
+            headers["x-first-death-queue"] = queue.name
+            headers["x-first-death-exchange"] = msg.exchange
+        headers["x-last-death-reason"] = reason
+        headers["x-last-death-queue"] = queue.name
+        headers["x-last-death-exchange"] = msg.exchange
+        props.headers = headers
+        dlrk = queue.args.dlrk
+        new = msg.rebuilt(props, exchange=dlx_name, routing_key=dlrk if dlrk is not None else msg.routing_key)
+        routes = [dlrk] if dlrk is not None else keys
+        targets: dict[Queue, None] = {}
+        for key in routes:
+            for q in self.route(ex, new, key):
+                targets[q] = None
+        rejected_in_cycle = any(_text(d.get("reason")) == "rejected" for d in deaths)
+        died_in = {_text(d.get("queue")) for d in deaths}
+        first = True
+        for q in targets:
+            if q.name in died_in and not rejected_in_cycle:
+                log.debug("dead-letter cycle through %r: message dropped", q.name)
+                continue
+            q.enqueue(new if first else new.copy())
+            first = False
+
+    def _route_graph(self, ex: Exchange, message: Any, key: str) -> list[Queue]:
         """Follow exchange-to-exchange bindings and alternate exchanges, cycles included."""
         queues: dict[Queue, None] = {}
         visited: set = set()
         stack = [ex]
-        key = message.routing_key
         headers = None
         while stack:
             x = stack.pop()
@@ -318,9 +457,23 @@ class VirtualHost:
         return list(queues)
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "none"
+def _text(value: Any) -> str | None:
     if isinstance(value, str):
-        return f"'{value}'"
-    return f"'{value}'"
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return None
+
+
+def _delayed_kind(type_name: str, arguments: dict | None):
+    """The routing plug-in of an x-delayed-message exchange: its x-delayed-type's.
+
+    Messages wait for their x-delay before routing (see Session); the rest is the
+    underlying type's routing.
+    """
+    if type_name != DELAYED_TYPE:
+        return None
+    inner = _text((arguments or {}).get("x-delayed-type"))
+    if inner is None or inner not in EXCHANGE_TYPES:
+        raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+    return make_exchange_type(inner)
