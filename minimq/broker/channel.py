@@ -198,6 +198,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        self.active = False
         for consumer in list(self.consumers.values()):
             self.remove_consumer(consumer)
         self.drop_reply_consumer()

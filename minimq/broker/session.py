@@ -100,6 +100,7 @@ class Session:
             spec.QueueDelete.INDEX: self._queue_delete,
             spec.ChannelFlow.INDEX: self._channel_flow,
             spec.ChannelFlowOk.INDEX: self._ignore,
+            spec.BasicCancelOk.INDEX: self._ignore,  # some clients answer a server cancel
             spec.ConfirmSelect.INDEX: self._confirm_select,
             spec.TxSelect.INDEX: self._tx_select,
             spec.TxCommit.INDEX: self._tx_commit,
@@ -182,7 +183,12 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        for ch in list(self.channels.values()):
+        channels = list(self.channels.values())
+        # Stop deliveries to every channel first: a requeue from one channel must not hand
+        # messages to a consumer on another channel of this dying connection.
+        for ch in channels:
+            ch.active = False
+        for ch in channels:
             ch.release()
         self.channels.clear()
         self.confirming.clear()

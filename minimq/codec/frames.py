@@ -104,31 +104,42 @@ class FrameParser:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes]]:
-        """Append ``data``; return every frame now complete as (type, channel, payload)."""
+        """Append ``data``; return every frame now complete as (type, channel, payload).
+
+        Frame types are not judged here (the protocol layer answers an unknown type with
+        a connection error but can keep reading, e.g. the peer's close-ok). A frame that
+        breaks the framing itself (bad end octet, oversized) raises CodecError; the frames
+        complete before it are on the exception as ``frames`` so none is lost.
+        """
         buf = self._buf
         buf += data
         total = len(buf)
         frames: list[tuple[int, int, bytes]] = []
         pos = 0
-        limit = max(self.frame_max - _OVERHEAD, 0) if self.frame_max else -1
+        # Like RabbitMQ, tolerate payloads up to frame_max itself: many clients count the
+        # 8 bytes of framing inconsistently.
+        limit = self.frame_max if self.frame_max else -1
         unpack = FRAME_HEADER.unpack_from
-        known = _KNOWN_TYPES
+        error: CodecError | None = None
         with memoryview(buf) as view:
             while total - pos >= 7:
                 frame_type, channel, size = unpack(buf, pos)
-                if frame_type not in known:
-                    raise CodecError(f"unknown frame type {frame_type}")
                 if limit >= 0 and size > limit:
-                    raise CodecError(
-                        f"frame size {size + _OVERHEAD} exceeds frame_max {self.frame_max}"
-                    )
+                    error = CodecError(f"frame size {size + _OVERHEAD} exceeds frame_max {self.frame_max}")
+                    break
                 end = pos + 7 + size
                 if end >= total:
                     break
                 if buf[end] != _FRAME_END:
-                    raise CodecError(f"bad frame end octet 0x{buf[end]:02x}")
+                    error = CodecError(f"bad frame end octet 0x{buf[end]:02x}")
+                    break
                 frames.append((frame_type, channel, bytes(view[pos + 7 : end])))
                 pos = end + 1
+        if error is not None:
+            # The stream is out of step: nothing after this point can be trusted.
+            buf.clear()
+            error.frames = frames
+            raise error
         if pos:
             del buf[:pos]
         return frames

@@ -170,10 +170,9 @@ class ServerConnection:
         try:
             frames = self._parser.feed(data)
         except CodecError as exc:
-            # The frames parsed before the bad one are lost with it; the connection is
-            # going away anyway.
+            # Frames before the bad one are still handled; then the connection closes.
+            frames = getattr(exc, "frames", [])
             self._pending_error = exc
-            return
         if self._pos:
             del self._frames[: self._pos]
             self._pos = 0
@@ -310,8 +309,12 @@ class ServerConnection:
                 method = spec.decode_method(payload)
                 if method.INDEX != _CHANNEL_OPEN:
                     raise ChannelError(f"expected 'channel.open' on channel {channel}, got '{method.NAME}'")
-                if channel > self.channel_max:
-                    raise ChannelError(f"channel number {channel} exceeds channel_max {self.channel_max}")
+                if len(self.channels) >= self.channel_max:
+                    # RabbitMQ limits how many channels are open, not their numbers.
+                    raise NotAllowed(
+                        f"number of channels opened ({len(self.channels)}) has reached the "
+                        f"negotiated channel_max ({self.channel_max})"
+                    )
                 self.channels[channel] = ChanState.OPEN
                 self.send_method(channel, spec.ChannelOpenOk())
                 return ChannelOpened(channel)
@@ -368,7 +371,8 @@ class ServerConnection:
             return None
         if ftype == FRAME_HEARTBEAT:
             if channel != 0:
-                raise FrameError(f"heartbeat frame on channel {channel}")
+                # RabbitMQ treats this as an unexpected frame (505).
+                raise UnexpectedFrame(f"heartbeat frame on channel {channel}")
             return None
         raise FrameError(f"unknown frame type {ftype}")
 
