@@ -6,6 +6,7 @@ channel. basic.get ignores both.
 """
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,10 @@ _I = struct.Struct(">I")
 _END = b"\xce"
 _DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver: class 60, method 60
 _GET_OK = b"\x00\x3c\x00\x47"  # basic.get-ok: class 60, method 71
+
+# A message's position for requeueing: numbered at its first delivery, in delivery order
+# (which is queue order), so messages waiting in a queue carry no number of their own.
+next_position = itertools.count(1).__next__
 
 # An unacked delivery: (message, queue it came from, consumer or None for basic.get)
 Unacked = tuple
@@ -64,6 +69,8 @@ class Channel:
         """Write basic.deliver + content for `msg` and track it until acked."""
         tag = self.next_tag
         self.next_tag = tag + 1
+        if not msg.seq:
+            msg.seq = next_position()
         if not consumer.no_ack:
             self.unacked[tag] = (msg, consumer.queue, consumer)
             consumer.unacked += 1
@@ -89,6 +96,8 @@ class Channel:
     def deliver_get(self, queue: Queue, msg: Message, no_ack: bool) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
+        if not msg.seq:
+            msg.seq = next_position()
         if not no_ack:
             self.unacked[tag] = (msg, queue, None)
         route = msg.route

@@ -312,7 +312,7 @@ class TopicExchangeType(ExchangeType):
     name = "topic"
     #: Bounded so that publishers cycling through unique keys cannot grow
     #: memory without limit; the cache is simply reset when it fills up.
-    CACHE_SIZE = 4096
+    CACHE_SIZE = 65536
 
     def __init__(self) -> None:
         super().__init__()

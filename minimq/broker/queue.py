@@ -79,8 +79,13 @@ def _seq(m: Message) -> int:
 
 
 def insert_by_position(ready: deque, messages: list[Message]) -> None:
-    """Put (sorted) messages back into a deque at their original positions."""
-    if not ready or messages[-1].seq < ready[0].seq:
+    """Put (sorted) messages back into a deque at their original positions.
+
+    Positions are the `seq` numbers messages get at their first delivery (see
+    Channel.deliver). A ready message with seq 0 was never delivered, so every delivered
+    message was ahead of it in the queue.
+    """
+    if not ready or not ready[0].seq or messages[-1].seq < ready[0].seq:
         ready.extendleft(reversed(messages))
         return
     # Rare: an earlier requeued message still waits at the head. Requeued messages belong
@@ -89,7 +94,7 @@ def insert_by_position(ready: deque, messages: list[Message]) -> None:
         seq = m.seq
         i = 0
         for i, other in enumerate(ready):
-            if other.seq > seq:
+            if not other.seq or other.seq > seq:
                 break
         else:
             i = len(ready)
@@ -183,7 +188,6 @@ class Queue:
         self.deleted = False
         self.last_used = 0.0  # for x-expires
         self._rr = 0
-        self._next_seq = 1
         self._expiry_timer: Any = None
         self._expiry_when = 0.0
 
@@ -196,8 +200,6 @@ class Queue:
 
     def enqueue(self, message: Message) -> bool:
         """Accept a routed message. False: refused (x-overflow reject-publish)."""
-        message.seq = self._next_seq
-        self._next_seq += 1
         if not self.special:
             self.ready.append(message)
             if self.consumers:

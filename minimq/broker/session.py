@@ -54,7 +54,7 @@ _FRAME = struct.Struct(">BHI")
 _USER_ID_FLAG = 1 << 4
 _SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
-_ROUTE_CACHE_MAX = 4096
+_ROUTE_CACHE_MAX = 65536
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = REPLY_TO + "."
 
@@ -79,6 +79,7 @@ class Session:
         self.on_wake: Callable[["Session"], None] | None = None
         self.wake_pending = False
         self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
+        self._last_header = b""
         self._handlers = {
             spec.BasicAck.INDEX: self._basic_ack,
             spec.BasicNack.INDEX: self._basic_nack,
@@ -277,6 +278,12 @@ class Session:
             raise AccessRefused(f"cannot publish to internal exchange '{ex.name}' in vhost '{vhost.name}'")
         if m.immediate:
             raise AMQPNotImplemented("immediate=true")
+        # Publishers mostly repeat the same properties: share one header bytes object
+        # between such messages (a queue of a million messages holds one copy).
+        if header == self._last_header:
+            header = self._last_header
+        else:
+            self._last_header = header
         msg = Message(cached[0], cached[1], cached[2], header, body)
         flags = msg.flags
         if flags & _SPECIAL_FLAGS:
