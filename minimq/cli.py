@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -11,6 +12,7 @@ import time
 import minimq
 from minimq.broker import Broker
 from minimq.server import Server, make_ssl_context
+from minimq.store import DurableStore, StoreLocked
 
 log = logging.getLogger("minimq")
 
@@ -26,14 +28,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=int, default=60, help="heartbeat interval offered to clients, seconds")
     p.add_argument("--frame-max", type=int, default=131072, help="largest frame offered to clients, bytes")
     p.add_argument("--channel-max", type=int, default=2047, help="most channels per connection")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument(
+        "--data-dir",
+        help="keep durable state here (default: $MINIMQ_DATA_DIR, else $XDG_DATA_HOME/minimq, "
+        "else ~/.local/share/minimq)",
+    )
+    store.add_argument("--in-memory", action="store_true", help="keep nothing on disk (a throwaway broker)")
     p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
     return p
 
 
-async def serve(args: argparse.Namespace) -> None:
-    broker = Broker(
-        clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max
+def default_data_dir() -> str:
+    """Where durable state lives when --data-dir is not given."""
+    env = os.environ.get("MINIMQ_DATA_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "minimq")
+
+
+def open_store(path: str) -> tuple[DurableStore, object]:
+    started = time.monotonic()
+    store = DurableStore(path)
+    recovered = store.recover()
+    took = time.monotonic() - started
+    # Said at info level when there was something to recover (how long it took matters
+    # then); a fresh data dir is not news.
+    level = logging.INFO if recovered.queues or recovered.exchanges else logging.DEBUG
+    log.log(
+        level,
+        "data dir %s: recovered %d queues, %d exchanges, %d messages in %.2fs",
+        store.path, len(recovered.queues), len(recovered.exchanges), recovered.message_count, took,
     )
+    for report in recovered.reports:
+        if report.skipped:
+            log.error("%s: skipped %d corrupt stretch(es): %s", report.path, len(report.skipped), report.skipped)
+    return store, recovered
+
+
+async def serve(args: argparse.Namespace) -> None:
+    store, recovered = (None, None) if args.in_memory else open_store(args.data_dir or default_data_dir())
+    broker = Broker(
+        clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
+        store=store,
+    )
+    if recovered is not None:
+        broker.restore(recovered)
     ssl_context = make_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     server = Server(broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port)
     await server.start()
@@ -48,6 +89,8 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if store is not None:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(args))
-    except OSError as exc:
+    except (OSError, StoreLocked) as exc:
         print(f"minimq: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # pragma: no cover - signal handler normally catches it

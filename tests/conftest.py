@@ -46,6 +46,8 @@ class BrokerProcess:
 
 def start_broker(*extra_args: str, timeout: float = 15.0) -> BrokerProcess:
     """Start `python -m minimq --port 0` and wait for its one "listening on" line."""
+    if "--data-dir" not in extra_args and "--in-memory" not in extra_args:
+        extra_args = ("--in-memory", *extra_args)  # test brokers share no default data dir
     cmd = [sys.executable, "-m", "minimq", "--port", "0", "--log-level", "warning", *extra_args]
     proc = subprocess.Popen(
         cmd,

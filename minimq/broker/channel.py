@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from minimq.broker.message import Message
@@ -48,6 +49,8 @@ class Channel:
         self.publish_seq = 0
         self.confirm_upto = 0  # highest publish seq confirmed but not yet acked to the client
         self.confirmed_sent = 0
+        # Confirms waiting for the durable store: (publish seq, store position, ack?)
+        self.confirm_queue: deque[tuple[int, int, bool]] = deque()
         self.tx: list | None = None  # pending publishes in tx mode
         self.tx_acks: list | None = None  # pending (entries, requeue|None) in tx mode
         self.last_queue: str | None = None
@@ -71,10 +74,14 @@ class Channel:
         self.next_tag = tag + 1
         if not msg.seq:
             msg.seq = next_position()
+            if msg.store_id:
+                self._first_delivery(consumer.queue, msg)
         if not consumer.no_ack:
             self.unacked[tag] = (msg, consumer.queue, consumer)
             consumer.unacked += 1
             self.unacked_total += 1
+        elif msg.store_id and consumer.queue is not None:
+            consumer.queue.release(msg)
         ctag = consumer.tag_bytes
         route = msg.route
         session = self.session
@@ -98,8 +105,12 @@ class Channel:
         self.next_tag = tag + 1
         if not msg.seq:
             msg.seq = next_position()
+            if msg.store_id:
+                self._first_delivery(queue, msg)
         if not no_ack:
             self.unacked[tag] = (msg, queue, None)
+        elif msg.store_id:
+            queue.release(msg)
         route = msg.route
         session = self.session
         ch = self.number
@@ -114,6 +125,12 @@ class Channel:
             )
         )
         session.write_content(ch, msg.header, msg.body)
+
+    @staticmethod
+    def _first_delivery(queue: Queue | None, msg: Message) -> None:
+        # Logged so that a restart marks it redelivered (not synced on its own).
+        if queue is not None and queue.persist:
+            queue.vhost.broker.store.message_delivered(queue.vhost.name, queue.name, msg.store_id)
 
     def set_active(self) -> None:
         """Recompute whether deliveries may flow (client flow and socket backpressure)."""
@@ -164,9 +181,11 @@ class Channel:
                 queues.add(consumer.queue)
         if requeue:
             requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
-        elif requeue is False:
+        else:
             for _tag, (msg, queue, _c) in taken:
-                if queue.args.dlx is not None and not queue.deleted:
+                if msg.store_id:
+                    queue.release(msg)
+                if requeue is False and queue.args.dlx is not None and not queue.deleted:
                     queue.vhost.dead_letter(queue, msg, "rejected")
         if queues and self.global_limit:
             # The channel-wide limit came free: any of its consumers may take more.

@@ -41,6 +41,7 @@ class Message:
         "expires",
         "priority",
         "deliveries",
+        "store_id",
         "_props",
     )
 
@@ -56,6 +57,7 @@ class Message:
         self.expires: float | None = None  # absolute clock time (per-message TTL, then queue's)
         self.priority = 0  # level in a priority queue
         self.deliveries = 0  # returns to the queue (x-delivery-limit)
+        self.store_id = 0  # id in the durable store, when persisted
         self._props: BasicProperties | None = None
 
     def copy(self) -> "Message":
@@ -71,6 +73,7 @@ class Message:
         m.expires = self.expires
         m.priority = 0
         m.deliveries = 0
+        m.store_id = self.store_id
         m._props = self._props
         return m
 
@@ -79,6 +82,25 @@ class Message:
         if not self.flags & _PRIORITY_FLAG:
             return 0
         return self.properties.priority or 0
+
+    @property
+    def persistent(self) -> bool:
+        """delivery_mode == 2, read straight from the header bytes (no full decode)."""
+        h = self.header
+        if len(h) < 15 or not h[12] & 0x10:  # delivery-mode flag (bit 12)
+            return False
+        flags = h[12]
+        off = 14
+        try:
+            if flags & 0x80:  # content-type
+                off += 1 + h[off]
+            if flags & 0x40:  # content-encoding
+                off += 1 + h[off]
+            if flags & 0x20:  # headers
+                off += 4 + int.from_bytes(h[off : off + 4], "big")
+            return h[off] == 2
+        except IndexError:
+            return False
 
     def has_flag(self, flag: int) -> bool:
         return bool(self.flags & flag)

@@ -186,6 +186,7 @@ class Queue:
         self.prioritized = False  # some consumer has a non-zero x-priority
         self.bound_from: set = set()  # exchanges with a binding to this queue
         self.deleted = False
+        self.persist = False  # durable queue with a store: persistent messages are logged
         self.last_used = 0.0  # for x-expires
         self._rr = 0
         self._expiry_timer: Any = None
@@ -195,6 +196,15 @@ class Queue:
 
     def _now(self) -> float:
         return self.vhost.broker.clock()
+
+    def release(self, msg: Message) -> None:
+        """A message left this queue for good: forget it in the durable store."""
+        if self.persist and msg.store_id:
+            self.vhost.broker.store.message_acked(self.vhost.name, self.name, msg.store_id)
+
+    def _drop(self, msg: Message, reason: str) -> None:
+        self.release(msg)
+        self.vhost.dead_letter(self, msg, reason)
 
     # ---------------------------------------------------------------- input
 
@@ -215,6 +225,7 @@ class Queue:
             message.priority = p if p <= args.max_priority else args.max_priority
         if (args.max_length is not None or args.max_length_bytes is not None) and args.overflow != "drop-head":
             if self._full(len(message.body)):
+                self.release(message)
                 if args.overflow == "reject-publish-dlx":
                     self.vhost.dead_letter(self, message, "maxlen")
                 return False
@@ -230,13 +241,13 @@ class Queue:
                 c.channel.deliver(c, message)
                 return True
         if expires is not None and expires <= self._now():
-            self.vhost.dead_letter(self, message, "expired")
+            self._drop(message, "expired")
             return True
         ready.append(message)
         self.ready_bytes += len(message.body)
         if args.max_length is not None or args.max_length_bytes is not None:
             while ready and self._over_limit():
-                self.vhost.dead_letter(self, self._pop(), "maxlen")
+                self._drop(self._pop(), "maxlen")
         if self.consumers:
             self.dispatch()
         if expires is not None and ready:
@@ -257,7 +268,11 @@ class Queue:
 
     def requeue(self, messages: list[Message]) -> None:
         """Put messages back where they were, marked redelivered."""
-        if self.deleted or not messages:
+        if not messages:
+            return
+        if self.deleted:
+            for m in messages:
+                self.release(m)
             return
         messages.sort(key=_seq)
         for m in messages:
@@ -270,7 +285,7 @@ class Queue:
                 for m in messages:
                     m.deliveries += 1
                     if m.deliveries > limit:
-                        self.vhost.dead_letter(self, m, "delivery_limit")
+                        self._drop(m, "delivery_limit")
                     else:
                         keep.append(m)
                 messages = keep
@@ -284,7 +299,7 @@ class Queue:
         if self.special:
             if self.args.max_length is not None or self.args.max_length_bytes is not None:
                 while ready and self._over_limit():
-                    self.vhost.dead_letter(self, self._pop(), "maxlen")
+                    self._drop(self._pop(), "maxlen")
             self._arm_expiry()
         if self.consumers:
             self.dispatch()
@@ -380,7 +395,7 @@ class Queue:
                 if now is None:
                     now = self._now()
                 if msg.expires <= now:
-                    self.vhost.dead_letter(self, msg, "expired")
+                    self._drop(msg, "expired")
                     continue
             return msg
         return None
@@ -391,6 +406,9 @@ class Queue:
 
     def purge(self) -> int:
         n = len(self.ready)
+        if self.persist:
+            ids = [m.store_id for m in self.ready if m.store_id]
+            self.vhost.broker.store.queue_purged(self.vhost.name, self.name, ids)
         self.ready.clear()
         self.ready_bytes = 0
         return n
@@ -420,7 +438,7 @@ class Queue:
             head = ready.head() if isinstance(ready, PriorityReady) else ready[0]
             if head.expires is None or head.expires > now:
                 break
-            self.vhost.dead_letter(self, self._pop(), "expired")
+            self._drop(self._pop(), "expired")
         self._arm_expiry()
 
     # ------------------------------------------------------------ consumers

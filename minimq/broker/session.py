@@ -24,6 +24,7 @@ from minimq.broker.exchange import Exchange
 from minimq.broker.message import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG, Message
 from minimq.broker.queue import Consumer, Queue
 from minimq.broker.vhost import generated_name
+
 from minimq.codec import spec
 from minimq.codec.errors import (
     AccessRefused,
@@ -147,6 +148,7 @@ class Session:
                 if ch is not None:
                     ch.release()
                     self.confirming.discard(ch)
+                    self.broker.awaiting_sync.discard(ch)
             elif cls is ConnectionOpened:
                 self._opened(ev)
             elif cls is ConnectionClosed:
@@ -170,6 +172,7 @@ class Session:
         if ch is not None:
             ch.release()
             self.confirming.discard(ch)
+            self.broker.awaiting_sync.discard(ch)
         self.conn.close_channel(channel, exc)
 
     def _opened(self, ev: ConnectionOpened) -> None:
@@ -191,6 +194,7 @@ class Session:
             ch.active = False
         for ch in channels:
             ch.release()
+            self.broker.awaiting_sync.discard(ch)
         self.channels.clear()
         self.confirming.clear()
         for q in self.exclusive_queues:
@@ -293,13 +297,41 @@ class Session:
         if ch.tx is not None:
             ch.tx.append((ex, msg, m.mandatory))
             return
-        refused = self._route(ch, ex, msg, m.mandatory)
+        refused, pos = self._route(ch, ex, msg, m.mandatory)
         if ch.confirm:
-            if refused:
-                self._nack_publish(ch)
+            self._confirm(ch, not refused, pos)
+
+    def _confirm(self, ch: Channel, ok: bool, pos: int) -> None:
+        """Confirm the channel's latest publish now, or once the store has synced `pos`.
+
+        Confirms leave in publish order: one waiting for the disk holds back the ones after
+        it (they are all acked together by one basic.ack with multiple set).
+        """
+        seq = ch.publish_seq
+        if ch.confirm_queue or (pos and pos > self.broker.store.synced):
+            ch.confirm_queue.append((seq, pos, ok))
+            self.broker.awaiting_sync.add(ch)
+            return
+        if ok:
+            ch.confirm_upto = seq
+            self.confirming.add(ch)
+        else:
+            self.send_nack(ch, seq)
+
+    def release_confirms(self, ch: Channel, synced: int) -> bool:
+        """Send the confirms whose messages are now on disk; True when none is left."""
+        queue = ch.confirm_queue
+        while queue and queue[0][1] <= synced:
+            seq, _pos, ok = queue.popleft()
+            if ok:
+                ch.confirm_upto = seq
             else:
-                ch.confirm_upto = ch.publish_seq
-                self.confirming.add(ch)
+                self.send_nack(ch, seq)
+        if ch.confirm_upto > ch.confirmed_sent:
+            self.confirming.add(ch)
+            self.flush_confirms()
+            self.wake()
+        return not queue
 
     def _check_properties(self, ch: Channel, msg: Message, flags: int) -> Message:
         """Properties the broker acts on at publish: user-id, expiration, reply-to."""
@@ -322,30 +354,32 @@ class Session:
             msg.expires = expires
         return msg
 
-    def _nack_publish(self, ch: Channel) -> None:
-        """A queue refused the message (x-overflow reject-publish): nack it, in order."""
+    def send_nack(self, ch: Channel, seq: int) -> None:
+        """A queue refused message `seq` (x-overflow reject-publish): nack it, in order."""
         if ch.confirm_upto > ch.confirmed_sent:
             self.send(ch.number, spec.BasicAck(ch.confirm_upto, ch.confirm_upto - ch.confirmed_sent > 1))
-        ch.confirm_upto = ch.confirmed_sent = ch.publish_seq
-        self.send(ch.number, spec.BasicNack(ch.publish_seq, False, False))
+        ch.confirm_upto = ch.confirmed_sent = seq
+        self.send(ch.number, spec.BasicNack(seq, False, False))
+        self.wake()
 
-    def _route(self, ch: Channel, ex: Exchange, msg: Message, mandatory: bool) -> bool:
-        """Route a published message; returns whether a full queue refused it."""
+    def _route(self, ch: Channel, ex: Exchange, msg: Message, mandatory: bool) -> tuple[bool, int]:
+        """Route a published message; returns (refused by a full queue, store position)."""
         if ex.delayed:
             self._publish_delayed(ex, msg)
-            return False
+            return False, 0
+        pos = 0
         if ex.is_default and msg.routing_key.startswith(REPLY_TO_PREFIX):
             target = self.broker.reply_channels.get(msg.routing_key)
             if target is not None and target.reply_consumer is not None:
                 target.deliver(target.reply_consumer, msg)
-                return False
+                return False, 0
             routed, refused = False, False
         else:
-            routed, refused = self.vhost.publish(ex, msg)
+            routed, refused, pos = self.vhost.publish(ex, msg)
         if not routed and mandatory:
             self.send(ch.number, spec.BasicReturn(312, "NO_ROUTE", msg.exchange, msg.routing_key))
             self.write_content(ch.number, msg.header, msg.body)
-        return refused
+        return refused, pos
 
     def _publish_delayed(self, ex: Exchange, msg: Message) -> None:
         """x-delayed-message: hold the message for its x-delay (ms), then route it."""
@@ -598,10 +632,22 @@ class Session:
         ch.tx, ch.tx_acks = [], []
         for taken, requeue in acks:
             ch.settle(taken, requeue)
+        last = 0
         for ex, msg, mandatory in publishes:
             if ex.deleted:
                 continue
-            self._route(ch, ex, msg, mandatory)
+            last = max(last, self._route(ch, ex, msg, mandatory)[1])
+        if last and last > self.broker.store.synced:
+            # Persistent messages: commit-ok only once they are on disk.
+            number = ch.number
+
+            def committed() -> None:
+                if not ch.closed and not self.closed:
+                    self.send(number, spec.TxCommitOk())
+                    self.wake()
+
+            self.broker.after_sync(last, committed)
+            return
         self.send(ch.number, spec.TxCommitOk())
 
     def _tx_rollback(self, ch: Channel, m) -> None:

@@ -140,6 +140,8 @@ class VirtualHost:
                 arguments=arguments, kind=_delayed_kind(type_name, arguments),
             )
             self.exchanges[name] = ex
+            if durable and self.store is not None:
+                self.store.exchange_declared(self.name, ex)
             return ex
         what = f"for exchange '{name}' in vhost '{self.name}'"
         if ex.type_name != type_name:
@@ -179,6 +181,8 @@ class VirtualHost:
             return
         ex.deleted = True
         del self.exchanges[ex.name]
+        if ex.durable and self.store is not None:
+            self.store.exchange_deleted(self.name, ex.name)
         # bindings from it
         for dest, _key, _args in list(ex.kind.bindings()):
             dest.bound_from.discard(ex)
@@ -204,7 +208,10 @@ class VirtualHost:
         if is_x and dest.is_default:
             raise AccessRefused("operation not permitted on the default exchange")
         new_dest = not source.kind.has_bindings_to(dest)
+        before = len(source.kind)
         source.kind.add_binding(dest, routing_key, args)
+        if self.store is not None and len(source.kind) != before and self._durable_binding(source, dest):
+            self.store.bound(self.name, source.name, dest.name, is_x, routing_key, args)
         if new_dest:
             dest.bound_from.add(source)
             if is_x:
@@ -215,12 +222,29 @@ class VirtualHost:
             raise AccessRefused("operation not permitted on the default exchange")
         if isinstance(dest, Exchange) and dest.is_default:
             raise AccessRefused("operation not permitted on the default exchange")
+        before = len(source.kind)
         source.kind.remove_binding(dest, routing_key, arguments or {})
+        if self.store is not None and len(source.kind) != before and self._durable_binding(source, dest):
+            self.store.unbound(
+                self.name, source.name, dest.name, isinstance(dest, Exchange), routing_key, arguments or {}
+            )
         if source in dest.bound_from and not source.kind.has_bindings_to(dest):
             dest.bound_from.discard(source)
             if isinstance(dest, Exchange):
                 source.e2e_out -= 1
         self._maybe_autodelete(source)
+
+    @staticmethod
+    def _durable_binding(source: Exchange, dest: Any) -> bool:
+        if not source.durable:
+            return False
+        if isinstance(dest, Exchange):
+            return dest.durable
+        return dest.persist
+
+    @property
+    def store(self) -> Any:
+        return self.broker.store if self.broker is not None else None
 
     # --------------------------------------------------------------- queues
 
@@ -250,6 +274,9 @@ class VirtualHost:
                 auto_delete=auto_delete, arguments=arguments, args=qargs,
             )
             self.queues[name] = q
+            if durable and not exclusive and self.store is not None:
+                q.persist = True
+                self.store.queue_declared(self.name, q)
             if qargs.expires is not None:
                 q.last_used = self.broker.clock()
                 self._arm_queue_expiry(q, q.last_used + qargs.expires / 1000.0)
@@ -300,6 +327,8 @@ class VirtualHost:
         count = len(q.ready)
         q.deleted = True
         self.queues.pop(q.name, None)
+        if q.persist:
+            self.store.queue_deleted(self.name, q.name, [m.store_id for m in q.ready if m.store_id])
         for ex in list(q.bound_from):
             ex.kind.remove_destination(q)
             self._maybe_autodelete(ex)
@@ -321,14 +350,29 @@ class VirtualHost:
             return dests
         return self._route_graph(ex, message, key)
 
-    def publish(self, ex: Exchange, msg: Message) -> tuple[bool, bool]:
-        """Route and enqueue; returns (routed anywhere, refused by a full queue)."""
+    def publish(self, ex: Exchange, msg: Message) -> tuple[bool, bool, int]:
+        """Route and enqueue; returns (routed anywhere, refused by a full queue, store position)."""
         if msg.flags & HEADERS_FLAG and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
             queues, msg = self._route_cc(ex, msg)
         else:
             queues = self.route(ex, msg)
         if not queues:
-            return False, False
+            return False, False, 0
+        refused, pos = self.deliver_to(queues, msg)
+        return True, refused, pos
+
+    def deliver_to(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, int]:
+        """Enqueue into routed queues; returns (refused by one, store position or 0).
+
+        A persistent message bound for durable queues is logged first (one record for all of
+        them); a queue that then refuses or drops it logs its release.
+        """
+        pos = 0
+        store = self.store
+        if store is not None and msg.persistent:
+            names = [q.name for q in queues if q.persist]
+            if names:
+                msg.store_id, pos = store.message_published(self.name, names, msg)
         refused = False
         first = True
         for q in queues:
@@ -339,7 +383,7 @@ class VirtualHost:
                 ok = q.enqueue(msg.copy())
             if not ok:
                 refused = True
-        return True, refused
+        return refused, pos
 
     def _route_cc(self, ex: Exchange, msg: Message) -> tuple[list[Queue], Message]:
         """Sender-selected distribution: also route by the CC and BCC headers' keys.
@@ -420,13 +464,14 @@ class VirtualHost:
                 targets[q] = None
         rejected_in_cycle = any(_text(d.get("reason")) == "rejected" for d in deaths)
         died_in = {_text(d.get("queue")) for d in deaths}
-        first = True
+        live = []
         for q in targets:
             if q.name in died_in and not rejected_in_cycle:
                 log.debug("dead-letter cycle through %r: message dropped", q.name)
                 continue
-            q.enqueue(new if first else new.copy())
-            first = False
+            live.append(q)
+        if live:
+            self.deliver_to(live, new)
 
     def _route_graph(self, ex: Exchange, message: Any, key: str) -> list[Queue]:
         """Follow exchange-to-exchange bindings and alternate exchanges, cycles included."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import ssl
 import time
@@ -23,8 +24,14 @@ class Server:
         *,
         ssl_context: ssl.SSLContext | None = None,
         tls_port: int = 5671,
+        drive_timers: bool = True,
+        protocol_class: type[AMQPServerProtocol] = AMQPServerProtocol,
     ) -> None:
         self.broker = broker if broker is not None else Broker(clock=time.time)
+        # drive_timers=False: something else calls broker.tick() (minimq.testing's virtual
+        # clock), so the loop arms no real-time timer for the core's deadlines.
+        self.drive_timers = drive_timers
+        self.protocol_class = protocol_class
         self.host = host
         self.requested_port = port
         self.ssl_context = ssl_context
@@ -35,14 +42,22 @@ class Server:
         self.tls_port: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
+        # Durable store: writes once per loop iteration, fsync in a worker thread.
+        self._store_flush_scheduled = False
+        self._syncing = False
+        self._sync_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _factory(self) -> AMQPServerProtocol:
-        return AMQPServerProtocol(self.broker, self.connections)
+        return self.protocol_class(self.broker, self.connections)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.broker.timers.on_earlier = self._arm
-        self._arm_next()
+        if self.drive_timers:
+            self.broker.timers.on_earlier = self._arm
+            self._arm_next()
+        if self.broker.store is not None:
+            self.broker.store.on_dirty = self._store_dirty
+            self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minimq-fsync")
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
@@ -90,6 +105,61 @@ class Server:
             log.exception("error in a broker timer")
         self._arm_next()
 
+    # Group commit: everything the core logged during one loop iteration is written with
+    # one os.write; one fsync (in a worker thread, so the loop keeps serving) covers all of
+    # it, and the publisher confirms waiting for it are released when it returns.
+
+    def _store_dirty(self) -> None:
+        if not self._store_flush_scheduled:
+            self._store_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._store_flush)
+
+    def _store_flush(self) -> None:
+        self._store_flush_scheduled = False
+        store = self.broker.store
+        if store is None:
+            return
+        if store.pending:
+            store.write()
+        self._maybe_sync()
+
+    def _maybe_sync(self) -> None:
+        store = self.broker.store
+        if store is None or self._syncing or self._sync_executor is None:
+            return
+        if store.needs_roll:
+            store.roll()
+        if store.written <= store.synced:
+            return
+        self._syncing = True
+        fut = asyncio.get_running_loop().run_in_executor(self._sync_executor, store.sync)
+        fut.add_done_callback(self._synced)
+
+    def _synced(self, fut: asyncio.Future) -> None:
+        self._syncing = False
+        try:
+            position = fut.result()
+        except Exception:
+            log.exception("fsync of the data directory failed; confirms are held back")
+            return
+        try:
+            self.broker.synced(position)
+        except Exception:
+            log.exception("error releasing confirms")
+        self._store_flush()
+
+    async def flush_store(self) -> None:
+        """Write and fsync everything logged so far (used at shutdown)."""
+        store = self.broker.store
+        if store is None:
+            return
+        while self._syncing:
+            await asyncio.sleep(0.001)
+        if store.pending:
+            store.write()
+        if store.written > store.synced:
+            self.broker.synced(store.sync())
+
     async def stop(self) -> None:
         """Stop accepting, close every connection with 320 CONNECTION_FORCED."""
         if self._timer is not None:
@@ -107,6 +177,10 @@ class Server:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        await self.flush_store()
+        if self._sync_executor is not None:
+            self._sync_executor.shutdown(wait=True)
+            self._sync_executor = None
 
 
 def make_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:

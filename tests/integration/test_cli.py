@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import sys
 import sysconfig
 from pathlib import Path
@@ -53,12 +54,19 @@ def read_line(proc: subprocess.Popen, timeout: float = 15.0) -> str:
     return line.decode()
 
 
+def isolated_env() -> dict[str, str]:
+    """The environment with a fresh default data directory (MINIMQ_DATA_DIR), so the
+    broker runs exactly as a user starts it, flags and all, without sharing state."""
+    return {**os.environ, "MINIMQ_DATA_DIR": tempfile.mkdtemp(prefix="minimq-cli-")}
+
+
 def launch(entry: list[str], *args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, *entry, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=isolated_env(),
     )
     return proc, read_line(proc)
 
@@ -142,6 +150,7 @@ def test_port_in_use():
             capture_output=True,
             text=True,
             timeout=30,
+            env=isolated_env(),
         )
     assert result.returncode != 0
     assert result.stdout == ""
