@@ -67,7 +67,8 @@ class QueueArgs:
     def special(self) -> bool:
         """Whether the queue needs the feature-aware (slower) paths."""
         return (
-            self.message_ttl is not None
+            self.queue_type == "quorum"
+            or self.message_ttl is not None
             or self.max_length is not None
             or self.max_length_bytes is not None
             or self.max_priority is not None
@@ -130,10 +131,7 @@ def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArg
         value = arguments["x-dead-letter-routing-key"]
         text = _text(value)
         if text is None:
-            raise PreconditionFailed(
-                f"invalid type '{type_name(value)}' for arg 'x-dead-letter-routing-key' in queue "
-                f"'{queue}' in vhost '{vhost}'"
-            )
+            raise invalid("x-dead-letter-routing-key", f"{{unacceptable_type,{type_name(value)}}}")
         if qa.dlx is None:
             raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
         qa.dlrk = text
@@ -163,18 +161,33 @@ def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArg
     return qa
 
 
+MAX_EXPIRATION = 4294967295000
+
+
 def parse_expiration(value: Any) -> int:
-    """A message's `expiration` property (a string of milliseconds) -> ms, or 406."""
+    """A message's `expiration` property (a string of milliseconds) -> ms, or 406.
+
+    Parsed as RabbitMQ does (Erlang's string:to_integer): an optional sign and digits at the
+    very start; anything left over is an error.
+    """
     text = _text(value)
     if text is None:
         raise PreconditionFailed(f"invalid expiration '{value}': no_integer")
-    stripped = text.strip()
-    try:
-        ms = int(stripped, 10)
-    except ValueError:
-        raise PreconditionFailed(f"invalid expiration '{text}': no_integer") from None
+    i = 0
+    if text[:1] in ("+", "-"):
+        i = 1
+    j = i
+    while j < len(text) and "0" <= text[j] <= "9":
+        j += 1
+    if j == i:
+        raise PreconditionFailed(f"invalid expiration '{text}': no_integer")
+    ms = int(text[:j])
+    if j < len(text):
+        raise PreconditionFailed(f'invalid expiration \'{text}\': {{leftover_string,"{text[j:]}"}}')
     if ms < 0:
         raise PreconditionFailed(f"invalid expiration '{text}': {{value_negative,{ms}}}")
+    if ms > MAX_EXPIRATION:
+        raise PreconditionFailed(f"invalid expiration '{text}': {{value_too_large,{ms}}}")
     return ms
 
 

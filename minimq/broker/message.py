@@ -12,6 +12,8 @@ message.
 """
 from __future__ import annotations
 
+import copy
+
 from minimq.codec.properties import BasicProperties, decode_headers_only, encode_content_header
 
 _PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
@@ -149,3 +151,12 @@ class Message:
         )
         m._props = props
         return m
+
+    def set_header(self, key: str, value: object) -> None:
+        """Replace one header in place (this queue's copy only; the bytes are rebuilt)."""
+        props = copy.copy(self.properties)
+        headers = dict(props.headers or {})
+        headers[key] = value
+        props.headers = headers
+        self.header = encode_content_header(len(self.body), props)
+        self._props = props

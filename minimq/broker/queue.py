@@ -210,6 +210,9 @@ class Queue:
 
     def enqueue(self, message: Message) -> bool:
         """Accept a routed message. False: refused (x-overflow reject-publish)."""
+        if message.expires is not None and not self.special:
+            # A per-message TTL: from now on this queue takes the feature-aware paths.
+            self.special = True
         if not self.special:
             self.ready.append(message)
             if self.consumers:
@@ -297,7 +300,9 @@ class Queue:
         else:
             insert_by_position(ready, messages)
         if self.special:
-            if self.args.max_length is not None or self.args.max_length_bytes is not None:
+            args = self.args
+            if args.overflow == "drop-head" and (args.max_length is not None or args.max_length_bytes is not None):
+                # Only drop-head trims after a requeue; the reject modes only refuse publishes.
                 while ready and self._over_limit():
                     self._drop(self._pop(), "maxlen")
             self._arm_expiry()
@@ -397,6 +402,8 @@ class Queue:
                 if msg.expires <= now:
                     self._drop(msg, "expired")
                     continue
+            if self.args.queue_type == "quorum":
+                msg.set_header("x-delivery-count", msg.deliveries)
             return msg
         return None
 

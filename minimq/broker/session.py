@@ -437,7 +437,7 @@ class Session:
         return self.vhost.get_queue(name, self)
 
     def _queue_declare(self, ch: Channel, m: spec.QueueDeclare) -> None:
-        if m.passive and (m.queue == REPLY_TO or m.queue.startswith(REPLY_TO_PREFIX)):
+        if m.queue == REPLY_TO or (m.passive and m.queue.startswith(REPLY_TO_PREFIX)):
             # Direct reply-to's pseudo-queues exist while their reply consumer does.
             if m.queue != REPLY_TO and m.queue not in self.broker.reply_channels:
                 raise NotFound(f"no queue '{m.queue}' in vhost '{self.vhost.name}'")

@@ -261,14 +261,17 @@ class VirtualHost:
     ) -> tuple[Queue, bool]:
         """Declare (or check) a queue; returns (queue, created)."""
         if passive:
-            return self.get_queue(name, session), False
+            q = self.get_queue(name, session)
+            if q.args.expires is not None:
+                q.last_used = self.broker.clock()  # a passive declare counts as use
+            return q, False
         if name == "":
             name = generated_name("amq.gen-")
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
-        qargs = parse_queue_args(arguments, name, self.name)
         q = self.queues.get(name)
         if q is None:
+            qargs = parse_queue_args(arguments, name, self.name)
             q = Queue(
                 self, name, durable=durable, exclusive_owner=session if exclusive else None,
                 auto_delete=auto_delete, arguments=arguments, args=qargs,
@@ -454,8 +457,10 @@ class VirtualHost:
         headers["x-last-death-reason"] = reason
         headers["x-last-death-queue"] = queue.name
         headers["x-last-death-exchange"] = msg.exchange
-        props.headers = headers
         dlrk = queue.args.dlrk
+        if dlrk is not None:
+            headers.pop("CC", None)  # RabbitMQ: a new routing key replaces the CC keys too
+        props.headers = headers
         new = msg.rebuilt(props, exchange=dlx_name, routing_key=dlrk if dlrk is not None else msg.routing_key)
         routes = [dlrk] if dlrk is not None else keys
         targets: dict[Queue, None] = {}
