@@ -193,8 +193,8 @@ async def ap_rpc(url: str, calls: int) -> list[float]:
 # -- driver -----------------------------------------------------------------------------------
 
 def start_broker() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "minimq", "--port", "0", "--log-level",
-                             "warning"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "minimq", "--port", "0", "--in-memory",
+                             "--log-level", "warning"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"amqp://([\w.\-]+):(\d+)", line)

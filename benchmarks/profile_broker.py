@@ -34,7 +34,7 @@ def main() -> int:
     p.add_argument("--top", type=int, default=30)
     a = p.parse_args()
     broker = subprocess.Popen(
-        [sys.executable, "-m", "cProfile", "-o", a.out, "-m", "minimq", "--port", "0", "--log-level", "warning"],
+        [sys.executable, "-m", "cProfile", "-o", a.out, "-m", "minimq", "--port", "0", "--in-memory", "--log-level", "warning"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

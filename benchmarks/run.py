@@ -45,7 +45,7 @@ def log(msg: str) -> None:
 class MinimqBroker:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "server.py"), "--port", "0", "--log-level", "warning"],
+            [sys.executable, os.path.join(REPO, "server.py"), "--port", "0", "--in-memory", "--log-level", "warning"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()

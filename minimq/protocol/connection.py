@@ -54,6 +54,8 @@ FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
 FRAME_MIN_SIZE = 4096
 _CONTENT_HEADER = struct.Struct(">HHQ")
+_PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
+_PUBLISH_CACHE_MAX = 1024
 
 Authenticator = Callable[[str, str], bool]
 """check(user, password) -> whether the credentials are valid."""
@@ -141,6 +143,7 @@ class ServerConnection:
         self._frames: list = []
         self._pos = 0
         self._assembling: dict[int, _Assembly] = {}
+        self._publish_cache: dict[bytes, spec.BasicPublish] = {}
         self._pending_error: AMQPError | None = None
 
     # ------------------------------------------------------------------ input
@@ -290,6 +293,17 @@ class ServerConnection:
                     raise UnexpectedFrame(
                         f"expected content header for class 60, got a method frame on channel {channel}"
                     )
+                if payload.startswith(_PUBLISH_PREFIX):
+                    # Publishers resend byte-identical basic.publish payloads: decode each
+                    # distinct one once (the broker never mutates a method).
+                    method = self._publish_cache.get(payload)
+                    if method is None:
+                        method = spec.decode_method(payload)
+                        if len(self._publish_cache) >= _PUBLISH_CACHE_MAX:
+                            self._publish_cache.clear()
+                        self._publish_cache[payload] = method
+                    self._assembling[channel] = _Assembly(method)
+                    return None
                 method = spec.decode_method(payload)
                 if method.HAS_CONTENT:
                     if not isinstance(method, spec.BasicPublish):
