@@ -12,6 +12,7 @@ Workloads (one JSON line each on stdout, then a human-readable table):
   confirm  publish with publisher confirms, pipelined (window --confirm-window)
   consume  pre-filled queue, basic.qos(--prefetch), ack(multiple) every --ack-every messages
   e2e      producer and consumer (separate connections) at the same time; rate = consumed msgs/s
+  e2e_ttl_dlx, e2e_priority  the same through a queue with x-message-ttl + DLX, or x-max-priority
   rpc      --rpc-calls sequential request/reply round trips (after --rpc-warmup) through a
            responder on its own connection; p50/p90/p99 latency in microseconds
   fanout   fanout exchange to --fanout-queues queues, one consumer each; rate = deliveries/s
@@ -59,7 +60,8 @@ from minimq.codec import (  # noqa: E402
     spec,
 )
 
-ALL_TESTS = ["publish", "confirm", "consume", "e2e", "rpc", "fanout", "topic", "memory"]
+ALL_TESTS = ["publish", "confirm", "consume", "e2e", "e2e_ttl_dlx", "e2e_priority", "rpc", "fanout", "topic",
+             "memory"]
 
 _Q = struct.Struct(">Q")
 _DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver (60, 60)
@@ -720,17 +722,31 @@ class Bench:
 
     # -- producer and consumer at the same time
     async def t_e2e(self) -> dict:
+        return await self._e2e("e2e")
+
+    async def t_e2e_ttl_dlx(self) -> dict:
+        """e2e through a queue with a message TTL and a dead-letter exchange (issue 3's
+        speed target: within 25% of a plain queue)."""
+        return await self._e2e("e2e_ttl_dlx", {"x-message-ttl": 60000, "x-dead-letter-exchange": "amq.fanout"})
+
+    async def t_e2e_priority(self) -> dict:
+        """e2e through a priority queue (x-max-priority 10), messages of priority 5."""
+        return await self._e2e("e2e_priority", {"x-max-priority": 10},
+                               BasicProperties(delivery_mode=1, priority=5))
+
+    async def _e2e(self, name: str, arguments: dict | None = None,
+                   props: BasicProperties | None = None) -> dict:
         o = self.o
         cc = await self.conn()
         pc = await self.conn()
-        q = self.qn("e2e")
+        q = self.qn(name)
         try:
             ch = await cc.channel()
-            await declare_queue(ch, q)
+            await declare_queue(ch, q, arguments=arguments)
             counter = AckingCounter(cc.loop, o.n, self.ack_every())
             ch, tag = await start_consumer(cc, q, o.prefetch, counter, channel=ch)
             pch = await pc.channel()
-            frame = message_frames(pc, pch, "", q, self.body)
+            frame = message_frames(pc, pch, "", q, self.body, props)
             self.meter.start()
             t0 = time.perf_counter()
             prod = asyncio.ensure_future(publish_many(pc, [frame], o.n))

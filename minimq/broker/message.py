@@ -80,10 +80,24 @@ class Message:
         return m
 
     def priority_value(self) -> int:
-        """The message's priority property (0 when absent), decoding only if present."""
-        if not self.flags & _PRIORITY_FLAG:
+        """The message's priority property (0 when absent), read from the header bytes."""
+        h = self.header
+        if len(h) < 15 or not h[12] & 0x08:  # priority flag (bit 11)
             return 0
-        return self.properties.priority or 0
+        flags = h[12]
+        off = 14
+        try:
+            if flags & 0x80:  # content-type
+                off += 1 + h[off]
+            if flags & 0x40:  # content-encoding
+                off += 1 + h[off]
+            if flags & 0x20:  # headers
+                off += 4 + int.from_bytes(h[off : off + 4], "big")
+            if flags & 0x10:  # delivery-mode
+                off += 1
+            return h[off]
+        except IndexError:
+            return 0
 
     @property
     def persistent(self) -> bool:
