@@ -21,6 +21,18 @@ from urllib.parse import urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _minimq_plugin_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.name == "minimq" for ep in entry_points(group="pytest11"))
+
+
+# pytester drives tests/testing's runs of the minimq pytest plugin; the plugin itself comes
+# from its pytest11 entry point once minimq is installed, from here in a bare checkout.
+pytest_plugins = ["pytester"] + ([] if _minimq_plugin_installed() else ["minimq.testing.pytest_plugin"])
+
 LISTEN_RE = re.compile(r"listening on amqp://([\w.\-]+):(\d+)")
 
 

@@ -53,7 +53,9 @@ class AMQPServerProtocol(asyncio.Protocol):
         session.on_wake = self._on_wake
         self.session = session
         self.connections.add(self)
-        now = self.loop.time()
+        # Heartbeat bookkeeping is in the broker clock's time and its checks run on the
+        # broker's timers, so a virtual clock (minimq.testing) drives heartbeats too.
+        now = self.broker.clock()
         self._last_recv = self._last_sent = now
         self._timers["handshake"] = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         log.debug("accepted %s", self.peer)
@@ -62,7 +64,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         session = self.session
         if session is None:
             return
-        self._last_recv = self.loop.time()
+        self._last_recv = self.broker.clock()
         session.wake_pending = True  # we flush below; no need to schedule one
         try:
             session.feed(data)
@@ -115,7 +117,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             out.clear()
             if not transport.is_closing():
                 transport.write(data)
-                self._last_sent = self.loop.time()
+                self._last_sent = self.broker.clock()
         state = session.conn.state
         if state is ConnState.CLOSED:
             if not transport.is_closing():
@@ -155,13 +157,19 @@ class AMQPServerProtocol(asyncio.Protocol):
         assert self.session is not None
         interval = self.session.conn.heartbeat
         if interval > 0:
-            self._timers["heartbeat"] = self.loop.call_later(interval / 2, self._heartbeat_tick, interval)
+            self._arm_heartbeat(interval)
+
+    def _arm_heartbeat(self, interval: int) -> None:
+        broker = self.broker
+        self._timers["heartbeat"] = broker.timers.call_at(
+            broker.clock() + interval / 2, lambda: self._heartbeat_tick(interval)
+        )
 
     def _heartbeat_tick(self, interval: int) -> None:
         session = self.session
         if session is None or self.transport is None or self.transport.is_closing():
             return
-        now = self.loop.time()
+        now = self.broker.clock()
         if now - self._last_recv > 2 * interval:
             log.warning(
                 "missed heartbeats from client %s, timeout: %ds", self.peer, interval
@@ -171,4 +179,4 @@ class AMQPServerProtocol(asyncio.Protocol):
         if now - self._last_sent >= interval / 2:
             session.conn.send_heartbeat()
             self.flush()
-        self._timers["heartbeat"] = self.loop.call_later(interval / 2, self._heartbeat_tick, interval)
+        self._arm_heartbeat(interval)

@@ -1,0 +1,1015 @@
+"""An in-process broker for tests: start in a millisecond, inspect, wait, drive time, break.
+
+    with Broker() as broker:              # sync code (pika, kombu, Celery): a background thread
+        connect(broker.url)
+        broker.wait_for(lambda: broker.queue("jobs").messages_ready == 1)
+
+    async with Broker() as broker:        # async code: runs in the current event loop
+        ...
+        await broker.wait_for(lambda: broker.connections())
+
+Threading: in the `with` form the broker runs its own event loop in a daemon thread and
+every method here hops into that loop and waits for the answer, so calling them from any
+thread is safe. In the `async with` form it runs in the caller's loop and the methods run
+directly. `wait_for` and `restart` block in synchronous code and must be awaited when called
+from a coroutine (any running event loop in the calling thread).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import copy
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote
+
+from minimq.broker import Broker as CoreBroker
+from minimq.broker.exchange import Exchange
+from minimq.codec import spec
+from minimq.codec.errors import AMQPError, ConnectionForced, error_for_code
+from minimq.protocol.events import ContentReceived
+from minimq.protocol.states import ConnState
+from minimq.server.app import Server
+from minimq.server.transport import AMQPServerProtocol
+from minimq.testing import views
+from minimq.testing.clock import VirtualClock
+from minimq.testing.views import (
+    BindingInfo,
+    ChannelInfo,
+    ConnectionInfo,
+    ConsumerInfo,
+    ExchangeInfo,
+    MessageView,
+    QueueInfo,
+    UnackedInfo,
+)
+
+log = logging.getLogger("minimq.testing")
+
+#: How long a call from another thread waits for the broker's loop to answer.
+CALL_TIMEOUT = 30.0
+#: wait_for re-evaluates its predicate after every broker event and at least this often.
+RECHECK_INTERVAL = 0.05
+#: The reply text of connections and channels closed through the helpers.
+FORCED_TEXT = "Closed via minimq.testing"
+
+
+class _Waiter:
+    __slots__ = ("predicate", "on_done", "done", "value", "error")
+
+    def __init__(self, predicate: Callable[[], Any], on_done: Callable[[Any], None]) -> None:
+        self.predicate = predicate
+        self.on_done = on_done
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def check(self) -> bool:
+        """Evaluate in the broker's loop; an exception counts as 'not yet' (and is kept)."""
+        if self.done:
+            return True
+        try:
+            value = self.predicate()
+        except Exception as exc:  # e.g. KeyError: the queue does not exist yet
+            self.error = exc
+            return False
+        if not value:
+            return False
+        self.done = True
+        self.value = value
+        self.on_done(value)
+        return True
+
+
+class _Protocol(AMQPServerProtocol):
+    """The server's protocol plus what tests need: an id, event notification, blocking."""
+
+    def __init__(self, harness: "Broker", broker: CoreBroker, connections: set) -> None:
+        super().__init__(broker, connections)
+        self.harness = harness
+        self.id = next(harness._ids)
+        self.published = False  # a basic.publish arrived in the current read
+        self.paused = False  # reading paused by Broker.block()
+        self.notified_blocked = False  # connection.blocked was sent
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        session = self.session
+        if session is not None:
+            # Note publishes without touching the core: wrap this connection's event source.
+            next_event = session.conn.next_event
+
+            def watched():
+                ev = next_event()
+                if ev.__class__ is ContentReceived:
+                    self.published = True
+                return ev
+
+            session.conn.next_event = watched
+        self.harness._changed()
+
+    def data_received(self, data: bytes) -> None:
+        self.published = False
+        super().data_received(data)
+        harness = self.harness
+        if harness._blocked is not None:
+            harness._apply_block(self)
+        harness._changed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.harness._changed()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.harness._changed()
+
+    def _heartbeat_tick(self, interval: int) -> None:
+        if self.paused:
+            # As RabbitMQ: a blocked connection's heartbeat monitor is paused.
+            self._last_recv = self.broker.clock()
+        super()._heartbeat_tick(interval)
+
+    @property
+    def is_open(self) -> bool:
+        return self.session is not None and self.session.conn.state is ConnState.OPEN
+
+    def wants_blocked(self) -> bool:
+        if not self.is_open:
+            return False
+        props = getattr(self.session.conn, "client_properties", None) or {}
+        caps = props.get("capabilities") or {}
+        return bool(caps.get("connection.blocked"))
+
+
+class Broker:
+    """A minimq broker embedded in the test process, listening on a free port.
+
+    Arguments:
+        port: 0 (default) picks a free port; `restart()` reuses whichever port it got.
+        clock: None for real time; "virtual" (or a VirtualClock, or a start time as a number)
+            for a clock that only `advance()` moves; or any callable returning seconds.
+        data_dir: keep durable state in this directory (minimq's store), recovered at
+            start: a new Broker on the same directory sees what the last one left there.
+            Without it the broker is in memory; `restart()` keeps durable state either way.
+        vhost: the default vhost of `url` and of the inspection helpers.
+        vhosts, users, heartbeat, frame_max, channel_max: as the broker core takes them.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Any = None,
+        data_dir: str | Path | None = None,
+        vhost: str = "/",
+        vhosts: Iterable[str] = ("/",),
+        users: dict[str, str] | None = None,
+        heartbeat: int = 60,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        if clock == "virtual" or clock is True:
+            clock = VirtualClock()
+        elif isinstance(clock, (int, float)) and not isinstance(clock, bool):
+            clock = VirtualClock(clock)
+        self.virtual = isinstance(clock, VirtualClock)
+        self.clock: Callable[[], float] = clock if clock is not None else time.time
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.vhost = vhost
+        self._vhosts = list(dict.fromkeys([*vhosts, vhost]))
+        self.users = dict(users) if users is not None else {"guest": "guest"}
+        self.user, self.password = next(iter(self.users.items()))
+        self._core_options = {"heartbeat": heartbeat, "frame_max": frame_max, "channel_max": channel_max}
+        self.core: CoreBroker | None = None
+        self.server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._thread: threading.Thread | None = None
+        self._mode: str | None = None  # "thread" | "async" | None
+        self._ids = itertools.count(1)
+        self._waiters: list[_Waiter] = []
+        self._recheck: asyncio.TimerHandle | None = None
+        self._blocked: str | None = None
+        self.restarts = 0
+
+    # ================================================================ lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._mode is not None
+
+    @property
+    def url(self) -> str:
+        """amqp://user:pass@host:port/vhost for the default vhost."""
+        return self.url_for(self.vhost)
+
+    def url_for(self, vhost: str = "/") -> str:
+        if self.port is None:
+            raise RuntimeError("the broker is not started")
+        path = "" if vhost == "/" else quote(vhost, safe="")
+        user, password = quote(self.user, safe=""), quote(self.password, safe="")
+        return f"amqp://{user}:{password}@{self.host}:{self.port}/{path}"
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "Broker":
+        return await self.astart()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.astop()
+
+    def start(self) -> "Broker":
+        """Run the broker in a background thread with its own event loop; returns when it accepts."""
+        if self._mode is not None:
+            raise RuntimeError("the broker is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_server())
+            except BaseException as exc:  # reported to start()'s caller
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._loop = loop
+        thread = threading.Thread(target=run, name="minimq-testing-broker", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            self._loop = None
+            raise failure[0]
+        self._thread = thread
+        self._mode = "thread"
+        return self
+
+    def stop(self) -> None:
+        """Close every connection (320 CONNECTION_FORCED), stop listening, end the thread."""
+        if self._mode is None:
+            return
+        if self._mode == "async":
+            raise RuntimeError("this broker runs in an event loop: use `await broker.astop()`")
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop_server(), loop).result(CALL_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(CALL_TIMEOUT)
+            self.port = None
+            self._mode = None
+            self._thread = None
+            self._loop = None
+            self._loop_thread = None
+
+    async def astart(self) -> "Broker":
+        """Run the broker in the current event loop; returns when it accepts."""
+        if self._mode is not None:
+            raise RuntimeError("the broker is already running")
+        self._loop = asyncio.get_running_loop()
+        await self._start_server()
+        self._mode = "async"
+        return self
+
+    async def astop(self) -> None:
+        if self._mode is None:
+            return
+        if self._mode != "async":
+            raise RuntimeError("this broker runs in a thread: use `broker.stop()`")
+        try:
+            await self._stop_server()
+        finally:
+            self.port = None
+            self._mode = None
+            self._loop = None
+            self._loop_thread = None
+
+    def restart(self) -> Any:
+        """Stop and start again on the same port, as a broker restart looks to clients.
+
+        Clients are disconnected (320 CONNECTION_FORCED). What survives is what survives a
+        RabbitMQ restart: vhosts and users, durable exchanges, durable (non-exclusive) queues,
+        bindings between durable ends, and persistent messages in durable queues (those that
+        were delivered but not acked come back redelivered). With a data_dir it is recovered
+        from the store on disk; in memory, the same state is carried over. Blocks in sync
+        code; `await` it from a coroutine.
+        """
+        self._require_running()
+        if _running_loop() is not None:
+            return self._arestart()
+        if self._mode == "async":
+            raise RuntimeError("this broker runs in an event loop: use `await broker.restart()`")
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._restart_server(), self._loop).result(CALL_TIMEOUT)
+        return None
+
+    async def _arestart(self) -> None:
+        if self._loop is asyncio.get_running_loop():
+            await self._restart_server()
+        else:
+            assert self._loop is not None
+            fut = asyncio.run_coroutine_threadsafe(self._restart_server(), self._loop)
+            await asyncio.wrap_future(fut)
+
+    # -- in the loop
+
+    def _make_core(self, vhosts: Iterable[str], carried: Any = None) -> CoreBroker:
+        """A new core: recovered from the data dir, or given `carried` durable state."""
+        recovered = carried
+        store = None
+        if self.data_dir is not None:
+            from minimq.store import DurableStore
+
+            store = DurableStore(str(self.data_dir))
+            try:
+                recovered = store.recover()
+            except BaseException:
+                store.close()
+                raise
+        core = CoreBroker(
+            clock=self.clock, users=self.users, vhosts=tuple(vhosts), store=store, **self._core_options
+        )
+        if recovered is not None:
+            core.restore(recovered)
+        return core
+
+    async def _start_server(self) -> None:
+        self._loop_thread = threading.get_ident()
+        if self.core is None:
+            self.core = self._make_core(self._vhosts)
+        server = Server(
+            self.core,
+            self.host,
+            self.port if self.port is not None else self.requested_port,
+            drive_timers=not self.virtual,
+            protocol_class=functools.partial(_Protocol, self),  # type: ignore[arg-type]
+        )
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop()
+            self._close_store()
+            self.core = None
+            raise
+        self.server = server
+        self.port = server.port
+        if self._waiters and self._recheck is None:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_INTERVAL, self._recheck_tick)
+
+    async def _stop_server(self) -> None:
+        server = self.server
+        self._blocked = None
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        if server is not None:
+            await server.stop()  # writes and syncs the store
+        self.server = None
+        self._close_store()
+        self.core = None
+        self._changed()
+
+    def _close_store(self) -> None:
+        store = getattr(self.core, "store", None)
+        if store is not None:
+            store.close()
+
+    async def _restart_server(self) -> None:
+        assert self.core is not None
+        vhosts = list(self.core.vhosts)
+        old = self.core
+        await self._stop_server()  # closing the connections requeues what they held
+        carried = None if self.data_dir is not None else _durable_state(old)
+        self.core = self._make_core(vhosts, carried)
+        await self._start_server()
+        self.restarts += 1
+        self._changed()
+
+    # ================================================================ plumbing
+
+    def _require_running(self) -> None:
+        if self._mode is None or self._loop is None:
+            raise RuntimeError("the broker is not running")
+
+    def _in_loop(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) in the broker's loop and return its result (or raise its error)."""
+        self._require_running()
+        if self._in_loop():
+            return fn(*args)
+        loop = self._loop
+        assert loop is not None
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return fut.result(CALL_TIMEOUT)
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) in the broker's event loop and return its result.
+
+        For tests that reach into the core (`broker.core`, the minimq.broker.Broker): its state
+        must only be touched from the loop. Waiters are re-evaluated afterwards.
+        """
+        def run() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                self._flush_all()
+                self._changed()
+
+        return self._call(run)
+
+    def _changed(self) -> None:
+        """Something may have changed: re-evaluate every waiter (in the loop)."""
+        if not self._waiters:
+            return
+        self._waiters = [w for w in self._waiters if not w.check()]
+
+    def _add_waiter(self, waiter: _Waiter) -> None:
+        if waiter.check():
+            return
+        self._waiters.append(waiter)
+        if self._recheck is None:
+            loop = asyncio.get_running_loop()
+            self._recheck = loop.call_later(RECHECK_INTERVAL, self._recheck_tick)
+
+    def _remove_waiter(self, waiter: _Waiter) -> None:
+        waiter.done = True
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _recheck_tick(self) -> None:
+        self._recheck = None
+        self._changed()
+        if self._waiters and self._mode is not None:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_INTERVAL, self._recheck_tick)
+
+    def _core(self) -> CoreBroker:
+        if self.core is None:
+            raise RuntimeError("the broker is not running")
+        return self.core
+
+    def _protocols(self) -> list[_Protocol]:
+        server = self.server
+        if server is None:
+            return []
+        return sorted((p for p in server.connections if isinstance(p, _Protocol)), key=lambda p: p.id)
+
+    def _vhost(self, name: str | None):
+        core = self._core()
+        name = self.vhost if name is None else name
+        try:
+            return core.vhosts[name]
+        except KeyError:
+            raise KeyError(f"no vhost {name!r}") from None
+
+    # ================================================================ waiting
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str | None = None) -> Any:
+        """Wait until predicate() is truthy; return its value. TimeoutError after `timeout`.
+
+        The predicate runs in the broker's loop, after every broker event (a frame batch
+        from any client, a connection opening or closing, a timer) and at least every 50 ms,
+        so it may use the inspection helpers freely. An exception from it (say KeyError for
+        a queue not declared yet) counts as "not yet". From a coroutine, `await` this.
+        """
+        self._require_running()
+        if _running_loop() is not None:
+            return self._wait_async(predicate, timeout, what)
+        done = threading.Event()
+        waiter = _Waiter(predicate, lambda _value: done.set())
+        self._call(self._add_waiter, waiter)
+        try:
+            if not done.wait(timeout):
+                raise _timeout(waiter, timeout, what)
+        finally:
+            if not waiter.done and self._mode is not None:
+                self._call(self._remove_waiter, waiter)
+        return waiter.value
+
+    async def _wait_async(self, predicate: Callable[[], Any], timeout: float, what: str | None) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def resolve(value: Any) -> None:
+            if loop is self._loop and self._in_loop():
+                if not fut.done():
+                    fut.set_result(value)
+            else:
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(value))
+
+        waiter = _Waiter(predicate, resolve)
+        self._call(self._add_waiter, waiter)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise _timeout(waiter, timeout, what) from waiter.error
+        finally:
+            if not waiter.done and self._mode is not None:
+                self._call(self._remove_waiter, waiter)
+        return waiter.value
+
+    # ================================================================ clock
+
+    def now(self) -> float:
+        """The broker's current time (virtual or real)."""
+        return self.clock()
+
+    def advance(self, seconds: float) -> float:
+        """Move a virtual clock forward, running every deadline due on the way, in order.
+
+        Heartbeats (sent and checked), TTL, queue expiry and delayed messages all hang off
+        the broker's timers, so this drives them without sleeping. Returns the new time.
+        """
+        if not self.virtual:
+            raise RuntimeError("advance() needs a virtual clock: Broker(clock='virtual')")
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        return self._call(self._advance, float(seconds))
+
+    def _advance(self, seconds: float) -> float:
+        clock = self.clock
+        assert isinstance(clock, VirtualClock)
+        core = self._core()
+        target = clock.now + seconds
+        while True:
+            when = core.timers.next_deadline()
+            if when is None or when > target:
+                break
+            if when > clock.now:
+                clock.set(when)
+            core.tick(clock.now)
+        clock.set(target)
+        core.tick(target)
+        self._changed()
+        return clock.now
+
+    # ================================================================ inspection
+
+    def vhosts(self) -> list[str]:
+        return self._call(lambda: sorted(self._core().vhosts))
+
+    def queues(self, vhost: str | None = None) -> list[QueueInfo]:
+        """Every queue of a vhost (default: `broker.vhost`), by name."""
+        return self._call(self._queues, vhost)
+
+    def queue(self, name: str, vhost: str | None = None) -> QueueInfo:
+        """One queue; KeyError if it does not exist."""
+        return self._call(self._queue, name, vhost)
+
+    def _unacked_counts(self) -> dict[Any, int]:
+        counts: dict[Any, int] = {}
+        for proto in self._protocols():
+            session = proto.session
+            if session is None:
+                continue
+            for ch in list(session.channels.values()):
+                for entry in ch.unacked.values():
+                    q = entry[1]
+                    counts[q] = counts.get(q, 0) + 1
+        return counts
+
+    def _queues(self, vhost: str | None) -> list[QueueInfo]:
+        v = self._vhost(vhost)
+        counts = self._unacked_counts()
+        return [views.queue_info(v.name, q, counts.get(q, 0)) for _, q in sorted(v.queues.items())]
+
+    def _queue(self, name: str, vhost: str | None) -> QueueInfo:
+        v = self._vhost(vhost)
+        q = v.queues.get(name)
+        if q is None:
+            raise KeyError(f"no queue {name!r} in vhost {v.name!r}")
+        return views.queue_info(v.name, q, self._unacked_counts().get(q, 0))
+
+    def messages(self, queue: str, vhost: str | None = None) -> list[MessageView]:
+        """The ready messages of a queue, in the order they would be delivered (a peek)."""
+        return self._call(self._messages, queue, vhost)
+
+    def _messages(self, queue: str, vhost: str | None) -> list[MessageView]:
+        v = self._vhost(vhost)
+        q = v.queues.get(queue)
+        if q is None:
+            raise KeyError(f"no queue {queue!r} in vhost {v.name!r}")
+        source = q.messages() if hasattr(q, "messages") else iter(q.ready)
+        return [views.message_view(m) for m in source]
+
+    def exchanges(self, vhost: str | None = None) -> list[ExchangeInfo]:
+        """Every exchange of a vhost, the default ('') and amq.* ones included, by name."""
+        def run() -> list[ExchangeInfo]:
+            v = self._vhost(vhost)
+            return [views.exchange_info(v.name, ex) for _, ex in sorted(v.exchanges.items())]
+
+        return self._call(run)
+
+    def exchange(self, name: str, vhost: str | None = None) -> ExchangeInfo:
+        def run() -> ExchangeInfo:
+            v = self._vhost(vhost)
+            ex = v.exchanges.get(name)
+            if ex is None:
+                raise KeyError(f"no exchange {name!r} in vhost {v.name!r}")
+            return views.exchange_info(v.name, ex)
+
+        return self._call(run)
+
+    def bindings(
+        self, vhost: str | None = None, *, source: str | None = None, destination: str | None = None
+    ) -> list[BindingInfo]:
+        """Bindings of a vhost, optionally only from `source` and/or to `destination`."""
+        return self._call(self._bindings, vhost, source, destination)
+
+    def _bindings(self, vhost: str | None, source: str | None, destination: str | None) -> list[BindingInfo]:
+        v = self._vhost(vhost)
+        out: list[BindingInfo] = []
+        if source in (None, ""):
+            for qname in sorted(v.queues):
+                if destination in (None, qname):
+                    out.append(BindingInfo(v.name, "", qname, "queue", qname, {}))
+        for xname, ex in sorted(v.exchanges.items()):
+            if xname == "" or source not in (None, xname):
+                continue
+            rows = []
+            for dest, key, args in ex.kind.bindings():
+                if destination not in (None, dest.name):
+                    continue
+                kind = "exchange" if isinstance(dest, Exchange) else "queue"
+                rows.append(BindingInfo(v.name, xname, dest.name, kind, key, views._args(args)))
+            rows.sort(key=lambda b: (b.destination_type, b.destination, b.routing_key))
+            out.extend(rows)
+        return out
+
+    def consumers(self, vhost: str | None = None, queue: str | None = None) -> list[ConsumerInfo]:
+        """Consumers on the queues of a vhost (or of one queue)."""
+        return self._call(self._consumers, vhost, queue)
+
+    def _consumers(self, vhost: str | None, queue: str | None) -> list[ConsumerInfo]:
+        v = self._vhost(vhost)
+        out = []
+        for qname, q in sorted(v.queues.items()):
+            if queue not in (None, qname):
+                continue
+            for c in q.consumers:
+                ch = c.channel
+                proto = self._protocol_of(ch.session)
+                out.append(
+                    ConsumerInfo(
+                        vhost=v.name,
+                        queue=qname,
+                        tag=c.tag,
+                        connection=proto.id if proto is not None else 0,
+                        channel=ch.number,
+                        ack_required=not c.no_ack,
+                        exclusive=bool(c.exclusive),
+                        prefetch_count=c.limit,
+                        unacked=c.unacked,
+                        arguments=views._args(c.arguments),
+                    )
+                )
+        return out
+
+    def _protocol_of(self, session: Any) -> _Protocol | None:
+        for proto in self._protocols():
+            if proto.session is session:
+                return proto
+        return None
+
+    def connections(self, vhost: str | None = None) -> list[ConnectionInfo]:
+        """Client connections (all, or those opened on `vhost`), oldest first."""
+        return self._call(self._connections, vhost)
+
+    def _connections(self, vhost: str | None) -> list[ConnectionInfo]:
+        out = []
+        for proto in self._protocols():
+            session = proto.session
+            if session is None:
+                continue
+            conn = session.conn
+            vname = session.vhost.name if session.vhost is not None else None
+            if vhost is not None and vname != vhost:
+                continue
+            props = getattr(conn, "client_properties", None) or {}
+            name = props.get("connection_name")
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+            out.append(
+                ConnectionInfo(
+                    id=proto.id,
+                    name=name,
+                    peer=proto.peer,
+                    user=session.user or conn.user,
+                    vhost=vname,
+                    state=conn.state.value if hasattr(conn.state, "value") else str(conn.state),
+                    heartbeat=conn.heartbeat,
+                    channels=len(session.channels),
+                    blocked=proto.notified_blocked or proto.paused,
+                    client_properties=views._args(props),
+                )
+            )
+        return out
+
+    def connection(self, which: Any) -> ConnectionInfo:
+        """One connection by id, client connection_name or ConnectionInfo."""
+        def run() -> ConnectionInfo:
+            proto = self._find(which)
+            return next(c for c in self._connections(None) if c.id == proto.id)
+
+        return self._call(run)
+
+    def channels(self, connection: Any = None) -> list[ChannelInfo]:
+        def run() -> list[ChannelInfo]:
+            protos = self._protocols() if connection is None else [self._find(connection)]
+            out = []
+            for proto in protos:
+                session = proto.session
+                if session is None:
+                    continue
+                for number, ch in sorted(session.channels.items()):
+                    out.append(
+                        ChannelInfo(
+                            connection=proto.id,
+                            number=number,
+                            consumers=len(ch.consumers),
+                            messages_unacknowledged=len(ch.unacked),
+                            prefetch_count=ch.prefetch,
+                            global_prefetch_count=ch.global_limit,
+                            confirm=bool(ch.confirm),
+                            transactional=ch.tx is not None,
+                            flow_active=bool(ch.flow_active),
+                        )
+                    )
+            return out
+
+        return self._call(run)
+
+    def unacked(self, queue: str | None = None, vhost: str | None = None) -> list[UnackedInfo]:
+        """Deliveries awaiting ack (all in the vhost, or from one queue), by connection/channel/tag."""
+        return self._call(self._unacked, queue, vhost)
+
+    def _unacked(self, queue: str | None, vhost: str | None) -> list[UnackedInfo]:
+        v = self._vhost(vhost)
+        out = []
+        for proto in self._protocols():
+            session = proto.session
+            if session is None or session.vhost is not v:
+                continue
+            for number, ch in sorted(session.channels.items()):
+                for tag, entry in sorted(ch.unacked.items()):
+                    msg, q, consumer = entry[0], entry[1], entry[2]
+                    if queue is not None and q.name != queue:
+                        continue
+                    out.append(
+                        UnackedInfo(
+                            connection=proto.id,
+                            channel=number,
+                            delivery_tag=tag,
+                            queue=q.name,
+                            consumer_tag=consumer.tag if consumer is not None else None,
+                            message=views.message_view(msg),
+                        )
+                    )
+        return out
+
+    # ================================================================ vhosts
+
+    def add_vhost(self, name: str) -> None:
+        self._call(lambda: self._core().add_vhost(name))
+        if name not in self._vhosts:
+            self._vhosts.append(name)
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost and everything in it; its connections are closed (320)."""
+        def run() -> None:
+            core = self._core()
+            if name not in core.vhosts:
+                return
+            for proto in self._protocols():
+                session = proto.session
+                if session is not None and session.vhost is not None and session.vhost.name == name:
+                    self._close_connection(proto, ConnectionForced(f"vhost '{name}' is deleted"))
+            core.delete_vhost(name)
+            self._changed()
+
+        self._call(run)
+        if name in self._vhosts:
+            self._vhosts.remove(name)
+
+    def reset(self, vhost: str | None = None) -> None:
+        """Delete every queue and exchange of a vhost except the predeclared ones ('' and amq.*),
+        and every binding left on those. Connections stay open; consumers of deleted queues
+        get basic.cancel (if they asked for consumer_cancel_notify)."""
+        def run() -> None:
+            v = self._vhost(vhost)
+            for q in list(v.queues.values()):
+                v.delete_queue(q)
+            for name in list(v.exchanges):
+                if name != "" and not name.startswith("amq."):
+                    v.delete_exchange(name)
+            for name, ex in list(v.exchanges.items()):
+                if name == "":
+                    continue
+                for dest, key, args in list(ex.kind.bindings()):
+                    v.unbind(ex, dest, key, args)
+            self._flush_all()
+            self._changed()
+
+        self._call(run)
+
+    # ================================================================ faults
+
+    def _find(self, which: Any) -> _Protocol:
+        if isinstance(which, ConnectionInfo):
+            which = which.id
+        for proto in self._protocols():
+            if isinstance(which, int) and proto.id == which:
+                return proto
+            if isinstance(which, str) and proto.session is not None:
+                props = getattr(proto.session.conn, "client_properties", None) or {}
+                if props.get("connection_name") == which or proto.peer == which:
+                    return proto
+        raise KeyError(f"no connection {which!r}")
+
+    def _flush_all(self) -> None:
+        for proto in self._protocols():
+            proto.flush()
+
+    def _close_connection(self, proto: _Protocol, error: AMQPError) -> None:
+        session = proto.session
+        if session is None:
+            return
+        if session.conn.state is ConnState.OPEN:
+            session.conn.close(error)
+            session.release()
+            proto.flush()
+        else:
+            proto.abort()
+
+    def drop_connection(self, which: Any = None, *, code: int | None = None, text: str = FORCED_TEXT) -> int:
+        """Drop a connection (by id, connection_name or ConnectionInfo; None: all of them).
+
+        Without `code` the TCP connection is aborted (a reset, as a crash or a network
+        failure looks). With `code` the broker sends connection.close with that reply code
+        and text, e.g. 320 CONNECTION_FORCED as `rabbitmqctl close_connection` does.
+        Returns how many connections it dropped.
+        """
+        def run() -> int:
+            protos = self._protocols() if which is None else [self._find(which)]
+            for proto in protos:
+                if code is None:
+                    proto.abort()
+                else:
+                    self._close_connection(proto, error_for_code(code, text))
+            self._changed()
+            return len(protos)
+
+        return self._call(run)
+
+    def close_channel(self, which: Any, channel: int, *, code: int = 406, text: str = FORCED_TEXT) -> None:
+        """Close one channel of a connection from the broker side with channel.close(code, text).
+
+        What the channel held is released as on any channel error: consumers cancelled,
+        unacked messages requeued.
+        """
+        def run() -> None:
+            proto = self._find(which)
+            session = proto.session
+            assert session is not None
+            ch = session.channels.pop(channel, None)
+            if ch is None:
+                raise KeyError(f"connection {proto.id} has no open channel {channel}")
+            ch.release()
+            session.confirming.discard(ch)
+            session.conn.close_channel(channel, error_for_code(code, text))
+            proto.flush()
+            self._changed()
+
+        self._call(run)
+
+    @property
+    def blocked(self) -> bool:
+        return self._blocked is not None
+
+    def block(self, reason: str = "low on memory") -> None:
+        """Block publishers, as RabbitMQ does under a memory or disk alarm.
+
+        Connections that announced the `connection.blocked` capability get
+        connection.blocked(reason); a connection that publishes while blocked is no longer
+        read from (its publishes wait in the socket) until `unblock()`. Consumers go on.
+        """
+        def run() -> None:
+            self._blocked = reason
+            for proto in self._protocols():
+                self._apply_block(proto)
+            self._changed()
+
+        self._call(run)
+
+    def unblock(self) -> None:
+        def run() -> None:
+            self._blocked = None
+            for proto in self._protocols():
+                if proto.notified_blocked:
+                    proto.notified_blocked = False
+                    if proto.is_open:
+                        proto.session.conn.send_method(0, spec.ConnectionUnblocked())
+                        proto.flush()
+                if proto.paused:
+                    proto.paused = False
+                    if proto.transport is not None and not proto.transport.is_closing():
+                        proto.transport.resume_reading()
+            self._changed()
+
+        self._call(run)
+
+    def _apply_block(self, proto: _Protocol) -> None:
+        reason = self._blocked
+        if reason is None:
+            return
+        if not proto.notified_blocked and proto.wants_blocked():
+            proto.notified_blocked = True
+            proto.session.conn.send_method(0, spec.ConnectionBlocked(reason))
+            proto.flush()
+        if proto.published and not proto.paused:
+            transport = proto.transport
+            if transport is not None and not transport.is_closing():
+                proto.paused = True
+                transport.pause_reading()
+
+    def __repr__(self) -> str:
+        state = f"on {self.host}:{self.port}" if self.running else "stopped"
+        return f"<minimq.testing.Broker {state} vhost={self.vhost!r}>"
+
+
+def _durable_state(core: CoreBroker) -> Any:
+    """What a store would have recovered: a restart of an in-memory broker keeps it."""
+    from minimq.store.store import Recovered, RecoveredQueue, StoredMessage
+
+    out = Recovered()
+    for vname, v in core.vhosts.items():
+        for name, ex in v.exchanges.items():
+            if ex.durable and name and not name.startswith("amq."):
+                out.exchanges.append(
+                    (vname, name, ex.type_name, True, ex.auto_delete, ex.internal, copy.deepcopy(ex.arguments))
+                )
+        for name, q in v.queues.items():
+            if not q.durable or q.exclusive:
+                continue
+            rq = RecoveredQueue(vname, name, q.auto_delete, copy.deepcopy(q.arguments))
+            source = q.messages() if hasattr(q, "messages") else iter(q.ready)
+            for m in source:
+                if m.persistent:
+                    rq.messages.append(StoredMessage(0, m.exchange, m.routing_key, m.header, m.body, m.redelivered))
+            out.queues.append(rq)
+        for name, ex in v.exchanges.items():
+            if not name or not ex.durable:
+                continue
+            for dest, key, args in ex.kind.bindings():
+                is_x = isinstance(dest, Exchange)
+                if dest.durable and (is_x or not dest.exclusive):
+                    out.bindings.append((vname, name, dest.name, is_x, key, copy.deepcopy(args)))
+    return out
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _timeout(waiter: _Waiter, timeout: float, what: str | None) -> TimeoutError:
+    desc = what or getattr(waiter.predicate, "__qualname__", repr(waiter.predicate))
+    text = f"timed out after {timeout}s waiting for {desc}"
+    if waiter.error is not None:
+        text += f" (last error: {waiter.error!r})"
+    return TimeoutError(text)
