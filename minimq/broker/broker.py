@@ -12,6 +12,8 @@ import logging
 from typing import Any, Callable, Iterator
 
 import minimq
+from minimq.broker.arguments import parse_expiration
+from minimq.broker.message import EXPIRATION_FLAG
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
 from minimq.broker.timers import Timers
@@ -116,7 +118,22 @@ class Broker:
             callback()
 
     def restore(self, recovered: Any) -> None:
-        """Rebuild durable exchanges, queues, bindings and messages read back by the store."""
+        """Rebuild durable exchanges, queues, bindings and messages read back by the store.
+
+        The store already holds all of it, so nothing is logged again while restoring.
+        """
+        store, self.store = self.store, None
+        try:
+            self._restore(recovered)
+        finally:
+            self.store = store
+        if store is not None:
+            for vhost in self.vhosts.values():
+                for q in vhost.queues.values():
+                    if q.durable and not q.exclusive:
+                        q.persist = True
+
+    def _restore(self, recovered: Any) -> None:
         from minimq.broker.message import Message, make_route
 
         for vhost_name, name, type_name, durable, auto_delete, internal, args in recovered.exchanges:
@@ -139,17 +156,30 @@ class Broker:
             except Exception as exc:
                 log.error("cannot restore queue %r in vhost %r: %s", rq.name, rq.vhost, exc)
                 continue
+            now = self.clock()
+            ttl = q.args.message_ttl
+            max_priority = q.args.max_priority
             for sm in rq.messages:
                 msg = Message(sm.exchange, sm.routing_key, make_route(sm.exchange, sm.routing_key), sm.header, sm.body)
                 msg.store_id = sm.id
                 msg.redelivered = sm.delivered
+                # TTLs count again from the restart: enqueue times are not stored.
+                if msg.flags & EXPIRATION_FLAG:
+                    try:
+                        msg.expires = now + parse_expiration(msg.properties.expiration) / 1000.0
+                    except Exception:
+                        msg.expires = None
+                if ttl is not None:
+                    at = now + ttl / 1000.0
+                    if msg.expires is None or at < msg.expires:
+                        msg.expires = at
+                if max_priority is not None:
+                    msg.priority = min(msg.priority_value(), max_priority)
+                if msg.expires is not None:
+                    q.special = True
                 q.ready.append(msg)
                 q.ready_bytes += len(sm.body)
-            if q.args.message_ttl is not None and q.ready:
-                # TTL counts from the restart: the original enqueue times are not kept.
-                now = self.clock()
-                for msg in q.ready:
-                    msg.expires = now + q.args.message_ttl / 1000.0
+            if q.ready:
                 q._arm_expiry()
         for vhost_name, src, dest, is_x, key, args in recovered.bindings:
             vhost = self.vhosts.get(vhost_name)

@@ -58,6 +58,8 @@ class Server:
         if self.broker.store is not None:
             self.broker.store.on_dirty = self._store_dirty
             self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minimq-fsync")
+            if self.broker.store.pending:
+                self._store_dirty()
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]

@@ -330,10 +330,9 @@ class DurableStore:
 
     def _appended(self) -> int:
         self.appended += 1
-        if not self._dirty:
+        if not self._dirty and self.on_dirty is not None:
             self._dirty = True
-            if self.on_dirty is not None:
-                self.on_dirty()
+            self.on_dirty()
         return self.appended
 
     @staticmethod
@@ -367,8 +366,7 @@ class DurableStore:
 
     def queue_deleted(self, vhost: str, name: str, ids: Iterable[int] = ()) -> int:
         """The queue is gone with its messages (`ids`: its persistent ones, ready or not)."""
-        # The purge keeps a later queue of the same name from inheriting old messages.
-        self.queue_purged(vhost, name, ids)
+        self._queue_gone(vhost, name, ids)
         return self._append_meta(r.frame(r.QUEUE_DELETE, r.sstr(vhost) + r.sstr(name)))
 
     def bound(self, vhost: str, src: str, dest: str, is_x: bool, key: str, args: dict | None) -> int:
@@ -398,6 +396,16 @@ class DurableStore:
         self._append_msg(r.frame(r.DELIVERED, _Q.pack(mid) + r.sstr(vhost) + r.sstr(queue)))
 
     def queue_purged(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        """queue.purge removed these ready messages (unacked ones stay: they may come back)."""
+        tail = r.sstr(vhost) + r.sstr(queue)
+        for mid in ids:
+            self._append_msg(r.frame(r.ACK, _Q.pack(mid) + tail))
+            self._forget(mid)
+
+    def _queue_gone(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        # Everything published to the queue so far is gone with it, unacked messages
+        # included; the watermark also keeps a later queue of the same name from
+        # inheriting old messages.
         upto = self._next_id - 1
         self._append_msg(r.frame(r.PURGE, r.sstr(vhost) + r.sstr(queue) + _Q.pack(upto)))
         for mid in ids:
