@@ -194,26 +194,23 @@ class Broker:
             except Exception as exc:
                 log.error("cannot restore binding %r -> %r: %s", src, dest, exc)
 
-    def _live_messages(self, first_id: int, end_id: int) -> Iterator[tuple[str, list[str], Any]]:
-        """Persistent messages with first_id <= store id < end_id, wherever they are now."""
-        found: dict[int, tuple[str, list[str], Any]] = {}
+    def _live_messages(self, wanted: Callable[[int], bool]) -> Iterator[tuple[str, str, Any]]:
+        """(vhost, queue, message) for every live persistent copy whose store reference
+        `wanted` accepts (the store's compaction copies these forward)."""
         for vhost in self.vhosts.values():
             for q in vhost.queues.values():
-                if not q.persist:
-                    continue
-                for msg in q.ready:
-                    if first_id <= msg.store_id < end_id:
-                        found.setdefault(msg.store_id, (vhost.name, [], msg))[1].append(q.name)
+                if q.persist:
+                    for msg in q.ready:
+                        if msg.store_id and wanted(msg.store_id):
+                            yield vhost.name, q.name, msg
         for session in self.sessions:
             for ch in session.channels.values():
-                for msg, q, _c in ch.unacked.values():
-                    if q.persist and not q.deleted and first_id <= msg.store_id < end_id:
-                        found.setdefault(msg.store_id, (q.vhost.name, [], msg))[1].append(q.name)
+                held = list(ch.unacked.values())
                 for taken, _requeue in ch.tx_acks or ():
-                    for _tag, (msg, q, _c) in taken:
-                        if q.persist and not q.deleted and first_id <= msg.store_id < end_id:
-                            found.setdefault(msg.store_id, (q.vhost.name, [], msg))[1].append(q.name)
-        yield from found.values()
+                    held.extend(entry for _tag, entry in taken)
+                for msg, q, _c in held:
+                    if q.persist and not q.deleted and msg.store_id and wanted(msg.store_id):
+                        yield q.vhost.name, q.name, msg
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

@@ -21,7 +21,6 @@ message cannot pin the log.
 """
 from __future__ import annotations
 
-import bisect
 import fcntl
 import logging
 import os
@@ -34,10 +33,12 @@ from minimq.store import records as r
 log = logging.getLogger("minimq.store")
 
 SEGMENT_SIZE = 64 * 1024 * 1024
-COMPACT_LIVE_RATIO = 0.25  # compact a closed segment once fewer than this share is live
+COMPACT_LIVE_RATIO = 0.25  # compact the oldest segment once less than this share is live...
+COMPACT_LIVE_MESSAGES = 256  # ...or when at most this many messages are (cheap to copy)
 
 _FLAG_DURABLE, _FLAG_AUTO_DELETE, _FLAG_INTERNAL = 1, 2, 4
 _Q = struct.Struct(">Q")
+_I = struct.Struct(">I")
 
 
 class StoreLocked(RuntimeError):
@@ -73,15 +74,28 @@ class Recovered:
 
 
 class _Segment:
-    __slots__ = ("number", "path", "first_id", "published", "live", "size")
+    __slots__ = ("number", "path", "published", "live", "size")
 
-    def __init__(self, number: int, path: str, first_id: int) -> None:
+    def __init__(self, number: int, path: str) -> None:
         self.number = number
         self.path = path
-        self.first_id = first_id
-        self.published = 0  # (id, queue) pairs published here
-        self.live = 0  # of those, not yet acked
+        self.published = 0  # (message, queue) pairs recorded here
+        self.live = 0  # of those, still held by a queue or a consumer
         self.size = 0
+
+
+# A persistent message's reference, as the broker holds it (Message.store_id): the message's
+# id and the number of the segment that holds its newest copy, in one int.
+_SEG_SHIFT = 40
+_ID_MASK = (1 << _SEG_SHIFT) - 1
+
+
+def ref_id(ref: int) -> int:
+    return ref & _ID_MASK
+
+
+def ref_segment(ref: int) -> int:
+    return ref >> _SEG_SHIFT
 
 
 class DurableStore:
@@ -101,25 +115,105 @@ class DurableStore:
         self._msg_fd = -1
         self._meta_buf: list[bytes] = []
         self._msg_buf: list[bytes] = []
-        self._segments: list[_Segment] = []
-        self._seg_starts: list[int] = []  # first ids, for bisect
+        self._segments: dict[int, _Segment] = {}  # by number, oldest first
+        self._current: _Segment | None = None
         self._next_id = 1
         self.appended = 0  # records buffered so far (positions are record counts)
         self.written = 0  # records handed to the OS
         self.synced = 0  # records known durable
+        self.syncs = 0  # fsync rounds done (group commit: far fewer than messages)
         self.on_dirty: Callable[[], None] | None = None
         self._dirty = False
-        self._live: dict[int, int] = {}  # message id -> queues still holding it
-        self._moved: dict[int, _Segment] = {}  # ids compacted into a younger segment
-        # Set by the broker: yields (vhost, queue names, message) for live persistent messages
-        # with first_id <= id < end_id, so compaction can copy them forward.
-        self.live_messages: Callable[[int, int], Iterable[tuple[str, list[str], Any]]] | None = None
+        # Set by the broker: given a predicate on references, yields (vhost, queue name,
+        # message) for every live persistent copy it accepts, so compaction can copy a
+        # segment's messages forward (and update their references).
+        self.live_messages: Callable[[Callable[[int], bool]], Iterable[tuple[str, str, Any]]] | None = None
 
     # ------------------------------------------------------------ recovery
 
     def recover(self) -> Recovered:
         """Read everything back, cut torn tails, report corruption, compact the metadata."""
         out = Recovered()
+        self._recover_meta(out)
+        queues = {(q.vhost, q.name): q for q in out.queues}
+        # Messages: replay every segment in order. Per id: [header fields..., holders, segment]
+        messages: dict[int, list] = {}
+        delivered: set[tuple[int, str, str]] = set()
+        purged: dict[tuple[str, str], int] = {}
+        headers: dict[bytes, bytes] = {}  # identical content headers shared, as the broker does
+        seg_files = sorted(f for f in os.listdir(self.path) if f.startswith("msgs-") and f.endswith(".log"))
+        unpack_q = _Q.unpack_from
+        unpack_i = _I.unpack_from
+        for fname in seg_files:
+            seg = _Segment(int(fname[5:-4]), os.path.join(self.path, fname))
+            number = seg.number
+            for rtype, payload in self._read_file(seg.path, out):
+                if rtype == r.MESSAGE:
+                    # id u64, vhost, n u16, queues..., exchange, routing key, header, body
+                    mid = unpack_q(payload, 0)[0]
+                    pos = 8
+                    n = unpack_i(payload, pos)[0]
+                    vhost = payload[pos + 4 : pos + 4 + n].decode("utf-8", "surrogateescape")
+                    pos += 4 + n
+                    count = (payload[pos] << 8) | payload[pos + 1]
+                    pos += 2
+                    fields = []
+                    for _ in range(count + 4):
+                        n = unpack_i(payload, pos)[0]
+                        fields.append(payload[pos + 4 : pos + 4 + n])
+                        pos += 4 + n
+                    header = fields[count + 2]
+                    header = headers.setdefault(header, header)
+                    holders = {(vhost, q.decode("utf-8", "surrogateescape")) for q in fields[:count]}
+                    entry = messages.get(mid)
+                    if entry is None:
+                        messages[mid] = [
+                            fields[count].decode("utf-8", "surrogateescape"),
+                            fields[count + 1].decode("utf-8", "surrogateescape"),
+                            header,
+                            fields[count + 3],
+                            holders,
+                            number,
+                        ]
+                    else:
+                        entry[5] = number  # a newer copy (compaction) holds it now
+                    seg.published += count
+                    if mid >= self._next_id:
+                        self._next_id = mid + 1
+                elif rtype == r.ACK:
+                    rd = r.Reader(payload)
+                    mid, vhost, q = rd.u64(), rd.text(), rd.text()
+                    entry = messages.get(mid)
+                    if entry is not None:
+                        entry[4].discard((vhost, q))
+                elif rtype == r.DELIVERED:
+                    rd = r.Reader(payload)
+                    delivered.add((rd.u64(), rd.text(), rd.text()))
+                elif rtype == r.PURGE:
+                    rd = r.Reader(payload)
+                    vhost, q, upto = rd.text(), rd.text(), rd.u64()
+                    purged[(vhost, q)] = max(purged.get((vhost, q), 0), upto)
+            seg.size = os.path.getsize(seg.path)
+            self._segments[number] = seg
+        # Rebuild queue contents in id (publish) order; count what each segment still holds.
+        for mid in sorted(messages):
+            exchange, rk, header, body, holders, number = messages[mid]
+            ref = (number << _SEG_SHIFT) | mid
+            for vhost, qname in holders:
+                q = queues.get((vhost, qname))
+                if q is None or mid <= purged.get((vhost, qname), 0):
+                    continue
+                q.messages.append(
+                    StoredMessage(ref, exchange, rk, header, body, (mid, vhost, qname) in delivered)
+                )
+                self._segments[number].live += 1
+                out.message_count += 1
+        messages.clear()
+        self._open_new_segment()
+        self._reclaim()
+        return out
+
+    def _recover_meta(self, out: Recovered) -> None:
         exchanges: dict[tuple[str, str], tuple] = {}
         queues: dict[tuple[str, str], RecoveredQueue] = {}
         bindings: dict[tuple, tuple] = {}
@@ -160,86 +254,17 @@ class DurableStore:
                         bindings[ident] = (vhost, src, dest, is_x, key, args)
                     else:
                         bindings.pop(ident, None)
-        # Messages: replay every segment in order.
-        messages: dict[int, StoredMessage] = {}
-        moved: dict[int, _Segment] = {}
-        holders: dict[int, set[tuple[str, str]]] = {}
-        delivered: set[tuple[int, str, str]] = set()
-        purged: dict[tuple[str, str], int] = {}
-        seg_files = sorted(f for f in os.listdir(self.path) if f.startswith("msgs-") and f.endswith(".log"))
-        for fname in seg_files:
-            number = int(fname[5:-4])
-            seg_path = os.path.join(self.path, fname)
-            seg = _Segment(number, seg_path, 0)
-            first = True
-            start_next = self._next_id
-            for rtype, payload in self._read_file(seg_path, out):
-                rd = r.Reader(payload)
-                if rtype == r.MESSAGE:
-                    mid = rd.u64()
-                    if mid < start_next:
-                        moved[mid] = seg  # a copy made by compaction
-                    elif first:
-                        seg.first_id = mid
-                        first = False
-                    vhost = rd.text()
-                    nq = rd.u8() << 8 | rd.u8()
-                    qnames = [rd.text() for _ in range(nq)]
-                    exchange, rk = rd.text(), rd.text()
-                    header, body = rd.raw(), rd.raw()
-                    if mid not in messages:
-                        messages[mid] = StoredMessage(mid, exchange, rk, header, body)
-                    holders.setdefault(mid, set()).update((vhost, q) for q in qnames)
-                    self._next_id = max(self._next_id, mid + 1)
-                elif rtype == r.ACK:
-                    mid, vhost, q = rd.u64(), rd.text(), rd.text()
-                    held = holders.get(mid)
-                    if held is not None:
-                        held.discard((vhost, q))
-                elif rtype == r.DELIVERED:
-                    mid, vhost, q = rd.u64(), rd.text(), rd.text()
-                    delivered.add((mid, vhost, q))
-                elif rtype == r.PURGE:
-                    vhost, q, upto = rd.text(), rd.text(), rd.u64()
-                    purged[(vhost, q)] = max(purged.get((vhost, q), 0), upto)
-            if first:
-                # No message records (only acks, purges): it owns no ids, but its records
-                # still matter until every older segment is gone.
-                seg.first_id = self._next_id
-            seg.size = os.path.getsize(seg_path)
-            self._segments.append(seg)
-        # Rebuild queue contents in id (publish) order.
-        for mid in sorted(holders):
-            msg = messages[mid]
-            live = 0
-            for vhost, qname in holders[mid]:
-                q = queues.get((vhost, qname))
-                if q is None or mid <= purged.get((vhost, qname), 0):
-                    continue
-                copy = StoredMessage(mid, msg.exchange, msg.routing_key, msg.header, msg.body,
-                                     (mid, vhost, qname) in delivered)
-                q.messages.append(copy)
-                live += 1
-            if live:
-                self._live[mid] = live
-                out.message_count += live
         out.exchanges = list(exchanges.values())
         out.queues = list(queues.values())
         out.bindings = list(bindings.values())
-        self._moved = {mid: seg for mid, seg in moved.items() if mid in self._live}
         self._rewrite_meta(out)
-        self._reopen_segments(holders)
-        return out
 
     def _read_file(self, path: str, out: Recovered) -> Iterable[tuple[int, bytes]]:
         with open(path, "rb") as f:
             data = f.read()
         report = r.ScanReport(path)
         for _offset, rtype, payload in r.scan(data, report):
-            try:
-                yield rtype, payload
-            except GeneratorExit:
-                raise
+            yield rtype, payload
         if report.torn_at is not None:
             log.warning("%s: torn record at offset %d cut off (%d bytes)", path, report.torn_at,
                         len(data) - report.torn_at)
@@ -268,43 +293,21 @@ class DurableStore:
         self._fsync_dir()
         self._meta_fd = os.open(os.path.join(self.path, "meta.log"), os.O_WRONLY | os.O_APPEND)
 
-    def _reopen_segments(self, holders: dict[int, set]) -> None:
-        # Count live (id, queue) pairs per segment, drop the dead prefix, open a fresh one.
-        self._seg_starts = [s.first_id for s in self._segments]
-        for seg in self._segments:
-            seg.live = seg.published = 0
-        for mid, n in self._live.items():
-            seg = self._segment_of(mid)
-            if seg is not None:
-                seg.live += n
-                seg.published += n
-        self._open_new_segment()
-        self._reclaim()
-
     # ------------------------------------------------------------ segments
 
-    def _segment_of(self, mid: int) -> _Segment | None:
-        moved = self._moved.get(mid)
-        if moved is not None:
-            return moved
-        i = bisect.bisect_right(self._seg_starts, mid) - 1
-        return self._segments[i] if i >= 0 else None
-
     def _open_new_segment(self) -> None:
-        number = self._segments[-1].number + 1 if self._segments else 1
+        number = max(self._segments, default=0) + 1
         path = os.path.join(self.path, f"msgs-{number:08d}.log")
         if self._msg_fd >= 0:
             os.close(self._msg_fd)
         self._msg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        seg = _Segment(number, path, self._next_id)
-        self._segments.append(seg)
-        self._seg_starts.append(seg.first_id)
+        seg = _Segment(number, path)
+        self._segments[number] = seg
+        self._current = seg
         self._fsync_dir()
 
     def _delete_segment(self, seg: _Segment) -> None:
-        idx = self._segments.index(seg)
-        del self._segments[idx]
-        del self._seg_starts[idx]
+        del self._segments[seg.number]
         try:
             os.unlink(seg.path)
         except FileNotFoundError:
@@ -317,6 +320,9 @@ class DurableStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def segment_files(self) -> list[str]:
+        return [seg.path for seg in self._segments.values()]
 
     # ------------------------------------------------------- appending (core)
 
@@ -364,9 +370,9 @@ class DurableStore:
     def queue_declared(self, vhost: str, q: Any) -> int:
         return self._append_meta(self._queue_record(vhost, q.name, q.auto_delete, q.arguments))
 
-    def queue_deleted(self, vhost: str, name: str, ids: Iterable[int] = ()) -> int:
-        """The queue is gone with its messages (`ids`: its persistent ones, ready or not)."""
-        self._queue_gone(vhost, name, ids)
+    def queue_deleted(self, vhost: str, name: str, refs: Iterable[int] = ()) -> int:
+        """The queue is gone with its messages (`refs`: its ready persistent ones)."""
+        self._queue_gone(vhost, name, refs)
         return self._append_meta(r.frame(r.QUEUE_DELETE, r.sstr(vhost) + r.sstr(name)))
 
     def bound(self, vhost: str, src: str, dest: str, is_x: bool, key: str, args: dict | None) -> int:
@@ -376,51 +382,47 @@ class DurableStore:
         return self._append_meta(self._bind_record(r.UNBIND, vhost, src, dest, is_x, key, args))
 
     def message_published(self, vhost: str, queues: list[str], msg: Any) -> tuple[int, int]:
-        """Record a persistent message for these durable queues; returns (id, position)."""
+        """Record a persistent message for these durable queues; returns (ref, position).
+
+        The broker keeps `ref` (Message.store_id) and hands it back with every later event
+        about that message.
+        """
         mid = self._next_id
         self._next_id = mid + 1
+        seg = self._current
+        assert seg is not None
         n = len(queues)
-        payload = self._message_payload(mid, vhost, queues, msg)
-        self._live[mid] = n
-        seg = self._segments[-1]
         seg.published += n
         seg.live += n
-        return mid, self._append_msg(r.frame(r.MESSAGE, payload))
+        pos = self._append_msg(r.frame(r.MESSAGE, self._message_payload(mid, vhost, queues, msg)))
+        return (seg.number << _SEG_SHIFT) | mid, pos
 
-    def message_acked(self, vhost: str, queue: str, mid: int) -> None:
+    def message_acked(self, vhost: str, queue: str, ref: int) -> None:
         """The message left this queue for good (acked, dropped, expired, dead-lettered)."""
-        self._append_msg(r.frame(r.ACK, _Q.pack(mid) + r.sstr(vhost) + r.sstr(queue)))
-        self._forget(mid)
+        self._append_msg(r.frame(r.ACK, _Q.pack(ref & _ID_MASK) + r.sstr(vhost) + r.sstr(queue)))
+        self._forget(ref)
 
-    def message_delivered(self, vhost: str, queue: str, mid: int) -> None:
-        self._append_msg(r.frame(r.DELIVERED, _Q.pack(mid) + r.sstr(vhost) + r.sstr(queue)))
+    def message_delivered(self, vhost: str, queue: str, ref: int) -> None:
+        self._append_msg(r.frame(r.DELIVERED, _Q.pack(ref & _ID_MASK) + r.sstr(vhost) + r.sstr(queue)))
 
-    def queue_purged(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def queue_purged(self, vhost: str, queue: str, refs: Iterable[int]) -> None:
         """queue.purge removed these ready messages (unacked ones stay: they may come back)."""
         tail = r.sstr(vhost) + r.sstr(queue)
-        for mid in ids:
-            self._append_msg(r.frame(r.ACK, _Q.pack(mid) + tail))
-            self._forget(mid)
+        for ref in refs:
+            self._append_msg(r.frame(r.ACK, _Q.pack(ref & _ID_MASK) + tail))
+            self._forget(ref)
 
-    def _queue_gone(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def _queue_gone(self, vhost: str, queue: str, refs: Iterable[int]) -> None:
         # Everything published to the queue so far is gone with it, unacked messages
-        # included; the watermark also keeps a later queue of the same name from
-        # inheriting old messages.
+        # included (their later acks only settle the accounting); the watermark also keeps
+        # a later queue of the same name from inheriting old messages.
         upto = self._next_id - 1
         self._append_msg(r.frame(r.PURGE, r.sstr(vhost) + r.sstr(queue) + _Q.pack(upto)))
-        for mid in ids:
-            self._forget(mid)
+        for ref in refs:
+            self._forget(ref)
 
-    def _forget(self, mid: int) -> None:
-        left = self._live.get(mid)
-        if left is None:
-            return
-        seg = self._segment_of(mid)
-        if left <= 1:
-            del self._live[mid]
-            self._moved.pop(mid, None)
-        else:
-            self._live[mid] = left - 1
+    def _forget(self, ref: int) -> None:
+        seg = self._segments.get(ref >> _SEG_SHIFT)
         if seg is not None:
             seg.live -= 1
 
@@ -441,15 +443,15 @@ class DurableStore:
             data = b"".join(self._msg_buf)
             self._msg_buf.clear()
             _write_all(self._msg_fd, data)
-            seg = self._segments[-1]
-            seg.size += len(data)
+            assert self._current is not None
+            self._current.size += len(data)
         self.written = self.appended
         return self.written
 
     @property
     def needs_roll(self) -> bool:
         """The current segment is full: call roll() (not while a sync() is running)."""
-        return self._segments[-1].size >= self.segment_size
+        return self._current is not None and self._current.size >= self.segment_size
 
     def sync(self) -> int:
         """fsync what has been written; safe to call from a worker thread."""
@@ -459,10 +461,13 @@ class DurableStore:
             os.fsync(meta_fd)
         if msg_fd >= 0:
             os.fsync(msg_fd)
+        self.syncs += 1
         return upto
 
     def roll(self) -> None:
         """Start a new segment, then reclaim what the oldest ones hold."""
+        if self._msg_buf:
+            self.write()
         os.fsync(self._msg_fd)
         self._open_new_segment()
         self._reclaim()
@@ -470,13 +475,18 @@ class DurableStore:
     def _reclaim(self) -> int:
         """Delete dead segments from the oldest end; compact a mostly-dead oldest one.
 
-        Returns how many segments were removed.
+        Only the oldest segment may go: younger ones hold acks and purges for older
+        messages, which must outlive them. Returns how many segments were removed.
         """
         removed = 0
         while len(self._segments) > 1:
-            seg = self._segments[0]
+            seg = next(iter(self._segments.values()))
+            if seg is self._current:
+                break
             if seg.live > 0:
-                if not seg.published or seg.live / seg.published >= COMPACT_LIVE_RATIO:
+                # Copy forward when little is live: a small share of what the segment
+                # holds, or few messages in all (e.g. a segment of earlier copies).
+                if seg.live > COMPACT_LIVE_MESSAGES and seg.live >= COMPACT_LIVE_RATIO * seg.published:
                     break
                 if self.live_messages is None or not self._copy_forward(seg):
                     break
@@ -485,30 +495,48 @@ class DurableStore:
         return removed
 
     def _copy_forward(self, seg: _Segment) -> bool:
-        """Append the live messages of `seg` to the current segment (same ids)."""
-        assert self.live_messages is not None
-        end_id = self._segments[1].first_id
-        current = self._segments[-1]
-        buf: list[bytes] = []
-        moved = 0
-        for vhost, qnames, msg in self.live_messages(seg.first_id, end_id):
-            mid = msg.store_id
-            buf.append(r.frame(r.MESSAGE, self._message_payload(mid, vhost, qnames, msg)))
-            self._moved[mid] = current
-            moved += len(qnames)
-        if moved != seg.live:
-            log.warning("compaction of %s found %d live messages, expected %d", seg.path, moved, seg.live)
-            if moved < seg.live:
+        """Append the live messages of `seg` to the current segment, same ids, in id order.
+
+        Each message's references are updated to the new segment; copies that had been
+        delivered get a DELIVERED record again, so a restart still marks them redelivered.
+        """
+        assert self.live_messages is not None and self._current is not None
+        current = self._current
+        groups: dict[int, tuple[str, list[str], list[Any]]] = {}
+        number = seg.number
+        for vhost, queue, msg in self.live_messages(lambda ref: ref >> _SEG_SHIFT == number):
+            mid = msg.store_id & _ID_MASK
+            group = groups.get(mid)
+            if group is None:
+                groups[mid] = (vhost, [queue], [msg])
+            else:
+                group[1].append(queue)
+                group[2].append(msg)
+        found = sum(len(g[1]) for g in groups.values())
+        if found != seg.live:
+            log.warning("compaction of %s found %d live messages, expected %d", seg.path, found, seg.live)
+            if found < seg.live:
                 return False
+        buf: list[bytes] = []
+        new_prefix = current.number << _SEG_SHIFT
+        for mid in sorted(groups):
+            vhost, queues, msgs = groups[mid]
+            buf.append(r.frame(r.MESSAGE, self._message_payload(mid, vhost, queues, msgs[0])))
+            for queue, msg in zip(queues, msgs):
+                if msg.seq:  # delivered before: keep the redelivered mark across a restart
+                    buf.append(r.frame(r.DELIVERED, _Q.pack(mid) + r.sstr(vhost) + r.sstr(queue)))
+                msg.store_id = new_prefix | mid
         if buf:
             data = b"".join(buf)
+            if self._msg_buf:
+                self.write()
             _write_all(self._msg_fd, data)
             current.size += len(data)
-            current.live += moved
-            current.published += moved
+            current.live += found
+            current.published += found
             os.fsync(self._msg_fd)  # the copies must be durable before the originals go
         seg.live = 0
-        log.info("compacted %s: %d live messages copied forward", seg.path, moved)
+        log.info("compacted %s: %d live messages copied forward", seg.path, found)
         return True
 
     @staticmethod
