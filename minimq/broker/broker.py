@@ -159,10 +159,14 @@ class Broker:
             now = self.clock()
             ttl = q.args.message_ttl
             max_priority = q.args.max_priority
-            for sm in rq.messages:
-                msg = Message(sm.exchange, sm.routing_key, make_route(sm.exchange, sm.routing_key), sm.header, sm.body)
-                msg.store_id = sm.id
-                msg.redelivered = sm.delivered
+            routes: dict[tuple[str, str], bytes] = {}
+            for ref, exchange, rk, header, body, delivered in rq.messages:
+                route = routes.get((exchange, rk))
+                if route is None:
+                    route = routes[(exchange, rk)] = make_route(exchange, rk)
+                msg = Message(exchange, rk, route, header, body)
+                msg.store_id = ref
+                msg.redelivered = delivered
                 # TTLs count again from the restart: enqueue times are not stored.
                 if msg.flags & EXPIRATION_FLAG:
                     try:
@@ -178,7 +182,7 @@ class Broker:
                 if msg.expires is not None:
                     q.special = True
                 q.ready.append(msg)
-                q.ready_bytes += len(sm.body)
+                q.ready_bytes += len(body)
             if q.ready:
                 q._arm_expiry()
         for vhost_name, src, dest, is_x, key, args in recovered.bindings:

@@ -26,7 +26,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from minimq.store import records as r
 
@@ -37,6 +37,7 @@ COMPACT_LIVE_RATIO = 0.25  # compact the oldest segment once less than this shar
 COMPACT_LIVE_MESSAGES = 256  # ...or when at most this many messages are (cheap to copy)
 
 _FLAG_DURABLE, _FLAG_AUTO_DELETE, _FLAG_INTERNAL = 1, 2, 4
+_new_stored = tuple.__new__
 _Q = struct.Struct(">Q")
 _I = struct.Struct(">I")
 
@@ -45,14 +46,15 @@ class StoreLocked(RuntimeError):
     pass
 
 
-@dataclass
-class StoredMessage:
-    id: int
+class StoredMessage(NamedTuple):
+    """A recovered message (a tuple: a restart may carry millions)."""
+
+    id: int  # the store reference (Message.store_id)
     exchange: str
     routing_key: str
     header: bytes
     body: bytes
-    delivered: bool = False
+    delivered: bool
 
 
 @dataclass
@@ -61,7 +63,7 @@ class RecoveredQueue:
     name: str
     auto_delete: bool
     arguments: dict
-    messages: list[StoredMessage] = field(default_factory=list)
+    messages: list[StoredMessage] = field(default_factory=list)  # in queue order
 
 
 @dataclass
@@ -144,6 +146,13 @@ class DurableStore:
         seg_files = sorted(f for f in os.listdir(self.path) if f.startswith("msgs-") and f.endswith(".log"))
         unpack_q = _Q.unpack_from
         unpack_i = _I.unpack_from
+        names: dict[bytes, str] = {}  # names repeat: decode each distinct one once
+
+        def text(raw: bytes) -> str:
+            name = names.get(raw)
+            if name is None:
+                name = names[raw] = raw.decode("utf-8", "surrogateescape")
+            return name
         for fname in seg_files:
             seg = _Segment(int(fname[5:-4]), os.path.join(self.path, fname))
             number = seg.number
@@ -153,7 +162,7 @@ class DurableStore:
                     mid = unpack_q(payload, 0)[0]
                     pos = 8
                     n = unpack_i(payload, pos)[0]
-                    vhost = payload[pos + 4 : pos + 4 + n].decode("utf-8", "surrogateescape")
+                    vhost = text(payload[pos + 4 : pos + 4 + n])
                     pos += 4 + n
                     count = (payload[pos] << 8) | payload[pos + 1]
                     pos += 2
@@ -164,17 +173,14 @@ class DurableStore:
                         pos += 4 + n
                     header = fields[count + 2]
                     header = headers.setdefault(header, header)
-                    holders = {(vhost, q.decode("utf-8", "surrogateescape")) for q in fields[:count]}
+                    if count == 1:
+                        holders = {(vhost, text(fields[0]))}
+                    else:
+                        holders = {(vhost, text(q)) for q in fields[:count]}
                     entry = messages.get(mid)
                     if entry is None:
-                        messages[mid] = [
-                            fields[count].decode("utf-8", "surrogateescape"),
-                            fields[count + 1].decode("utf-8", "surrogateescape"),
-                            header,
-                            fields[count + 3],
-                            holders,
-                            number,
-                        ]
+                        messages[mid] = [text(fields[count]), text(fields[count + 1]), header, fields[count + 3],
+                                         holders, number]
                     else:
                         entry[5] = number  # a newer copy (compaction) holds it now
                     seg.published += count
@@ -204,7 +210,7 @@ class DurableStore:
                 if q is None or mid <= purged.get((vhost, qname), 0):
                     continue
                 q.messages.append(
-                    StoredMessage(ref, exchange, rk, header, body, (mid, vhost, qname) in delivered)
+                    _new_stored(StoredMessage, (ref, exchange, rk, header, body, (mid, vhost, qname) in delivered))
                 )
                 self._segments[number].live += 1
                 out.message_count += 1
