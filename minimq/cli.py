@@ -18,7 +18,9 @@ log = logging.getLogger("minimq")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minimq", description="minimq AMQP 0-9-1 broker")
+    p = argparse.ArgumentParser(
+        prog="minimq", description="minimq AMQP 0-9-1 broker",
+        epilog="`minimq worker module:app` runs worker processes instead (see `minimq worker -h`).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5672, help="AMQP port; 0 picks a free one (default 5672)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
@@ -94,6 +96,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "worker":  # `minimq worker module:app ...`: the worker runner
+        from minimq.worker.cli import main as worker_main
+
+        return worker_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.tls_key and not args.tls_cert:
         print("minimq: --tls-key needs --tls-cert", file=sys.stderr)

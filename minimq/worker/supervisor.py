@@ -1,0 +1,422 @@
+"""The supervisor: the parent process that starts worker processes and keeps them running.
+
+Modelled on hypercorn's ``run.py``: workers are spawned (multiprocessing's ``spawn`` context,
+so no broker sockets, locks or threads leak from the parent into the children), the parent
+owns every signal and sleeps in `multiprocessing.connection.wait` on the workers' process
+sentinels, their pipes and a self-pipe its signal handlers write to. That one wait point means
+no signal is handled in the middle of bookkeeping, and a dead worker is noticed at once.
+
+- A worker that dies without being asked to is restarted after an exponential backoff
+  (``restart_backoff`` doubling up to ``max_restart_backoff``; the streak resets once a
+  worker has run ``stable_after`` seconds). More than ``max_restarts`` deaths of one slot
+  within ``restart_window`` seconds is a crash loop: it is logged as such and the runner
+  shuts down with exit code 1, so a service manager sees the failure rather than a runner
+  that quietly serves nothing.
+- SIGTERM / SIGINT: every worker is told to stop (stop consuming, finish in-flight handlers,
+  ack them); workers still alive after ``grace`` seconds are killed, their unacked messages
+  are requeued by the broker. Exit 0. A second signal kills at once.
+- SIGHUP: rolling reload. For each worker in turn a replacement is started (importing the
+  handler module afresh) and only when it reports that it consumes is the old one stopped,
+  so the queue never goes without a consumer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import minimq.client
+
+from .app import App
+from .process import EXIT_CONNECT, Stats, WorkerSpec, declare_consumer_topology, worker_main
+
+__all__ = ["Supervisor", "SupervisorConfig"]
+
+log = logging.getLogger("minimq.worker.supervisor")
+
+SCHEDULER = "scheduler"
+
+
+@dataclass
+class SupervisorConfig:
+    """What to run and how to supervise it (the CLI fills this in)."""
+
+    app_ref: str
+    url: str
+    processes: dict[str, int]
+    scheduler: bool = True
+    grace: float = 30.0
+    log_level: str = "info"
+    status_interval: float = 30.0
+    stats_interval: float = 1.0
+    restart_backoff: float = 0.5
+    max_restart_backoff: float = 30.0
+    stable_after: float = 10.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    ready_timeout: float = 30.0
+    declare: bool = True
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 1`` / ``signal SIGKILL``: negative codes are signals."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Slot:
+    """A place for one worker (consumer ``name``, number ``index``) that should be filled."""
+
+    kind: str
+    name: str
+    index: int
+    current: Worker | None = None
+    crashes: deque[float] = field(default_factory=deque)
+    streak: int = 0
+    restart_at: float | None = None
+    starts: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}#{self.index}"
+
+
+@dataclass
+class Worker:
+    """A live worker process and what the supervisor knows about it."""
+
+    slot: Slot
+    process: Any
+    pipe: multiprocessing.connection.Connection
+    started: float
+    ready: bool = False
+    stopping: bool = False
+    killed: bool = False
+    stop_deadline: float | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.slot.label} (pid {self.process.pid})"
+
+
+class Supervisor:
+    """Runs the configured workers until told to stop; `run` returns the exit code."""
+
+    def __init__(self, app: App, config: SupervisorConfig) -> None:
+        self.app = app
+        self.config = config
+        self.ctx = multiprocessing.get_context("spawn")
+        self.slots: list[Slot] = []
+        for name, count in config.processes.items():
+            for index in range(count):
+                self.slots.append(Slot("consumer", name, index))
+        if config.scheduler and app.periodics:
+            self.slots.append(Slot(SCHEDULER, SCHEDULER, 0))
+        self.workers: list[Worker] = []
+        self.retired: dict[str, dict[str, int]] = {}
+        self.shutting_down = False
+        self.exit_code = 0
+        self.reload_queue: deque[Slot] = deque()
+        self.reload_new: Worker | None = None
+        self.reload_started = 0.0
+        self._signal_r, self._signal_w = os.pipe()
+        os.set_blocking(self._signal_r, False)
+        os.set_blocking(self._signal_w, False)
+        self._next_status = time.monotonic() + config.status_interval
+
+    # -- setup ----------------------------------------------------------------------------
+
+    async def _declare(self) -> None:
+        async with minimq.client.connect(self.config.url) as connection:
+            for name in self.config.processes:
+                channel = await connection.channel()
+                await declare_consumer_topology(channel, self.app.consumers[name])
+                await channel.close()
+
+    def preflight(self) -> bool:
+        """Connect once and declare every queue, so that a wrong URL or an inequivalent
+        existing queue is one clear error instead of a crash loop of workers."""
+        if not self.config.declare or not self.config.processes:
+            return True
+        try:
+            asyncio.run(self._declare())
+        except (minimq.client.ClientError, OSError) as exc:
+            log.error("cannot set up the queues on %s: %s", self.config.url, exc)
+            return False
+        return True
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        try:
+            os.write(self._signal_w, bytes([signum]))
+        except OSError:  # pragma: no cover - pipe full: a signal is already pending
+            pass
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, supervise, and return the process exit code."""
+        if not self.slots:
+            log.error("nothing to run: no consumers selected and no periodic jobs")
+            return 2
+        if not self.preflight():
+            return 1
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            log.info("starting %d worker(s) for %s on %s", len(self.slots), self.config.app_ref,
+                     self.config.url)
+            for slot in self.slots:
+                self._start(slot)
+            while self.workers or not self.shutting_down:
+                self._tick()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self._signal_r)
+            os.close(self._signal_w)
+        self._log_status(final=True)
+        log.info("stopped (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        deadlines = [self._next_status] if self.config.status_interval > 0 else []
+        deadlines += [s.restart_at for s in self.slots if s.restart_at is not None]
+        deadlines += [w.stop_deadline for w in self.workers if w.stop_deadline is not None]
+        if self.reload_new is not None:
+            deadlines.append(self.reload_started + self.config.ready_timeout)
+        timeout = max(0.0, min(deadlines, default=now + 1.0) - now)
+        waitables: list[Any] = [self._signal_r]
+        for w in self.workers:
+            waitables.append(w.process.sentinel)
+            waitables.append(w.pipe)
+        ready = multiprocessing.connection.wait(waitables, min(timeout, 1.0))
+        if self._signal_r in ready:
+            self._read_signals()
+        for w in list(self.workers):
+            if w.pipe in ready:
+                self._read_pipe(w)
+        for w in list(self.workers):
+            if w.process.sentinel in ready or not w.process.is_alive():
+                self._read_pipe(w)
+                w.process.join()
+                self._on_exit(w)
+        now = time.monotonic()
+        for w in self.workers:
+            if w.stop_deadline is not None and now >= w.stop_deadline and not w.killed:
+                log.warning("%s did not stop within %.1fs; killing it (its unacked messages "
+                            "go back to the queue)", w.label, self.config.grace)
+                w.process.kill()
+                w.killed = True
+                w.stop_deadline = None
+        if not self.shutting_down:
+            for slot in self.slots:
+                if slot.restart_at is not None and now >= slot.restart_at:
+                    slot.restart_at = None
+                    self._start(slot)
+            self._step_reload(now)
+        if self.config.status_interval > 0 and now >= self._next_status:
+            self._next_status = now + self.config.status_interval
+            self._log_status()
+
+    def _start(self, slot: Slot, *, replace: bool = True) -> Worker:
+        spec = WorkerSpec(self.config.app_ref, slot.kind, slot.name, slot.index, self.config.url,
+                          self.config.grace, self.config.log_level, self.config.stats_interval)
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=worker_main, args=(spec, child_end),
+                                   name=f"minimq-worker {slot.label}")
+        process.start()
+        child_end.close()  # the child's copy is the only one: its EOF tells us it is gone
+        worker = Worker(slot, process, parent_end, time.monotonic())
+        self.workers.append(worker)
+        slot.starts += 1
+        if replace:
+            slot.current = worker
+        verb = "started" if slot.starts == 1 else "restarted" if replace else "started replacement"
+        log.info("%s %s", verb, worker.label)
+        return worker
+
+    def _read_pipe(self, w: Worker) -> None:
+        try:
+            while w.pipe.poll():
+                message = w.pipe.recv()
+                if message[0] == "ready":
+                    w.ready = True
+                    log.debug("%s is ready", w.label)
+                elif message[0] == "stats":
+                    w.stats = message[1]
+                elif message[0] == "leader":
+                    log.info("%s leads the periodic jobs", w.label)
+        except (EOFError, OSError):
+            pass
+
+    def _stop(self, w: Worker, deadline: float | None = None) -> None:
+        if w.stopping:
+            return
+        w.stopping = True
+        w.stop_deadline = deadline or time.monotonic() + self.config.grace
+        try:
+            w.pipe.send("stop")
+        except (OSError, ValueError):
+            pass
+
+    def _on_exit(self, w: Worker) -> None:
+        self.workers.remove(w)
+        w.pipe.close()
+        slot = w.slot
+        code = w.process.exitcode
+        totals = self.retired.setdefault(slot.name, {})
+        for key, value in w.stats.items():
+            totals[key] = totals.get(key, 0) + value
+        if slot.current is w:
+            slot.current = None
+        if w is self.reload_new:
+            self.reload_new = None
+            log.error("reload: replacement %s exited (%s) before it was ready; keeping the "
+                      "running workers and abandoning the reload", w.label, describe_exit(code))
+            self.reload_queue.clear()
+            return
+        if w.stopping:
+            level = logging.INFO if code == 0 else logging.WARNING
+            log.log(level, "%s stopped (%s)", w.label, describe_exit(code))
+            return
+        ran = time.monotonic() - w.started
+        log.warning("%s exited unexpectedly (%s) after %.1fs", w.label, describe_exit(code), ran)
+        if self.shutting_down:
+            return
+        now = time.monotonic()
+        slot.crashes.append(now)
+        while slot.crashes and slot.crashes[0] < now - self.config.restart_window:
+            slot.crashes.popleft()
+        if len(slot.crashes) > self.config.max_restarts:
+            hint = " (could not connect to the broker)" if code == EXIT_CONNECT else ""
+            log.error("crash loop: %s died %d times within %.0fs (last: %s)%s; giving up and "
+                      "shutting down", slot.label, len(slot.crashes), self.config.restart_window,
+                      describe_exit(code), hint)
+            self.exit_code = 1
+            self._begin_shutdown("crash loop")
+            return
+        slot.streak = 1 if ran >= self.config.stable_after else slot.streak + 1
+        delay = min(self.config.restart_backoff * 2 ** (slot.streak - 1),
+                    self.config.max_restart_backoff)
+        slot.restart_at = now + delay
+        log.info("restarting %s in %.2fs (%d crash(es) in the last %.0fs)", slot.label, delay,
+                 len(slot.crashes), self.config.restart_window)
+
+    # -- signals: shutdown and reload ----------------------------------------------------------
+
+    def _read_signals(self) -> None:
+        try:
+            data = os.read(self._signal_r, 64)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum == signal.SIGHUP:
+                self._begin_reload()
+            else:
+                self._begin_shutdown(signal.Signals(signum).name)
+
+    def _begin_shutdown(self, reason: str) -> None:
+        if self.shutting_down:
+            if reason in ("SIGTERM", "SIGINT"):
+                log.warning("%s again: killing %d worker(s) now", reason, len(self.workers))
+                for w in self.workers:
+                    if not w.killed:
+                        w.process.kill()
+                        w.killed = True
+            return
+        self.shutting_down = True
+        self.reload_queue.clear()
+        log.info("%s: stopping %d worker(s), grace period %.1fs", reason, len(self.workers),
+                 self.config.grace)
+        deadline = time.monotonic() + self.config.grace
+        for slot in self.slots:
+            slot.restart_at = None
+        for w in self.workers:
+            self._stop(w, deadline)
+
+    def _begin_reload(self) -> None:
+        if self.shutting_down:
+            return
+        log.info("SIGHUP: reloading %d worker(s) one by one", len(self.slots))
+        self.reload_queue = deque(self.slots)
+        if self.reload_new is not None:  # a reload in progress restarts from the top
+            self._stop(self.reload_new)
+            self.reload_new = None
+
+    def _step_reload(self, now: float) -> None:
+        while True:
+            if self.reload_new is None:
+                while self.reload_queue and (self.reload_queue[0].current is None
+                                             or self.reload_queue[0].restart_at is not None):
+                    self.reload_queue.popleft()  # not running: it starts with new code anyway
+                if not self.reload_queue:
+                    return
+                self.reload_new = self._start(self.reload_queue[0], replace=False)
+                self.reload_started = now
+                return
+            new = self.reload_new
+            slot = self.reload_queue[0]
+            if not new.ready:
+                if now - self.reload_started > self.config.ready_timeout:
+                    log.error("reload: %s not ready after %.0fs; abandoning the reload",
+                              new.label, self.config.ready_timeout)
+                    self.reload_new = None
+                    self.reload_queue.clear()
+                    self._stop(new)
+                return
+            old = slot.current
+            slot.current = new
+            self.reload_new = None
+            self.reload_queue.popleft()
+            if old is not None:
+                log.info("reload: %s replaces %s", new.label, old.label)
+                self._stop(old)
+            if not self.reload_queue:
+                log.info("reload complete")
+                return
+
+    # -- status -------------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per consumer (and the scheduler): counters of exited plus live workers."""
+        result: dict[str, dict[str, int]] = {}
+        for slot in self.slots:
+            result.setdefault(slot.name, dict(self.retired.get(slot.name, {})))
+        for w in self.workers:
+            bucket = result.setdefault(w.slot.name, {})
+            for key, value in w.stats.items():
+                bucket[key] = bucket.get(key, 0) + value
+        return result
+
+    def _log_status(self, final: bool = False) -> None:
+        expected: dict[str, int] = {}
+        alive: dict[str, int] = {}
+        for slot in self.slots:
+            expected[slot.name] = expected.get(slot.name, 0) + 1
+        for w in self.workers:
+            if not w.stopping and w.slot.current is w:
+                alive[w.slot.name] = alive.get(w.slot.name, 0) + 1
+        for name, counts in self.totals().items():
+            fields = Stats.FIELDS if name != SCHEDULER else ("fired", "failed")
+            text = " ".join(f"{k}={counts.get(k, 0)}" for k in fields)
+            if final:
+                log.info("totals %s: %s", name, text)
+            else:
+                log.info("status %s: workers=%d/%d %s", name, alive.get(name, 0),
+                         expected.get(name, 0), text)
