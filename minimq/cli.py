@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -70,13 +71,22 @@ def open_store(path: str) -> tuple[DurableStore, object]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    store, recovered = (None, None) if args.in_memory else open_store(args.data_dir or default_data_dir())
-    broker = Broker(
-        clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
-        store=store,
-    )
-    if recovered is not None:
-        broker.restore(recovered)
+    # Recovery builds millions of long-lived objects: the cyclic GC would rescan them over
+    # and over (recovery time grows faster than the log). Pause it, then freeze what was
+    # recovered so later collections skip it.
+    gc.disable()
+    try:
+        store, recovered = (None, None) if args.in_memory else open_store(args.data_dir or default_data_dir())
+        broker = Broker(
+            clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
+            store=store,
+        )
+        if recovered is not None:
+            broker.restore(recovered)
+            del recovered
+    finally:
+        gc.enable()
+    gc.freeze()
     ssl_context = make_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     server = Server(broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port)
     await server.start()
