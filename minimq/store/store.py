@@ -333,7 +333,13 @@ class DurableStore:
     # ------------------------------------------------------- appending (core)
 
     def _append_meta(self, data: bytes) -> int:
-        self._meta_buf.append(data)
+        # Declarations are rare: hand them to the OS at once, so that the declare-ok the
+        # client is about to get can never outrun the record (a kill -9 keeps what was
+        # written; the next group commit makes it power-safe).
+        if self._meta_fd >= 0:
+            _write_all(self._meta_fd, data)
+        else:
+            self._meta_buf.append(data)
         return self._appended()
 
     def _append_msg(self, data: bytes) -> int:
@@ -436,7 +442,9 @@ class DurableStore:
 
     @property
     def pending(self) -> bool:
-        return bool(self._meta_buf or self._msg_buf)
+        """Records appended since the last write() (declarations are already with the OS,
+        but write() still has to advance the position that sync() covers)."""
+        return self.appended > self.written
 
     def write(self) -> int:
         """Hand buffered records to the OS (one write per file); returns their position."""
