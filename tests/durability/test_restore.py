@@ -429,3 +429,22 @@ def test_recovery_is_logged(broker):
     m = re.search(r"data dir (\S+): recovered (\d+) queues, (\d+) exchanges, (\d+) messages in \d+\.\d\ds", log)
     assert m, log
     assert int(m.group(2)) >= 1 and int(m.group(3)) >= 1 and int(m.group(4)) == 5
+
+
+def test_declarations_survive_a_kill_right_after_declare_ok(broker):
+    """No barrier here: the declare-ok alone must be enough to survive a kill -9 (the record
+    reaches the OS before the reply; only power loss needs the next fsync)."""
+    conn = broker.pika()
+    ch = conn.channel()
+    ch.exchange_declare("k.x", "fanout", durable=True)
+    ch.queue_declare("k.q", durable=True)
+    ch.queue_bind("k.q", "k.x")
+    broker.restart(kill=True)
+    conn2 = broker.pika()
+    assert exists(conn2, exchange="k.x")
+    assert exists(conn2, queue="k.q")
+    ch2 = conn2.channel()
+    ch2.confirm_delivery()
+    ch2.basic_publish("k.x", "", b"through the restored binding", P)
+    assert bodies(read_queue(conn2, "k.q")) == [b"through the restored binding"]
+    conn2.close()
