@@ -34,21 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     store = p.add_mutually_exclusive_group()
     store.add_argument(
         "--data-dir",
-        help="keep durable state here (default: $MINIMQ_DATA_DIR, else $XDG_DATA_HOME/minimq, "
-        "else ~/.local/share/minimq)",
+        help="keep durable state here (default: $MINIMQ_DATA_DIR, else $XDG_DATA_HOME/minimq/PORT, "
+        "else ~/.local/share/minimq/PORT; with --port 0, in memory)",
     )
     store.add_argument("--in-memory", action="store_true", help="keep nothing on disk (a throwaway broker)")
     p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
     return p
 
 
-def default_data_dir() -> str:
-    """Where durable state lives when --data-dir is not given."""
+def default_data_dir(port: int) -> str | None:
+    """Where durable state lives when --data-dir is not given (None: keep it in memory).
+
+    One directory per port, so brokers on different ports are different nodes, as RabbitMQ
+    nodes are. A broker on a random port (--port 0) cannot be found again after a restart, so
+    it is a throwaway broker and keeps nothing, unless MINIMQ_DATA_DIR names a directory.
+    """
     env = os.environ.get("MINIMQ_DATA_DIR")
     if env:
         return env
+    if port == 0:
+        return None
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "minimq")
+    return os.path.join(base, "minimq", str(port))
 
 
 def open_store(path: str) -> tuple[DurableStore, object]:
@@ -76,7 +83,8 @@ async def serve(args: argparse.Namespace) -> None:
     # recovered so later collections skip it.
     gc.disable()
     try:
-        store, recovered = (None, None) if args.in_memory else open_store(args.data_dir or default_data_dir())
+        data_dir = None if args.in_memory else (args.data_dir or default_data_dir(args.port))
+        store, recovered = open_store(data_dir) if data_dir else (None, None)
         broker = Broker(
             clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
             store=store,

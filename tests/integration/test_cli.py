@@ -214,3 +214,66 @@ def test_console_script():
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.strip().startswith("minimq ")
+
+
+# ---------------------------------------------------------- default data directory
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_default_data_dir_is_per_port_and_survives_a_restart(tmp_path):
+    """No flags: state goes to $XDG_DATA_HOME/minimq/PORT and a restart on that port finds it."""
+    env = {k: v for k, v in os.environ.items() if k != "MINIMQ_DATA_DIR"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    port = _free_port()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "server.py", "--port", str(port)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        assert BANNER_RE.match(read_line(proc))
+        return proc
+
+    proc = start()
+    c = RawAMQP.connect("127.0.0.1", port)
+    c.channel_open(1)
+    c.queue_declare(1, "kept", durable=True)
+    c.close()
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 0
+    assert (tmp_path / "minimq" / str(port) / "meta.log").exists()
+    proc = start()
+    try:
+        c = RawAMQP.connect("127.0.0.1", port)
+        c.channel_open(1)
+        ok = c.queue_declare(1, "kept", passive=True)
+        assert ok.queue == "kept"
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc)[0] == 0
+
+
+def test_random_port_brokers_keep_nothing_and_run_side_by_side(tmp_path):
+    """--port 0 without a data dir: a throwaway broker; two of them do not share a lock."""
+    env = {k: v for k, v in os.environ.items() if k != "MINIMQ_DATA_DIR"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    procs = []
+    try:
+        for _ in range(2):
+            proc = subprocess.Popen(
+                [sys.executable, "server.py", "--port", "0"],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            )
+            procs.append(proc)
+            assert BANNER_RE.match(read_line(proc))
+        assert not (tmp_path / "minimq").exists()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            assert finish(proc)[0] == 0
