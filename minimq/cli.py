@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=int, default=60, help="heartbeat interval offered to clients, seconds")
     p.add_argument("--frame-max", type=int, default=131072, help="largest frame offered to clients, bytes")
     p.add_argument("--channel-max", type=int, default=2047, help="most channels per connection")
+    p.add_argument(
+        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        help="add a user (repeatable); guest/guest is always there",
+    )
+    p.add_argument(
+        "--vhost", action="append", default=[], metavar="NAME",
+        help="add a virtual host besides / (repeatable)",
+    )
     store = p.add_mutually_exclusive_group()
     store.add_argument(
         "--data-dir",
@@ -40,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--in-memory", action="store_true", help="keep nothing on disk (a throwaway broker)")
     p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
     return p
+
+
+def users_from(specs: list[str]) -> dict[str, str]:
+    users = {"guest": "guest"}
+    for spec_ in specs:
+        name, sep, password = spec_.partition(":")
+        if not sep or not name:
+            raise SystemExit(f"minimq: --user wants NAME:PASSWORD, got {spec_!r}")
+        users[name] = password
+    return users
 
 
 def default_data_dir(port: int) -> str | None:
@@ -87,7 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
         store, recovered = open_store(data_dir) if data_dir else (None, None)
         broker = Broker(
             clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
-            store=store,
+            store=store, users=users_from(args.user), vhosts=("/", *args.vhost),
         )
         if recovered is not None:
             broker.restore(recovered)

@@ -277,3 +277,15 @@ def test_random_port_brokers_keep_nothing_and_run_side_by_side(tmp_path):
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             assert finish(proc)[0] == 0
+
+
+def test_users_and_vhosts_from_the_command_line():
+    b = start_broker("--user", "alice:s3cret", "--vhost", "orders")
+    try:
+        c = RawAMQP.connect("127.0.0.1", b.port, user="alice", password="s3cret", vhost="orders")
+        round_trip(c, "in-orders")
+        c.close()
+        c = RawAMQP.connect("127.0.0.1", b.port)  # guest on / still works
+        c.close()
+    finally:
+        b.stop()
