@@ -13,6 +13,7 @@ import time
 import minimq
 from minimq.broker import Broker
 from minimq.server import Server, make_ssl_context
+from minimq.server.app import physical_memory
 from minimq.store import DurableStore, StoreLocked
 
 log = logging.getLogger("minimq")
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-max", type=int, default=131072, help="largest frame offered to clients, bytes")
     p.add_argument("--channel-max", type=int, default=2047, help="most channels per connection")
     p.add_argument(
+        "--memory-high-watermark", type=float, default=0.4, metavar="LIMIT",
+        help="block publishers above this much memory: a fraction of RAM (below 1) or bytes "
+        "(default 0.4, as RabbitMQ; 0 disables)",
+    )
+    p.add_argument(
         "--user", action="append", default=[], metavar="NAME:PASSWORD",
         help="add a user (repeatable); guest/guest is always there",
     )
@@ -48,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--in-memory", action="store_true", help="keep nothing on disk (a throwaway broker)")
     p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
     return p
+
+
+def memory_limit(watermark: float) -> int | None:
+    """--memory-high-watermark as bytes: below 1 a fraction of physical memory."""
+    if watermark <= 0:
+        return None
+    if watermark < 1:
+        total = physical_memory()
+        return int(total * watermark) if total else None
+    return int(watermark)
 
 
 def users_from(specs: list[str]) -> dict[str, str]:
@@ -114,7 +130,10 @@ async def serve(args: argparse.Namespace) -> None:
         gc.enable()
     gc.freeze()
     ssl_context = make_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    server = Server(broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port)
+    server = Server(
+        broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port,
+        memory_limit=memory_limit(args.memory_high_watermark),
+    )
     await server.start()
     print(server.banner(), flush=True)
     stop = asyncio.Event()

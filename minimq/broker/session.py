@@ -79,6 +79,7 @@ class Session:
         # Set by the transport: called when another session's activity left output here.
         self.on_wake: Callable[["Session"], None] | None = None
         self.wake_pending = False
+        self.published = False  # a basic.publish arrived (the transport resets it per read)
         self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
         self._last_header = b""
         self._handlers = {
@@ -264,6 +265,7 @@ class Session:
     # -------------------------------------------------------------- publish
 
     def _publish(self, ch: Channel, m: spec.BasicPublish, header: bytes, body: bytes) -> None:
+        self.published = True
         vhost = self.vhost
         key = (m.exchange, m.routing_key)
         cached = self._route_cache.get(key)

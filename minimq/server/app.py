@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import ssl
 import time
 
@@ -26,6 +27,8 @@ class Server:
         tls_port: int = 5671,
         drive_timers: bool = True,
         protocol_class: type[AMQPServerProtocol] = AMQPServerProtocol,
+        memory_limit: int | None = None,
+        memory_check_interval: float = 1.0,
     ) -> None:
         self.broker = broker if broker is not None else Broker(clock=time.time)
         # drive_timers=False: something else calls broker.tick() (minimq.testing's virtual
@@ -42,13 +45,21 @@ class Server:
         self.tls_port: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
+        # Memory alarm: above `memory_limit` bytes of RSS (with messages waiting in queues),
+        # publishing connections are blocked, as RabbitMQ's vm_memory_high_watermark does.
+        self.memory_limit = memory_limit
+        self.memory_check_interval = memory_check_interval
+        self.alarm: str | None = None
+        self._memory_timer: asyncio.TimerHandle | None = None
         # Durable store: writes once per loop iteration, fsync in a worker thread.
         self._store_flush_scheduled = False
         self._syncing = False
         self._sync_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _factory(self) -> AMQPServerProtocol:
-        return self.protocol_class(self.broker, self.connections)
+        proto = self.protocol_class(self.broker, self.connections)
+        proto.alarm = self.alarm
+        return proto
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,6 +71,8 @@ class Server:
             self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minimq-fsync")
             if self.broker.store.pending:
                 self._store_dirty()
+        if self.memory_limit and rss_bytes() is not None:
+            self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
@@ -106,6 +119,33 @@ class Server:
         except Exception:  # a bug in a timer must not stop the others
             log.exception("error in a broker timer")
         self._arm_next()
+
+    def _check_memory(self) -> None:
+        """Raise or clear the memory alarm.
+
+        RSS does not shrink reliably once Python has freed memory, so the alarm also clears
+        when no message waits in any queue: then the memory is not messages, and blocking
+        publishers would only stall the system.
+        """
+        loop = asyncio.get_running_loop()
+        self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
+        rss = rss_bytes()
+        limit = self.memory_limit
+        if rss is None or not limit:
+            return
+        waiting = any(q.ready for vhost in self.broker.vhosts.values() for q in vhost.queues.values())
+        if self.alarm is None and rss > limit and waiting:
+            self.alarm = "low on memory"
+            log.warning(
+                "memory alarm: %d MB used, limit %d MB: publishers blocked", rss >> 20, limit >> 20
+            )
+            for conn in list(self.connections):
+                conn.alarm_on(self.alarm)
+        elif self.alarm is not None and (rss < limit * 0.9 or not waiting):
+            self.alarm = None
+            log.info("memory alarm cleared: %d MB used", rss >> 20)
+            for conn in list(self.connections):
+                conn.alarm_off()
 
     # Group commit: everything the core logged during one loop iteration is written with
     # one os.write; one fsync (in a worker thread, so the loop keeps serving) covers all of
@@ -167,6 +207,9 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._memory_timer is not None:
+            self._memory_timer.cancel()
+            self._memory_timer = None
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -183,6 +226,22 @@ class Server:
         if self._sync_executor is not None:
             self._sync_executor.shutdown(wait=True)
             self._sync_executor = None
+
+
+def rss_bytes() -> int | None:
+    """This process's resident memory (Linux /proc), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
 
 
 def make_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:

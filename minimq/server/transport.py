@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from minimq.codec import spec
 from minimq.codec.errors import ConnectionForced, InternalError
 from minimq.protocol.states import ConnState
 
@@ -37,6 +38,10 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.peer = ""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._heartbeat_started = False
+        # Memory alarm (set by the Server for every connection): RabbitMQ's flow control.
+        self.alarm: str | None = None
+        self._alarm_notified = False  # connection.blocked sent
+        self._alarm_paused = False  # reading paused because this connection published
         self._last_recv = 0.0
         self._last_sent = 0.0
         self._closing = False
@@ -66,15 +71,54 @@ class AMQPServerProtocol(asyncio.Protocol):
             return
         self._last_recv = self.broker.clock()
         session.wake_pending = True  # we flush below; no need to schedule one
+        session.published = False
         try:
             session.feed(data)
         except Exception as exc:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.peer)
             session.conn.close(InternalError(f"internal error: {type(exc).__name__}"))
             session.release()
+        if self.alarm is not None:
+            self._apply_alarm()
         self.flush()
         if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
             self._start_heartbeat()
+
+    # ----------------------------------------------------------- memory alarm
+
+    def alarm_on(self, reason: str) -> None:
+        """Publishers outran memory: tell the client, stop reading once it publishes."""
+        self.alarm = reason
+        self._apply_alarm()
+        self.flush()
+
+    def alarm_off(self) -> None:
+        self.alarm = None
+        session = self.session
+        if self._alarm_notified and session is not None and session.conn.state is ConnState.OPEN:
+            session.conn.send_method(0, spec.ConnectionUnblocked())
+            self.flush()
+        self._alarm_notified = False
+        if self._alarm_paused:
+            self._alarm_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _apply_alarm(self) -> None:
+        session = self.session
+        if session is None or session.conn.state is not ConnState.OPEN:
+            return
+        if not self._alarm_notified:
+            caps = session.conn.client_properties.get("capabilities") or {}
+            if caps.get("connection.blocked"):
+                self._alarm_notified = True
+                session.conn.send_method(0, spec.ConnectionBlocked(self.alarm or ""))
+        # As RabbitMQ: only a connection that publishes is blocked; consumers keep going.
+        if session.published and not self._alarm_paused:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                self._alarm_paused = True
+                transport.pause_reading()
 
     def eof_received(self) -> bool:
         return False
@@ -170,6 +214,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         if session is None or self.transport is None or self.transport.is_closing():
             return
         now = self.broker.clock()
+        if self._alarm_paused:
+            self._last_recv = now  # not reading it on purpose: its silence is ours
         if now - self._last_recv > 2 * interval:
             log.warning(
                 "missed heartbeats from client %s, timeout: %ds", self.peer, interval

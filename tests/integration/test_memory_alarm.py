@@ -1,0 +1,55 @@
+"""Flow control: above the memory high watermark publishers are blocked, as in RabbitMQ.
+
+A watermark of 1000 bytes is always exceeded, so the alarm rises as soon as a message waits
+in a queue (checked once a second) and clears once no message waits.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pika
+import pytest
+
+from conftest import start_broker
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("MINIMQ_TEST_URL")) or not os.path.exists("/proc/self/statm"),
+    reason="drives minimq's own watermark (Linux RSS)",
+)
+
+
+def pump(conn: pika.BlockingConnection, until, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            return False
+        conn.process_data_events(time_limit=0.05)
+    return True
+
+
+def test_publishers_blocked_above_the_watermark_and_released_when_drained():
+    broker = start_broker("--memory-high-watermark", "1000")
+    try:
+        events: list[str] = []
+        params = pika.URLParameters(broker.url)
+        publisher = pika.BlockingConnection(params)
+        publisher.add_on_connection_blocked_callback(lambda c, m: events.append("blocked"))
+        publisher.add_on_connection_unblocked_callback(lambda c, m: events.append("unblocked"))
+        ch = publisher.channel()
+        ch.queue_declare("alarm-q")
+        ch.basic_publish("", "alarm-q", b"first")
+        assert pump(publisher, lambda: "blocked" in events), "no connection.blocked"
+        # A consumer-only connection keeps working while publishers are blocked.
+        consumer = pika.BlockingConnection(params)
+        cch = consumer.channel()
+        method, _props, body = cch.basic_get("alarm-q", auto_ack=True)
+        assert body == b"first"
+        assert pump(publisher, lambda: "unblocked" in events), "no connection.unblocked"
+        ch.basic_publish("", "alarm-q", b"second")
+        publisher.process_data_events(time_limit=0.1)
+        assert cch.queue_declare("alarm-q", passive=True).method.message_count == 1
+        consumer.close()
+        publisher.close()
+    finally:
+        broker.stop()
