@@ -1,12 +1,9 @@
 """Exchanges: a name, declaration flags and a routing plug-in (see exchange_types)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from minimq.broker.exchange_types import ExchangeType, make_exchange_type
-
-DEFAULT_EXCHANGE_TYPE = "direct"
-
 
 class DefaultExchangeType(ExchangeType):
     """The nameless exchange: routes to the queue named by the routing key, no bindings."""
@@ -70,7 +67,3 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"<Exchange {self.name!r} {self.type_name}>"
-
-
-def is_exchange(obj: Any) -> bool:
-    return isinstance(obj, Exchange)

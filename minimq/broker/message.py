@@ -17,8 +17,6 @@ import copy
 from minimq.codec.properties import BasicProperties, decode_headers_only, encode_content_header
 
 _PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
-_USER_ID_FLAG = 1 << 4
-_PRIORITY_FLAG = 1 << 11
 HEADERS_FLAG = 1 << 13
 REPLY_TO_FLAG = 1 << 9
 EXPIRATION_FLAG = 1 << 8
@@ -79,11 +77,15 @@ class Message:
         m._props = self._props
         return m
 
-    def priority_value(self) -> int:
-        """The message's priority property (0 when absent), read from the header bytes."""
+    def _octet_property(self, flag: int) -> int | None:
+        """delivery-mode (flag 0x10) or priority (0x08) straight from the header bytes.
+
+        Both are single octets behind content-type, content-encoding and headers (and priority
+        behind delivery-mode), so skipping those three is all a full decode would buy here.
+        """
         h = self.header
-        if len(h) < 15 or not h[12] & 0x08:  # priority flag (bit 11)
-            return 0
+        if len(h) < 15 or not h[12] & flag:
+            return None
         flags = h[12]
         off = 14
         try:
@@ -93,33 +95,20 @@ class Message:
                 off += 1 + h[off]
             if flags & 0x20:  # headers
                 off += 4 + int.from_bytes(h[off : off + 4], "big")
-            if flags & 0x10:  # delivery-mode
+            if flag == 0x08 and flags & 0x10:  # priority comes after delivery-mode
                 off += 1
             return h[off]
         except IndexError:
-            return 0
+            return None
+
+    def priority_value(self) -> int:
+        """The message's priority property (0 when absent)."""
+        return self._octet_property(0x08) or 0
 
     @property
     def persistent(self) -> bool:
-        """delivery_mode == 2, read straight from the header bytes (no full decode)."""
-        h = self.header
-        if len(h) < 15 or not h[12] & 0x10:  # delivery-mode flag (bit 12)
-            return False
-        flags = h[12]
-        off = 14
-        try:
-            if flags & 0x80:  # content-type
-                off += 1 + h[off]
-            if flags & 0x40:  # content-encoding
-                off += 1 + h[off]
-            if flags & 0x20:  # headers
-                off += 4 + int.from_bytes(h[off : off + 4], "big")
-            return h[off] == 2
-        except IndexError:
-            return False
-
-    def has_flag(self, flag: int) -> bool:
-        return bool(self.flags & flag)
+        """delivery_mode == 2."""
+        return self._octet_property(0x10) == 2
 
     @property
     def properties(self) -> BasicProperties:
@@ -139,9 +128,6 @@ class Message:
         """The first property-flags word: which properties are present, without decoding."""
         h = self.header
         return (h[12] << 8) | h[13] if len(h) >= 14 else 0
-
-    def has_user_id(self) -> bool:
-        return bool(self.flags & _USER_ID_FLAG)
 
     @property
     def size(self) -> int:

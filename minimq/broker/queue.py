@@ -479,13 +479,6 @@ class Queue:
         if self.args.single_active and self.consumers:
             self.dispatch()  # the next consumer becomes the active one
 
-    @property
-    def active_consumer(self) -> Consumer | None:
-        """With x-single-active-consumer, the one consumer that receives messages."""
-        if self.args.single_active and self.consumers:
-            return self.consumers[0]
-        return None
-
     # ----------------------------------------------------------------- info
 
     @property

@@ -27,7 +27,6 @@ from minimq.codec.errors import (
     UnexpectedFrame,
 )
 from minimq.codec.frames import (
-    FRAME_HEADER,
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
     FrameParser,
@@ -136,7 +135,6 @@ class ServerConnection:
         self.client_properties: dict = {}
         self.channels: dict[int, ChanState] = {}
         self.close_error: AMQPError | None = None
-        self.received_since_check = False
 
         self._header = b""
         self._parser = FrameParser(frame_max)
@@ -152,7 +150,6 @@ class ServerConnection:
         """Take bytes from the peer; call next_event until NEED_DATA afterwards."""
         if not data:
             return
-        self.received_since_check = True
         state = self.state
         if state is ConnState.CLOSED:
             return
@@ -482,10 +479,6 @@ class ServerConnection:
         self.send_method(0, spec.ConnectionOpenOk())
         self.state = ConnState.OPEN
         return ConnectionOpened(self.user, vhost, self.client_properties)
-
-
-def _index(cls) -> int:
-    return cls.INDEX
 
 
 _CHANNEL_OPEN = spec.ChannelOpen.INDEX

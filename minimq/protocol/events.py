@@ -80,7 +80,3 @@ class ConnectionClosed(Event):
 
     def __init__(self, error: Any = None) -> None:
         self.error = error
-
-
-class Heartbeat(Event):
-    __slots__ = ()

@@ -29,14 +29,6 @@ class ConnState(Enum):
     CLOSED = "closed"
 
 
-# What the peer may send in each handshake state, by method INDEX name.
-HANDSHAKE_EXPECTS: dict[ConnState, str] = {
-    ConnState.AWAIT_START_OK: "connection.start-ok",
-    ConnState.AWAIT_TUNE_OK: "connection.tune-ok",
-    ConnState.AWAIT_OPEN: "connection.open",
-}
-
-
 class ChanState(Enum):
     OPEN = "open"
     CLOSING = "closing"
