@@ -30,9 +30,7 @@ from urllib.parse import quote
 
 from minimq.broker import Broker as CoreBroker
 from minimq.broker.exchange import Exchange
-from minimq.codec import spec
 from minimq.codec.errors import AMQPError, ConnectionForced, error_for_code
-from minimq.protocol.events import ContentReceived
 from minimq.protocol.states import ConnState
 from minimq.server.app import Server
 from minimq.server.transport import AMQPServerProtocol
@@ -87,39 +85,23 @@ class _Waiter:
 
 
 class _Protocol(AMQPServerProtocol):
-    """The server's protocol plus what tests need: an id, event notification, blocking."""
+    """The server's protocol plus what tests need: an id and event notification.
+
+    Blocking publishers (Broker.block) is the server's own flow control (alarm_on/off).
+    """
 
     def __init__(self, harness: "Broker", broker: CoreBroker, connections: set) -> None:
         super().__init__(broker, connections)
         self.harness = harness
         self.id = next(harness._ids)
-        self.published = False  # a basic.publish arrived in the current read
-        self.paused = False  # reading paused by Broker.block()
-        self.notified_blocked = False  # connection.blocked was sent
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        session = self.session
-        if session is not None:
-            # Note publishes without touching the core: wrap this connection's event source.
-            next_event = session.conn.next_event
-
-            def watched():
-                ev = next_event()
-                if ev.__class__ is ContentReceived:
-                    self.published = True
-                return ev
-
-            session.conn.next_event = watched
         self.harness._changed()
 
     def data_received(self, data: bytes) -> None:
-        self.published = False
         super().data_received(data)
-        harness = self.harness
-        if harness._blocked is not None:
-            harness._apply_block(self)
-        harness._changed()
+        self.harness._changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -129,22 +111,10 @@ class _Protocol(AMQPServerProtocol):
         super().resume_writing()
         self.harness._changed()
 
-    def _heartbeat_tick(self, interval: int) -> None:
-        if self.paused:
-            # As RabbitMQ: a blocked connection's heartbeat monitor is paused.
-            self._last_recv = self.broker.clock()
-        super()._heartbeat_tick(interval)
-
     @property
     def is_open(self) -> bool:
         return self.session is not None and self.session.conn.state is ConnState.OPEN
 
-    def wants_blocked(self) -> bool:
-        if not self.is_open:
-            return False
-        props = getattr(self.session.conn, "client_properties", None) or {}
-        caps = props.get("capabilities") or {}
-        return bool(caps.get("connection.blocked"))
 
 
 class Broker:
@@ -732,7 +702,7 @@ class Broker:
                     state=conn.state.value if hasattr(conn.state, "value") else str(conn.state),
                     heartbeat=conn.heartbeat,
                     channels=len(session.channels),
-                    blocked=proto.notified_blocked or proto.paused,
+                    blocked=proto.alarm is not None,
                     client_properties=views._args(props),
                 )
             )
@@ -925,11 +895,14 @@ class Broker:
         Connections that announced the `connection.blocked` capability get
         connection.blocked(reason); a connection that publishes while blocked is no longer
         read from (its publishes wait in the socket) until `unblock()`. Consumers go on.
+        This raises the server's own memory alarm by hand.
         """
         def run() -> None:
             self._blocked = reason
+            if self.server is not None:
+                self.server.alarm = reason
             for proto in self._protocols():
-                self._apply_block(proto)
+                proto.alarm_on(reason)
             self._changed()
 
         self._call(run)
@@ -937,33 +910,13 @@ class Broker:
     def unblock(self) -> None:
         def run() -> None:
             self._blocked = None
+            if self.server is not None:
+                self.server.alarm = None
             for proto in self._protocols():
-                if proto.notified_blocked:
-                    proto.notified_blocked = False
-                    if proto.is_open:
-                        proto.session.conn.send_method(0, spec.ConnectionUnblocked())
-                        proto.flush()
-                if proto.paused:
-                    proto.paused = False
-                    if proto.transport is not None and not proto.transport.is_closing():
-                        proto.transport.resume_reading()
+                proto.alarm_off()
             self._changed()
 
         self._call(run)
-
-    def _apply_block(self, proto: _Protocol) -> None:
-        reason = self._blocked
-        if reason is None:
-            return
-        if not proto.notified_blocked and proto.wants_blocked():
-            proto.notified_blocked = True
-            proto.session.conn.send_method(0, spec.ConnectionBlocked(reason))
-            proto.flush()
-        if proto.published and not proto.paused:
-            transport = proto.transport
-            if transport is not None and not transport.is_closing():
-                proto.paused = True
-                transport.pause_reading()
 
     def __repr__(self) -> str:
         state = f"on {self.host}:{self.port}" if self.running else "stopped"
