@@ -238,6 +238,16 @@ class IncomingMessage(_ReceivedBase):
         self.settled = no_ack
         self._generation = channel._generation
 
+    @property
+    def stale(self) -> bool:
+        """True when the channel this came on has been reopened since (a robust reconnect).
+
+        Its delivery tag then belongs to the old channel: settling it does nothing, and the
+        broker has already requeued the message, so a consumer should skip it rather than
+        run its handler a second time.
+        """
+        return self._generation != self.channel._generation
+
     def _settle(self) -> bool:
         if self.settled:
             raise RuntimeError(f"message {self.delivery_tag} was already acknowledged or "

@@ -22,7 +22,8 @@ gracefully on SIGTERM/SIGINT and reloads them one by one on SIGHUP. See README.m
 """
 from __future__ import annotations
 
-from .app import App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, RetryPolicy, load_app
+from .app import (App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, RetryPolicy,
+                  WorkerCrashed, load_app)
 from .cron import CronSchedule
 from .supervisor import Supervisor, SupervisorConfig
 
@@ -34,6 +35,7 @@ __all__ = [
     "Reject",
     "Requeue",
     "Retry",
+    "WorkerCrashed",
     "CronSchedule",
     "Supervisor",
     "SupervisorConfig",

@@ -26,6 +26,7 @@ __all__ = [
     "Reject",
     "Requeue",
     "Retry",
+    "WorkerCrashed",
     "load_app",
     "DEFAULT_URL",
 ]
@@ -62,6 +63,16 @@ class Retry(Exception):
     def __init__(self, reason: str = "", *, delay: timedelta | float | None = None) -> None:
         super().__init__(reason)
         self.delay = delay
+
+
+class WorkerCrashed(Exception):
+    """Why a poison message is in the dead-letter queue: its handler killed the process.
+
+    Never raised in user code. The supervisor counts, per message, the worker deaths that
+    happened while the message was being handled; at the consumer's ``max_crashes`` the next
+    delivery goes to ``<queue>.dead`` (headers ``x-exception-type: WorkerCrashed``,
+    ``x-crash-count``, ``x-crash-exit``) without running the handler again.
+    """
 
 
 def _seconds(value: timedelta | float | int | None) -> float | None:
@@ -128,6 +139,7 @@ class ConsumerSpec:
     queue_arguments: dict[str, Any] = field(default_factory=dict)
     exchange_arguments: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_crashes: int = 3
 
     @property
     def is_async(self) -> bool:
@@ -224,6 +236,7 @@ class App:
         backoff: timedelta | float | None = None,
         max_backoff: timedelta | float | None = None,
         retry: RetryPolicy | None = None,
+        max_crashes: int = 3,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for ``queue``: ``@app.consumer(queue="mail")``.
 
@@ -236,11 +249,15 @@ class App:
         process; ``concurrency`` how many messages a process handles at once (default: the
         prefetch for async handlers, 1 for sync ones, whose code may not be thread-safe).
         ``retries``/``backoff``/``max_backoff`` adjust the app's default retry policy.
+        ``max_crashes``: after this many worker deaths while handling one message, its next
+        delivery is dead-lettered (`WorkerCrashed`) instead of crashing another worker.
         """
         if not queue:
             raise ValueError("a consumer needs a queue name")
         if processes < 1 or prefetch < 1:
             raise ValueError("processes and prefetch must be >= 1")
+        if max_crashes < 1:
+            raise ValueError("max_crashes must be >= 1")
         if routing_key is not None and not exchange:
             raise ValueError("routing_key needs an exchange (the default exchange routes by "
                              "queue name and cannot be bound)")
@@ -280,6 +297,7 @@ class App:
                 queue_arguments=dict(queue_arguments or {}),
                 exchange_arguments=dict(exchange_arguments or {}),
                 retry=policy,
+                max_crashes=max_crashes,
             )
             return handler
 

@@ -2,9 +2,14 @@
 
 The supervisor starts these with multiprocessing's ``spawn`` context, so each process imports
 the user's module itself (fresh code on reload, no inherited sockets or locks from the
-parent) and talks to the supervisor over one `multiprocessing` pipe: the supervisor sends
-``"stop"``; the worker sends ``("ready",)`` once it consumes and ``("stats", {...})`` with
-its counters. End-of-file on the pipe means the supervisor died, and the worker stops
+parent) and talks to the supervisor over one `multiprocessing` pipe. The supervisor sends ``"stop"``
+and ``("verdict", token, crash)`` answers. The worker sends ``("ready",)`` once it consumes;
+``("begin", token, key, info, ask)`` before a handler runs (so the supervisor knows which
+message a worker that dies was handling, see `delivery_key`; ``ask`` for a redelivered
+message, which waits for the verdict: run it, or dead-letter it as a crash-looping poison
+message); ``("end", token, counters)`` once the message is settled (the supervisor keeps the
+counters, so a kill -9 loses none); and ``("count", counters)`` for the scheduler's events.
+End-of-file on the pipe means the supervisor died, and the worker stops
 gracefully rather than run unsupervised. SIGINT is ignored (a Ctrl-C at the terminal reaches
 the whole process group; the supervisor decides what it means); SIGTERM is a graceful stop,
 so ``kill`` of the process group behaves like ``kill`` of the supervisor.
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import itertools
 import json
 import logging
 import os
@@ -30,7 +37,8 @@ from minimq.codec.properties import BasicProperties
 
 from .app import App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, load_app
 
-__all__ = ["WorkerSpec", "worker_main", "declare_consumer_topology", "EXIT_CONNECT"]
+__all__ = ["WorkerSpec", "worker_main", "declare_consumer_topology", "delivery_key",
+           "EXIT_CONNECT", "COUNTERS"]
 
 log = logging.getLogger("minimq.worker")
 
@@ -41,6 +49,11 @@ EXIT_LOST = 4
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s"
 _TRACEBACK_LIMIT = 4000
+#: How long a worker waits for the supervisor's verdict on a redelivered message before it
+#: runs the handler anyway (the supervisor answers within one loop turn when it is healthy).
+VERDICT_TIMEOUT = 10.0
+#: The per-consumer counters, in the order status lines show them.
+COUNTERS = ("processed", "failed", "retried", "dead", "requeued", "rejected", "crashed")
 _DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
                   "x-last-death-reason")
@@ -57,7 +70,6 @@ class WorkerSpec:
     url: str
     grace: float
     log_level: str = "info"
-    stats_interval: float = 1.0
 
     @property
     def label(self) -> str:
@@ -108,6 +120,7 @@ class Control:
         self.pipe = pipe
         self.stop: asyncio.Event | None = None
         self.orphaned = False
+        self.pending: dict[int, asyncio.Future[Any]] = {}
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         self.stop = asyncio.Event()
@@ -130,12 +143,23 @@ class Control:
                 message = self.pipe.recv()
                 if message == "stop":
                     self._request_stop("supervisor")
+                elif isinstance(message, tuple) and message[0] == "verdict":
+                    future = self.pending.pop(message[1], None)
+                    if future is not None and not future.done():
+                        future.set_result(message[2])
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(self.pipe.fileno())
             self.orphaned = True
             log.warning("supervisor is gone; stopping")
+            self._release()
             assert self.stop is not None
             self.stop.set()
+
+    def _release(self) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_result(None)
+        self.pending.clear()
 
     def send(self, message: tuple[Any, ...]) -> None:
         if self.orphaned:
@@ -144,6 +168,22 @@ class Control:
             self.pipe.send(message)
         except (OSError, ValueError):
             self.orphaned = True
+            self._release()
+
+    async def ask(self, token: int, message: tuple[Any, ...]) -> Any:
+        """Send ``message`` and wait for the supervisor's ``("verdict", token, answer)``;
+        None if there is no supervisor or it does not answer in `VERDICT_TIMEOUT`."""
+        future = asyncio.get_running_loop().create_future()
+        self.pending[token] = future
+        self.send(message)
+        try:
+            return await asyncio.wait_for(future, VERDICT_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("no verdict from the supervisor within %.0fs; running the handler",
+                        VERDICT_TIMEOUT)
+            return None
+        finally:
+            self.pending.pop(token, None)
 
 
 async def _first(awaitable: Awaitable[Any], stop: asyncio.Event) -> tuple[bool, Any]:
@@ -181,6 +221,24 @@ def _error_headers(exc: BaseException) -> dict[str, Any]:
         "x-failed-at": int(time.time()),
         "x-failed-host": f"{os.uname().nodename}:{os.getpid()}",
     }
+
+
+def delivery_key(message: IncomingMessage) -> str:
+    """An identity for a message that survives its redeliveries, on any broker.
+
+    Delivery tags change with each delivery and only quorum queues count deliveries, so the
+    key is a digest of what the broker hands back unchanged: exchange, routing key, message
+    id, correlation id, timestamp and body (not the headers, which a broker may add to).
+    Two identical messages share a key; they would crash a worker alike, so counting their
+    crashes together is what we want.
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for part in (message.exchange, message.routing_key, message.message_id or "",
+                 message.correlation_id or "", str(message.timestamp or "")):
+        digest.update(part.encode("utf-8", "surrogateescape"))
+        digest.update(b"\0")
+    digest.update(message.body)
+    return digest.hexdigest()
 
 
 def _copy_properties(message: IncomingMessage, headers: dict[str, Any]) -> BasicProperties:
@@ -235,17 +293,18 @@ async def declare_retry_queue(channel: minimq.client.Channel, spec: ConsumerSpec
 
 
 class Stats:
-    """Counters a worker reports to the supervisor."""
+    """Counters a worker keeps for its own final log line (the supervisor keeps the real
+    record, from the ``end``/``count`` messages)."""
 
-    FIELDS = ("processed", "failed", "retried", "dead", "requeued", "rejected")
+    def __init__(self, fields: tuple[str, ...] = COUNTERS) -> None:
+        self.values = dict.fromkeys(fields, 0)
 
-    def __init__(self) -> None:
-        self.values = dict.fromkeys(self.FIELDS, 0)
-        self.changed = False
+    def add(self, names: tuple[str, ...] | list[str]) -> None:
+        for name in names:
+            self.values[name] = self.values.get(name, 0) + 1
 
-    def add(self, name: str, n: int = 1) -> None:
-        self.values[name] = self.values.get(name, 0) + n
-        self.changed = True
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.values.items())
 
 
 class _Base:
@@ -257,12 +316,7 @@ class _Base:
 
     async def main(self) -> int:
         self.stop = self.control.attach(asyncio.get_running_loop())
-        reporter = asyncio.create_task(self._report())
-        try:
-            return await self.run()
-        finally:
-            reporter.cancel()
-            self.control.send(("stats", dict(self.stats.values)))
+        return await self.run()
 
     async def run(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -283,13 +337,6 @@ class _Base:
                 return None
             delay = min(delay * 2, 30.0)
 
-    async def _report(self) -> None:
-        while True:
-            await asyncio.sleep(self.spec.stats_interval)
-            if self.stats.changed:
-                self.stats.changed = False
-                self.control.send(("stats", dict(self.stats.values)))
-
 
 class ConsumerWorker(_Base):
     """Consume one queue, run the handler per message, settle by the handler's outcome."""
@@ -302,6 +349,7 @@ class ConsumerWorker(_Base):
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.retry_queues: set[int] = set(consumer.retry.delays_ms())
         self.publisher: minimq.client.Channel | None = None
+        self.tokens = itertools.count(1)
 
     async def run(self) -> int:
         c = self.consumer
@@ -341,7 +389,7 @@ class ConsumerWorker(_Base):
                 if not got:
                     slots.release()
                     break
-                if message._generation != message.channel._generation:
+                if message.stale:
                     slots.release()  # from before a reconnect: the broker has requeued it
                     continue
                 task = asyncio.create_task(self._handle(message))
@@ -370,7 +418,7 @@ class ConsumerWorker(_Base):
                 pass
             if self.executor is not None:
                 self.executor.shutdown(wait=False, cancel_futures=True)
-        log.info("stopped: %s", " ".join(f"{k}={v}" for k, v in self.stats.values.items()))
+        log.info("stopped: %s", self.stats)
         return code
 
     async def _call(self, message: IncomingMessage) -> None:
@@ -381,48 +429,82 @@ class ConsumerWorker(_Base):
             await asyncio.get_running_loop().run_in_executor(self.executor, handler, message)
 
     async def _handle(self, message: IncomingMessage) -> None:
+        """Tell the supervisor, run the handler, settle by its outcome, tell the supervisor.
+
+        A redelivered message waits for the supervisor's verdict first: if workers died
+        handling it ``max_crashes`` times it is dead-lettered without running the handler.
+        The counters sent with ``end`` are counted only once the settle went out.
+        """
+        token = next(self.tokens)
+        key = delivery_key(message)
+        info = {"message_id": message.message_id, "routing_key": message.routing_key,
+                "redelivered": message.redelivered, "started": time.time()}
+        if message.redelivered:
+            crash = await self.control.ask(token, ("begin", token, key, info, True))
+        else:
+            self.control.send(("begin", token, key, info, False))
+            crash = None
+        counted: list[str] = []
         try:
-            try:
-                await self._call(message)
-            except Requeue:
-                if not message.settled:
-                    await message.nack(requeue=True)
-                self.stats.add("requeued")
-            except Reject as exc:
-                self.stats.add("rejected")
-                if not message.settled:
-                    await self._dead_letter(message, exc, message.headers.get("x-retry-count", 0))
-            except Exception as exc:
-                self.stats.add("failed")
-                log.warning("%s failed on message %s: %s: %s", self.consumer.name,
-                            message.message_id or message.delivery_tag, type(exc).__name__, exc)
-                if not message.settled:
-                    await self._retry(message, exc)
+            if crash:
+                counted += await self._dead_letter_crashed(message, crash)
             else:
-                if not message.settled:
-                    await message.ack()
-                self.stats.add("processed")
+                counted += await self._run(message)
         except ClientError as exc:
             # The outcome could not be recorded (connection lost, channel closed): the
             # message is still unacked, and the broker redelivers it.
             log.warning("could not settle message %s: %s", message.delivery_tag, exc)
+        finally:
+            self.stats.add(counted)
+            self.control.send(("end", token, tuple(counted)))
 
-    def _headers(self, message: IncomingMessage, exc: BaseException,
+    async def _run(self, message: IncomingMessage) -> list[str]:
+        """Run the handler; return the counters its outcome adds. 'failed' is counted as
+        soon as the handler raised, even if recording the retry fails after it."""
+        failed: list[str] = []
+        try:
+            await self._call(message)
+        except Requeue:
+            if not message.settled:
+                await message.nack(requeue=True)
+            return ["requeued"]
+        except Reject as exc:
+            if not message.settled:
+                await self._dead_letter(message, exc, message.headers.get("x-retry-count", 0))
+            return ["rejected", "dead"]
+        except Exception as exc:
+            failed.append("failed")
+            log.warning("%s failed on message %s: %s: %s", self.consumer.name,
+                        message.message_id or message.delivery_tag, type(exc).__name__, exc)
+            if message.settled:
+                return failed
+            try:
+                return failed + [await self._retry(message, exc)]
+            except ClientError:
+                self.stats.add(failed)
+                self.control.send(("count", tuple(failed)))
+                raise
+        if not message.settled:
+            await message.ack()
+        return ["processed"]
+
+    def _headers(self, message: IncomingMessage, exc: BaseException | None,
                  attempts: int) -> dict[str, Any]:
         headers = {k: v for k, v in message.headers.items() if k not in _DEATH_HEADERS}
         headers.setdefault("x-original-exchange", message.exchange)
         headers.setdefault("x-original-routing-key", message.routing_key)
         headers["x-retry-count"] = attempts
-        headers.update(_error_headers(exc))
+        if exc is not None:
+            headers.update(_error_headers(exc))
         return headers
 
-    async def _retry(self, message: IncomingMessage, exc: Exception) -> None:
+    async def _retry(self, message: IncomingMessage, exc: Exception) -> str:
         c = self.consumer
         policy = c.retry
         attempt = int(message.headers.get("x-retry-count", 0) or 0) + 1
         if attempt > policy.retries:
             await self._dead_letter(message, exc, attempt - 1)
-            return
+            return "dead"
         if isinstance(exc, Retry) and exc.delay is not None:
             delay = exc.delay.total_seconds() if hasattr(exc.delay, "total_seconds") \
                 else float(exc.delay)  # type: ignore[union-attr]
@@ -444,29 +526,58 @@ class ConsumerWorker(_Base):
                 Message(message.body, properties=_copy_properties(message, headers)),
                 c.retry_queue(delay_ms))
         await message.ack()
-        self.stats.add("retried")
         log.info("retry %d/%d of message %s in %d ms", attempt, policy.retries,
                  message.message_id or message.delivery_tag, delay_ms)
+        return "retried"
 
     async def _dead_letter(self, message: IncomingMessage, exc: BaseException,
                            attempts: int) -> None:
         c = self.consumer
         if not c.retry.dead_letter:
             await message.reject(requeue=False)
-            self.stats.add("dead")
             log.error("dropped message %s after %d retries: %s: %s",
                       message.message_id or message.delivery_tag, attempts,
                       type(exc).__name__, exc)
             return
         headers = self._headers(message, exc, attempts)
-        assert self.publisher is not None
-        await self.publisher.publish(
-            Message(message.body, properties=_copy_properties(message, headers)), c.dead_queue)
-        await message.ack()
-        self.stats.add("dead")
+        await self._publish_dead(message, headers)
         log.error("message %s dead-lettered to %s after %d retries: %s: %s",
                   message.message_id or message.delivery_tag, c.dead_queue, attempts,
                   type(exc).__name__, exc)
+
+    async def _publish_dead(self, message: IncomingMessage, headers: dict[str, Any]) -> None:
+        assert self.publisher is not None
+        await self.publisher.publish(
+            Message(message.body, properties=_copy_properties(message, headers)),
+            self.consumer.dead_queue)
+        await message.ack()
+
+    async def _dead_letter_crashed(self, message: IncomingMessage,
+                                   crash: dict[str, Any]) -> list[str]:
+        """A poison message: workers died handling it ``crash["count"]`` times."""
+        c = self.consumer
+        what = f"the worker died {crash['count']} times handling this message " \
+               f"(last: {crash['exit']})"
+        name = message.message_id or message.delivery_tag
+        if not c.retry.dead_letter:
+            await message.reject(requeue=False)
+            log.error("dropped poison message %s: %s", name, what)
+            return ["crashed", "dead"]
+        headers = self._headers(message, None, int(message.headers.get("x-retry-count", 0) or 0))
+        headers.update({
+            "x-exception-type": "WorkerCrashed",
+            "x-exception-message": what,
+            "x-crash-count": crash["count"],
+            "x-crash-exit": crash["exit"],
+            "x-failed-at": int(time.time()),
+            "x-failed-host": f"{os.uname().nodename}:{os.getpid()}",
+        })
+        headers["x-crash-signal" if crash["code"] < 0 else "x-crash-exit-code"] = \
+            crash["signal"] if crash["code"] < 0 else crash["code"]
+        await self._publish_dead(message, headers)
+        log.error("poison message %s dead-lettered to %s without running the handler: %s",
+                  name, c.dead_queue, what)
+        return ["crashed", "dead"]
 
 
 def _as_outgoing(value: Any, job: PeriodicSpec, at: float) -> Message:
@@ -513,8 +624,7 @@ class SchedulerWorker(_Base):
         return f"minimq.scheduler.{self.app.name}.leader"
 
     async def run(self) -> int:
-        self.stats = Stats()
-        self.stats.values = {"fired": 0, "failed": 0}
+        self.stats = Stats(("fired", "failed"))
         self.control.send(("ready",))
         while not self.stop.is_set():
             connection = await self.connect(robust=False)
@@ -603,10 +713,14 @@ class SchedulerWorker(_Base):
             if job.publishes and value is not None:
                 await publisher.publish(_as_outgoing(value, job, at), job.routing_key or "",
                                         job.exchange)
-            self.stats.add("fired")
+            self._count("fired")
             log.debug("periodic %s fired", job.name)
         except Exception:
-            self.stats.add("failed")
+            self._count("failed")
             log.exception("periodic %s failed", job.name)
+
+    def _count(self, name: str) -> None:
+        self.stats.add((name,))
+        self.control.send(("count", (name,)))
 
 

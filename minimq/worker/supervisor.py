@@ -6,12 +6,18 @@ owns every signal and sleeps in `multiprocessing.connection.wait` on the workers
 sentinels, their pipes and a self-pipe its signal handlers write to. That one wait point means
 no signal is handled in the middle of bookkeeping, and a dead worker is noticed at once.
 
+- Workers say over their pipe which message they are about to handle and when it is settled
+  (`minimq.worker.process`), so the supervisor knows what each one is doing and keeps the
+  counters itself (a kill -9 loses none).
 - A worker that dies without being asked to is restarted after an exponential backoff
   (``restart_backoff`` doubling up to ``max_restart_backoff``; the streak resets once a
-  worker has run ``stable_after`` seconds). More than ``max_restarts`` deaths of one slot
-  within ``restart_window`` seconds is a crash loop: it is logged as such and the runner
-  shuts down with exit code 1, so a service manager sees the failure rather than a runner
-  that quietly serves nothing.
+  worker has run ``stable_after`` seconds). Each message it was handling counts a crash;
+  once one message has ``max_crashes`` (a consumer option), its next delivery is
+  dead-lettered by the worker that gets it, without running the handler: one poison message
+  no longer kills workers forever. More than ``max_restarts`` deaths of one slot within
+  ``restart_window`` seconds is a crash loop: that consumer is no longer restarted (logged,
+  shown in status); the other consumers carry on, and only when none is left does the
+  runner stop, with exit code 1, so a service manager sees the failure.
 - SIGTERM / SIGINT: every worker is told to stop (stop consuming, finish in-flight handlers,
   ack them); workers still alive after ``grace`` seconds are killed, their unacked messages
   are requeued by the broker. Exit 0. A second signal kills at once.
@@ -28,20 +34,22 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import minimq.client
 
 from .app import App
-from .process import EXIT_CONNECT, Stats, WorkerSpec, declare_consumer_topology, worker_main
+from .process import COUNTERS, EXIT_CONNECT, WorkerSpec, declare_consumer_topology, worker_main
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
 log = logging.getLogger("minimq.worker.supervisor")
 
 SCHEDULER = "scheduler"
+#: Messages whose crashes are remembered per consumer; the oldest are forgotten beyond it.
+MAX_CRASH_RECORDS = 10_000
 
 
 @dataclass
@@ -55,7 +63,6 @@ class SupervisorConfig:
     grace: float = 30.0
     log_level: str = "info"
     status_interval: float = 30.0
-    stats_interval: float = 1.0
     restart_backoff: float = 0.5
     max_restart_backoff: float = 30.0
     stable_after: float = 10.0
@@ -75,6 +82,25 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
+
+
+def _exit_fields(code: int) -> dict[str, Any]:
+    """The exit of a worker as the dead-letter headers of a poison message want it."""
+    fields: dict[str, Any] = {"exit": describe_exit(code), "code": code}
+    if code < 0:
+        try:
+            fields["signal"] = signal.Signals(-code).name
+        except ValueError:
+            fields["signal"] = str(-code)
+    return fields
+
+
+@dataclass
+class CrashRecord:
+    """How often workers died while handling one message, and how the last one died."""
+
+    count: int
+    code: int
 
 
 @dataclass
@@ -107,7 +133,9 @@ class Worker:
     stopping: bool = False
     killed: bool = False
     stop_deadline: float | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    #: token -> (delivery key, what the worker said about the message), for messages whose
+    #: handler is running now.
+    in_flight: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -128,7 +156,10 @@ class Supervisor:
         if config.scheduler and app.periodics:
             self.slots.append(Slot(SCHEDULER, SCHEDULER, 0))
         self.workers: list[Worker] = []
-        self.retired: dict[str, dict[str, int]] = {}
+        self.counts: dict[str, dict[str, int]] = {slot.name: {} for slot in self.slots}
+        self.crashes: dict[str, OrderedDict[str, CrashRecord]] = {}
+        #: Consumers (or the scheduler) in a crash loop: not restarted until a SIGHUP.
+        self.given_up: set[str] = set()
         self.shutting_down = False
         self.exit_code = 0
         self.reload_queue: deque[Slot] = deque()
@@ -208,14 +239,16 @@ class Supervisor:
         ready = multiprocessing.connection.wait(waitables, min(timeout, 1.0))
         if self._signal_r in ready:
             self._read_signals()
-        for w in list(self.workers):
-            if w.pipe in ready:
-                self._read_pipe(w)
+        # Deaths first: a message a dead worker was handling may already be redelivered to
+        # another worker asking for a verdict in this same batch, and its crash must count.
         for w in list(self.workers):
             if w.process.sentinel in ready or not w.process.is_alive():
                 self._read_pipe(w)
                 w.process.join()
                 self._on_exit(w)
+        for w in list(self.workers):
+            if w.pipe in ready:
+                self._read_pipe(w)
         now = time.monotonic()
         for w in self.workers:
             if w.stop_deadline is not None and now >= w.stop_deadline and not w.killed:
@@ -236,7 +269,7 @@ class Supervisor:
 
     def _start(self, slot: Slot, *, replace: bool = True) -> Worker:
         spec = WorkerSpec(self.config.app_ref, slot.kind, slot.name, slot.index, self.config.url,
-                          self.config.grace, self.config.log_level, self.config.stats_interval)
+                          self.config.grace, self.config.log_level)
         parent_end, child_end = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=worker_main, args=(spec, child_end),
                                    name=f"minimq-worker {slot.label}")
@@ -255,15 +288,69 @@ class Supervisor:
         try:
             while w.pipe.poll():
                 message = w.pipe.recv()
-                if message[0] == "ready":
+                kind = message[0]
+                if kind == "begin":
+                    _, token, key, info, ask = message
+                    w.in_flight[token] = (key, info)
+                    if ask:
+                        self._send(w, ("verdict", token, self._verdict(w.slot.name, key)))
+                elif kind == "end":
+                    entry = w.in_flight.pop(message[1], None)
+                    self._count(w.slot.name, message[2])
+                    if entry is not None and "requeued" not in message[2]:
+                        self.crashes.get(w.slot.name, {}).pop(entry[0], None)  # type: ignore[call-overload]
+                elif kind == "count":
+                    self._count(w.slot.name, message[1])
+                elif kind == "ready":
                     w.ready = True
                     log.debug("%s is ready", w.label)
-                elif message[0] == "stats":
-                    w.stats = message[1]
-                elif message[0] == "leader":
+                elif kind == "leader":
                     log.info("%s leads the periodic jobs", w.label)
         except (EOFError, OSError):
             pass
+
+    @staticmethod
+    def _send(w: Worker, message: Any) -> None:
+        try:
+            w.pipe.send(message)
+        except (OSError, ValueError):
+            pass  # it is dying; its exit is handled on its sentinel
+
+    def _count(self, name: str, counters: tuple[str, ...]) -> None:
+        bucket = self.counts.setdefault(name, {})
+        for counter in counters:
+            bucket[counter] = bucket.get(counter, 0) + 1
+
+    def _verdict(self, name: str, key: str) -> dict[str, Any] | None:
+        """None: run the handler. A dict: dead-letter it as a poison message."""
+        record = self.crashes.get(name, {}).get(key)
+        if record is None or record.count < self.app.consumers[name].max_crashes:
+            return None
+        return {"count": record.count, **_exit_fields(record.code)}
+
+    def _record_crash(self, w: Worker, code: int) -> None:
+        """Every message ``w`` was handling when it died counts a crash."""
+        name = w.slot.name
+        if not w.in_flight or name not in self.app.consumers:
+            return
+        limit = self.app.consumers[name].max_crashes
+        records = self.crashes.setdefault(name, OrderedDict())
+        for key, info in w.in_flight.values():
+            record = records.pop(key, None) or CrashRecord(0, code)
+            record.count += 1
+            record.code = code
+            records[key] = record
+            what = f"message {info.get('message_id') or key}"
+            if record.count >= limit:
+                log.error("%s was being handled when %s died: crash %d of %d; it is poison, "
+                          "its next delivery goes to %s", what, w.label, record.count, limit,
+                          self.app.consumers[name].dead_queue)
+            else:
+                log.warning("%s was being handled when %s died: crash %d of %d", what,
+                            w.label, record.count, limit)
+        while len(records) > MAX_CRASH_RECORDS:
+            records.popitem(last=False)
+        w.in_flight.clear()
 
     def _stop(self, w: Worker, deadline: float | None = None) -> None:
         if w.stopping:
@@ -280,9 +367,6 @@ class Supervisor:
         w.pipe.close()
         slot = w.slot
         code = w.process.exitcode
-        totals = self.retired.setdefault(slot.name, {})
-        for key, value in w.stats.items():
-            totals[key] = totals.get(key, 0) + value
         if slot.current is w:
             slot.current = None
         if w is self.reload_new:
@@ -297,7 +381,12 @@ class Supervisor:
             return
         ran = time.monotonic() - w.started
         log.warning("%s exited unexpectedly (%s) after %.1fs", w.label, describe_exit(code), ran)
+        self._record_crash(w, code if code is not None else -signal.SIGKILL)
         if self.shutting_down:
+            return
+        if slot.name in self.given_up:
+            log.error("%s is not restarted: %s is in a crash loop", slot.label, slot.name)
+            self._check_left()
             return
         now = time.monotonic()
         slot.crashes.append(now)
@@ -305,11 +394,12 @@ class Supervisor:
             slot.crashes.popleft()
         if len(slot.crashes) > self.config.max_restarts:
             hint = " (could not connect to the broker)" if code == EXIT_CONNECT else ""
-            log.error("crash loop: %s died %d times within %.0fs (last: %s)%s; giving up and "
-                      "shutting down", slot.label, len(slot.crashes), self.config.restart_window,
-                      describe_exit(code), hint)
-            self.exit_code = 1
-            self._begin_shutdown("crash loop")
+            log.error("crash loop: %s died %d times within %.0fs (last: %s)%s; giving up on "
+                      "%s: no more restarts for it until a SIGHUP (other consumers carry on)",
+                      slot.label, len(slot.crashes), self.config.restart_window,
+                      describe_exit(code), hint, slot.name)
+            self.given_up.add(slot.name)
+            self._check_left()
             return
         slot.streak = 1 if ran >= self.config.stable_after else slot.streak + 1
         delay = min(self.config.restart_backoff * 2 ** (slot.streak - 1),
@@ -317,6 +407,18 @@ class Supervisor:
         slot.restart_at = now + delay
         log.info("restarting %s in %.2fs (%d crash(es) in the last %.0fs)", slot.label, delay,
                  len(slot.crashes), self.config.restart_window)
+
+    def _check_left(self) -> None:
+        """Shut down with exit code 1 once no consumer is left (the scheduler alone does not
+        keep a runner that was started for consumers alive)."""
+        kinds = {"consumer"} if any(s.kind == "consumer" for s in self.slots) else {SCHEDULER}
+        for slot in self.slots:
+            if slot.kind in kinds and (slot.current is not None or slot.restart_at is not None):
+                return
+        log.error("no %s left running; shutting down",
+                  "consumer" if "consumer" in kinds else "scheduler")
+        self.exit_code = 1
+        self._begin_shutdown("crash loop")
 
     # -- signals: shutdown and reload ----------------------------------------------------------
 
@@ -354,6 +456,14 @@ class Supervisor:
         if self.shutting_down:
             return
         log.info("SIGHUP: reloading %d worker(s) one by one", len(self.slots))
+        if self.given_up:
+            log.info("SIGHUP: restarting %s after the crash loop", ", ".join(sorted(self.given_up)))
+            self.given_up.clear()
+            for slot in self.slots:
+                slot.crashes.clear()
+                slot.streak = 0
+                if slot.current is None and slot.restart_at is None:
+                    self._start(slot)
         self.reload_queue = deque(self.slots)
         if self.reload_new is not None:  # a reload in progress restarts from the top
             self._stop(self.reload_new)
@@ -394,15 +504,8 @@ class Supervisor:
     # -- status -------------------------------------------------------------------------------
 
     def totals(self) -> dict[str, dict[str, int]]:
-        """Per consumer (and the scheduler): counters of exited plus live workers."""
-        result: dict[str, dict[str, int]] = {}
-        for slot in self.slots:
-            result.setdefault(slot.name, dict(self.retired.get(slot.name, {})))
-        for w in self.workers:
-            bucket = result.setdefault(w.slot.name, {})
-            for key, value in w.stats.items():
-                bucket[key] = bucket.get(key, 0) + value
-        return result
+        """Per consumer (and the scheduler): the counters, from the workers' end messages."""
+        return {name: dict(counts) for name, counts in self.counts.items()}
 
     def _log_status(self, final: bool = False) -> None:
         expected: dict[str, int] = {}
@@ -413,10 +516,11 @@ class Supervisor:
             if not w.stopping and w.slot.current is w:
                 alive[w.slot.name] = alive.get(w.slot.name, 0) + 1
         for name, counts in self.totals().items():
-            fields = Stats.FIELDS if name != SCHEDULER else ("fired", "failed")
+            fields = COUNTERS if name != SCHEDULER else ("fired", "failed")
             text = " ".join(f"{k}={counts.get(k, 0)}" for k in fields)
             if final:
                 log.info("totals %s: %s", name, text)
             else:
-                log.info("status %s: workers=%d/%d %s", name, alive.get(name, 0),
-                         expected.get(name, 0), text)
+                state = " state=crash-loop (not restarted)" if name in self.given_up else ""
+                log.info("status %s: workers=%d/%d %s%s", name, alive.get(name, 0),
+                         expected.get(name, 0), text, state)

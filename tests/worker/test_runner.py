@@ -283,26 +283,102 @@ def test_sighup_reloads_one_by_one_without_a_gap(ws: Workspace) -> None:
     assert runner.wait() == 0
 
 
-def test_crash_loop_is_reported_and_stops_the_runner(ws: Workspace) -> None:
+def test_poison_message_is_dead_lettered_after_3_crashes_while_others_flow(
+        ws: Workspace) -> None:
+    app = ws.module("""
+        import signal
+
+        app = minimq.worker.App(name=Q)
+
+        @app.consumer(queue=Q, prefetch=1, processes=2)
+        def work(message):
+            body = message.body.decode()
+            if body == "segfault":
+                record("crash", body, os.getpid())
+                os.kill(os.getpid(), signal.SIGSEGV)  # an image library crashing, say
+            if body == "exit":
+                record("crash", body, os.getpid())
+                os._exit(7)
+            time.sleep(0.01)
+            record("done", body, os.getpid())
+
+        @app.consumer(queue=Q + ".out")
+        async def other(message):
+            record("other", message.body.decode())
+    """)
+    runner = ws.run(app, "--restart-backoff", "0.05")
+    runner.wait_ready(3)
+    bodies = [f"m{i:02d}" for i in range(30)]
+    ws.publish(bodies[:10] + ["segfault"] + bodies[10:20] + ["exit"] + bodies[20:], ws.unique)
+    ws.publish([f"o{i}" for i in range(10)], ws.unique + ".out")
+    dead: list = []
+    wait_until(lambda: dead.extend(ws.get_all(ws.unique + ".dead")) or len(dead) == 2,
+               timeout=60, interval=0.1, what="both poison messages dead")
+    done = ws.wait_events("done", 30)
+    assert sorted(e[1] for e in done) == bodies
+    ws.wait_events("other", 10)
+    crashes = ws.events_of("crash")
+    assert sorted(e[1] for e in crashes) == ["exit"] * 3 + ["segfault"] * 3, crashes
+    by_body = {m.body: m for m in dead}
+    segv, exited = by_body[b"segfault"], by_body[b"exit"]
+    for message in (segv, exited):
+        assert message.headers["x-exception-type"] == "WorkerCrashed"
+        assert message.headers["x-crash-count"] == 3
+        assert message.headers["x-original-routing-key"] == ws.unique
+        assert "died 3 times" in message.headers["x-exception-message"]
+        assert message.delivery_mode == 2
+    assert segv.headers["x-crash-exit"] == "signal SIGSEGV"
+    assert segv.headers["x-crash-signal"] == "SIGSEGV"
+    assert exited.headers["x-crash-exit"] == "exit code 7"
+    assert exited.headers["x-crash-exit-code"] == 7
+    runner.wait_log(r"message segfault was being handled when work#\d \(pid \d+\) died: "
+                    r"crash 3 of 3; it is poison")
+    runner.wait_log(r"poison message exit dead-lettered to \S+\.dead without running")
+    runner.wait_log(r"status work: workers=2/2 processed=30 failed=0 retried=0 dead=2 "
+                    r"requeued=0 rejected=0 crashed=2$")
+    assert "crash loop" not in runner.log
+    assert runner.proc.poll() is None
+    assert ws.queue_depth(ws.unique) == 0
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+
+
+def test_crash_loop_stops_only_that_consumer_then_the_runner_when_none_is_left(
+        ws: Workspace) -> None:
     app = ws.module("""
         app = minimq.worker.App(name=Q)
 
-        @app.consumer(queue=Q, prefetch=1)
-        def work(message):
+        @app.consumer(queue=Q, prefetch=1, max_crashes=100)
+        def broken(message):
             record("crash", os.getpid())
             os._exit(7)
+
+        @app.consumer(queue=Q + ".out")
+        def healthy(message):
+            record("healthy", message.body.decode())
     """)
     runner = ws.run(app, "--max-restarts", "2", "--restart-backoff", "0.1")
-    runner.wait_ready(1)
+    runner.wait_ready(2)
     ws.publish(["poison"], ws.unique)
-    assert runner.wait() == 1
-    runner.wait_log(r"crash loop: work#0 died 3 times within 60s \(last: exit code 7\); "
-                    r"giving up")
-    delays = [float(m.group(1)) for m in runner.wait_log(r"restarting work#0 in ([\d.]+)s",
+    runner.wait_log(r"crash loop: broken#0 died 3 times within 60s \(last: exit code 7\); "
+                    r"giving up on broken")
+    delays = [float(m.group(1)) for m in runner.wait_log(r"restarting broken#0 in ([\d.]+)s",
                                                         count=2)]
     assert delays[1] > delays[0]
     assert len(ws.events_of("crash")) == 3
-    assert ws.queue_depth(ws.unique) == 1  # the poison message is still there
+    # The healthy consumer carries on; status shows the crash loop.
+    ws.publish(["after"], ws.unique + ".out")
+    ws.wait_events("healthy", 1)
+    runner.wait_log(r"status broken: workers=0/1 .* state=crash-loop \(not restarted\)")
+    runner.wait_log(r"status healthy: workers=1/1 processed=1")
+    assert runner.proc.poll() is None
+    assert ws.queue_depth(ws.unique) == 1  # under max_crashes, the message stays queued
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    # Alone, the crash-looping consumer ends the runner with exit code 1.
+    alone = ws.run(app, "-c", "broken", "--max-restarts", "1", "--restart-backoff", "0.1")
+    assert alone.wait(40) == 1
+    alone.wait_log(r"no consumer left running; shutting down")
 
 
 def test_unreachable_broker_is_one_clear_error(ws: Workspace) -> None:
