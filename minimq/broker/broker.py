@@ -6,18 +6,21 @@ the `clock` callable the broker is given.
 """
 from __future__ import annotations
 
-import platform
 import heapq
+import ipaddress
 import logging
-from typing import Any, Callable, Iterator
+import platform
+from typing import Any, Callable, Iterable, Iterator
 
 import minimq
+from minimq.broker.access import FULL, AccessControl, User
 from minimq.broker.arguments import parse_expiration
 from minimq.broker.message import EXPIRATION_FLAG
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
 from minimq.broker.timers import Timers
 from minimq.broker.vhost import VirtualHost
+from minimq.codec.errors import NotAllowed
 from minimq.protocol.connection import ServerConnection
 
 CAPABILITIES = {
@@ -49,22 +52,50 @@ log = logging.getLogger("minimq.broker")
 
 
 class Broker:
-    """All broker state. One per server (or per embedded test broker)."""
+    """All broker state. One per server (or per embedded test broker).
+
+    Access control lives in `access` (users, permissions, limits). Without one, a broker
+    starts as a fresh RabbitMQ node does: guest/guest, administrator, full rights on '/'.
+    `users` (name -> clear-text password) is the older, open way kept for embedding and
+    tests: each of those users gets full permissions on every vhost of the broker, also on
+    vhosts added later.
+    """
 
     def __init__(
         self,
         *,
         clock: Callable[[], float] | None = None,
         users: dict[str, str] | None = None,
-        vhosts: tuple[str, ...] = ("/",),
+        vhosts: Iterable[str] = ("/",),
         frame_max: int = 131072,
         channel_max: int = 2047,
         heartbeat: int = 60,
         store: Any = None,
+        access: AccessControl | None = None,
+        loopback_users: Iterable[str] = ("guest",),
     ) -> None:
         self.clock = clock if clock is not None else _no_clock
-        self.users = dict(users) if users is not None else {"guest": "guest"}
+        vhosts = tuple(vhosts)
+        # Users that get full permissions on every vhost this broker adds (see above).
+        self.open_users: tuple[str, ...] = ()
+        if access is None:
+            if users is None:
+                access = AccessControl.default()
+            else:
+                access = AccessControl()
+                for name, password in users.items():
+                    access.add_user(name, password, tags=("administrator",) if name == "guest" else ())
+                self.open_users = tuple(users)
+        self.access = access
+        # Users refused unless they connect through a loopback address (RabbitMQ's
+        # loopback_users); empty lets everyone in from anywhere.
+        self.loopback_users = frozenset(loopback_users)
         self.vhosts: dict[str, VirtualHost] = {}
+        # Definitions minimq keeps without acting on them, so that an import exports again.
+        self.vhost_metadata: dict[str, dict] = {}
+        self.parameters: list[dict] = []
+        self.global_parameters: list[dict] = []
+        self.policies: list[dict] = []
         self.sessions: set[Session] = set()
         self.frame_max = frame_max
         self.channel_max = channel_max
@@ -222,31 +253,119 @@ class Broker:
             vhost = VirtualHost(name, self)
             vhost.on_queue_deleted = _cancel_consumers
             self.vhosts[name] = vhost
+            access = self.access
+            for user in self.open_users:
+                if user in access.users and (name, user) not in access.permissions:
+                    access.permissions[(name, user)] = FULL
+            access.changed()
         return vhost
 
     def delete_vhost(self, name: str) -> None:
+        """Delete a vhost with its queues, permissions and limits; its connections are closed."""
         vhost = self.vhosts.pop(name, None)
         if vhost is not None:
             for q in list(vhost.queues.values()):
                 vhost.delete_queue(q)
+            self.vhost_metadata.pop(name, None)
+            self.parameters[:] = [p for p in self.parameters if p.get("vhost") != name]
+            self.policies[:] = [p for p in self.policies if p.get("vhost") != name]
+            self.access.forget_vhost(name)
+            self.access.changed()
 
-    def check_credentials(self, user: str, password: str) -> bool:
-        return user in self.users and self.users[user] == password
+    # --------------------------------------------------------- access control
 
-    def vhost_allowed(self, user: str, vhost: str) -> bool:
-        return vhost in self.vhosts
+    def login(self, user: str, password: str, mechanism: str, peer: str) -> User | None:
+        """The user, if the password is right and it may connect from `peer`; logs refusals."""
+        found = self.access.authenticate(user, password)
+        if found is None:
+            log.warning(
+                "connection %s: login refused for user '%s' (mechanism %s): %s",
+                peer or "(in-process)", user, mechanism,
+                "user unknown" if user not in self.access.users else "invalid credentials",
+            )
+            return None
+        if user in self.loopback_users and not is_loopback(peer):
+            log.warning(
+                "connection %s: login refused for user '%s' (mechanism %s): user '%s' can only "
+                "connect via localhost (see --loopback-users)", peer, user, mechanism, user,
+            )
+            return None
+        return found
+
+    def open_vhost(self, user: str, vhost: str) -> None:
+        """Raise RabbitMQ's 530 unless `user` may open `vhost` now (permissions, limits)."""
+        access = self.access
+        if vhost not in self.vhosts:
+            raise NotAllowed(f"vhost {vhost} not found")
+        if not access.can_access_vhost(user, vhost):
+            raise NotAllowed(f"access to vhost '{vhost}' refused for user '{user}'")
+        if access.vhost_limits:
+            limit = access.vhost_limit(vhost, "max-connections")
+            if limit is not None and self.connection_count(vhost=vhost) >= limit:
+                raise NotAllowed(
+                    f"access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
+                )
+        if access.user_limits:
+            limit = access.user_limit(user, "max-connections")
+            if limit is not None and self.connection_count(user=user) >= limit:
+                raise NotAllowed(
+                    f"access to vhost '{vhost}' refused for user '{user}': user connection limit "
+                    f"({limit}) is reached"
+                )
+
+    def connection_count(self, *, vhost: str | None = None, user: str | None = None) -> int:
+        return sum(
+            1 for s in self.sessions
+            if not s.closed and (vhost is None or s.vhost.name == vhost) and (user is None or s.user == user)
+        )
 
     def new_session(self, peer: str = "") -> Session:
         """A session for a freshly accepted connection (before the protocol header)."""
+        session: Session
+
+        def check_credentials(user: str, password: str, mechanism: str = "PLAIN") -> bool:
+            found = self.login(user, password, mechanism, peer)
+            if found is None:
+                return False
+            session.user = user
+            return True
+
+        def vhost_allowed(user: str, vhost: str) -> bool:
+            self.open_vhost(user, vhost)
+            return True
+
         conn = ServerConnection(
-            check_credentials=self.check_credentials,
-            vhost_allowed=self.vhost_allowed,
+            check_credentials=check_credentials,
+            vhost_allowed=vhost_allowed,
             server_properties=self.server_properties,
             frame_max=self.frame_max,
             channel_max=self.channel_max,
             heartbeat=self.heartbeat,
         )
-        return Session(self, conn, peer)
+        session = Session(self, conn, peer)
+        return session
+
+
+def is_loopback(peer: str) -> bool:
+    """Whether a "host:port" peer is a loopback address.
+
+    A peer that is no IP address at all (in-process brokers, tests naming their peers) did not
+    come over the network, so it counts as local, as RabbitMQ's direct connections do.
+    """
+    if not peer:
+        return True
+    # Peers are "host:port" (the transport's format; IPv6 hosts unbracketed).
+    try:
+        addr = ipaddress.ip_address(peer.rsplit(":", 1)[0].strip("[]"))
+    except ValueError:
+        try:
+            addr = ipaddress.ip_address(peer.strip("[]"))
+        except ValueError:
+            return True
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        addr = mapped
+    return addr.is_loopback
 
 
 def _cancel_consumers(queue: Queue) -> None:

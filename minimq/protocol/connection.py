@@ -56,10 +56,10 @@ _CONTENT_HEADER = struct.Struct(">HHQ")
 _PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
 _PUBLISH_CACHE_MAX = 1024
 
-Authenticator = Callable[[str, str], bool]
-"""check(user, password) -> whether the credentials are valid."""
+Authenticator = Callable[[str, str, str], bool]  # (user, password, mechanism)
+"""check(user, password, mechanism) -> whether the credentials are valid (and may log in)."""
 VhostCheck = Callable[[str, str], bool]
-"""allowed(user, vhost) -> whether the user may open the vhost (and it exists)."""
+"""allowed(user, vhost) -> whether the user may open the vhost; may raise its own AMQPError."""
 
 
 def parse_sasl(mechanism: str, response: bytes) -> tuple[str, str]:
@@ -437,7 +437,7 @@ class ServerConnection:
     def _on_start_ok(self, method):
         self.client_properties = method.client_properties or {}
         user, password = parse_sasl(method.mechanism, method.response)
-        if not self.check_credentials(user, password):
+        if not self.check_credentials(user, password, method.mechanism):
             raise AccessRefused(
                 f"Login was refused using authentication mechanism {method.mechanism}. "
                 "For details see the broker logfile."
@@ -473,6 +473,7 @@ class ServerConnection:
 
     def _on_open(self, method):
         vhost = method.virtual_host
+        # May raise its own error (530 with RabbitMQ's text for permissions and limits).
         if not self.vhost_allowed(self.user, vhost):
             raise NotAllowed(f"vhost {vhost} not found")
         self.vhost = vhost

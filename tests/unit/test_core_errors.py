@@ -185,6 +185,7 @@ def test_unknown_vhost_is_refused():
 
 def test_second_vhost_is_separate():
     broker = Broker(vhosts=("/", "other"))
+    broker.access.set_permissions("guest", "other", ".*", ".*", ".*")
     a, b = CoreClient(broker), CoreClient(broker, vhost="other")
     ach, bch = a.channel(), b.channel()
     a.declare(ach, "q")
