@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--vhost", action="append", default=[], metavar="NAME",
         help="add a virtual host besides / (repeatable)",
     )
+    p.add_argument(
+        "--management-port", type=int, default=None, metavar="PORT",
+        help="HTTP management API, web UI and /metrics on the AMQP host (default 15672, or a free "
+        "port when --port is 0; 0 picks one)",
+    )
+    p.add_argument("--no-management", action="store_true", help="do not serve the management API")
+    p.add_argument(
+        "--management-rate-interval", type=float, default=5.0, metavar="SECONDS",
+        help="how often message rates are sampled (default 5, as RabbitMQ)",
+    )
     store = p.add_mutually_exclusive_group()
     store.add_argument(
         "--data-dir",
@@ -135,6 +145,19 @@ async def serve(args: argparse.Namespace) -> None:
         memory_limit=memory_limit(args.memory_high_watermark),
     )
     await server.start()
+    management = None
+    if not args.no_management:
+        from minimq.admin import ManagementServer
+
+        port = args.management_port
+        if port is None:
+            port = 0 if args.port == 0 else 15672  # a throwaway broker must not clash on 15672
+        management = ManagementServer(server, port=port, sample_interval=args.management_rate_interval)
+        try:
+            await management.start()
+        except OSError:
+            await server.stop()
+            raise
     print(server.banner(), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -145,6 +168,8 @@ async def serve(args: argparse.Namespace) -> None:
             pass
     await stop.wait()
     log.info("shutting down")
+    if management is not None:
+        await management.stop()
     await server.stop()
     if store is not None:
         store.close()

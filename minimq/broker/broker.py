@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 import minimq
 from minimq.broker.access import FULL, AccessControl, User
 from minimq.broker.arguments import parse_expiration
+from minimq.broker.channel import STAT_FIELDS
 from minimq.broker.message import EXPIRATION_FLAG
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
@@ -112,6 +113,9 @@ class Broker:
         self.awaiting_sync: set = set()
         self._after_sync: list[tuple[int, int, Callable[[], None]]] = []
         self._after_seq = 0
+        # Message counters of channels that have closed (live ones keep their own), so the
+        # totals of the management API and /metrics never go backwards.
+        self.retired_stats: dict[str, int] = dict.fromkeys(STAT_FIELDS, 0)
         if store is not None:
             store.live_messages = self._live_messages
         for name in vhosts:
@@ -246,6 +250,20 @@ class Broker:
                 for msg, q, _c in held:
                     if q.persist and not q.deleted and msg.store_id and wanted(msg.store_id):
                         yield q.vhost.name, q.name, msg
+
+    def retire_channel_stats(self, ch: Any) -> None:
+        totals = self.retired_stats
+        for name in STAT_FIELDS:
+            totals[name] += getattr(ch, "stat_" + name)
+
+    def message_totals(self) -> dict[str, int]:
+        """Every message counter summed over the broker's lifetime (closed channels too)."""
+        totals = dict(self.retired_stats)
+        for session in self.sessions:
+            for ch in session.channels.values():
+                for name in STAT_FIELDS:
+                    totals[name] += getattr(ch, "stat_" + name)
+        return totals
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

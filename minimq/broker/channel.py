@@ -29,6 +29,13 @@ _GET_OK = b"\x00\x3c\x00\x47"  # basic.get-ok: class 60, method 71
 # (which is queue order), so messages waiting in a queue carry no number of their own.
 next_position = itertools.count(1).__next__
 
+# The message counters every channel keeps (attribute `stat_<name>`), named as RabbitMQ's
+# message_stats fields.
+STAT_FIELDS = (
+    "publish", "confirm", "return_unroutable", "drop_unroutable", "deliver", "deliver_no_ack",
+    "get", "get_no_ack", "get_empty", "ack", "redeliver",
+)
+
 # An unacked delivery: (message, queue it came from, consumer or None for basic.get)
 Unacked = tuple
 
@@ -59,6 +66,19 @@ class Channel:
         # the name replies are addressed to.
         self.reply_consumer: Consumer | None = None
         self.reply_name: str | None = None
+        # Message counters for the management API (see STAT_FIELDS); folded into the
+        # broker's totals when the channel closes.
+        self.stat_publish = 0
+        self.stat_confirm = 0
+        self.stat_return_unroutable = 0
+        self.stat_drop_unroutable = 0
+        self.stat_deliver = 0
+        self.stat_deliver_no_ack = 0
+        self.stat_get = 0
+        self.stat_get_no_ack = 0
+        self.stat_get_empty = 0
+        self.stat_ack = 0
+        self.stat_redeliver = 0
 
     def drop_reply_consumer(self) -> None:
         if self.reply_name is not None:
@@ -76,12 +96,23 @@ class Channel:
             msg.seq = next_position()
             if msg.store_id:
                 self._first_delivery(consumer.queue, msg)
+        queue = consumer.queue
         if not consumer.no_ack:
-            self.unacked[tag] = (msg, consumer.queue, consumer)
+            self.unacked[tag] = (msg, queue, consumer)
             consumer.unacked += 1
             self.unacked_total += 1
-        elif msg.store_id and consumer.queue is not None:
-            consumer.queue.release(msg)
+            self.stat_deliver += 1
+            queue.stat_deliver += 1
+        else:
+            self.stat_deliver_no_ack += 1
+            if queue is not None:
+                queue.stat_deliver_no_ack += 1
+                if msg.store_id:
+                    queue.release(msg)
+        if msg.redelivered:
+            self.stat_redeliver += 1
+            if queue is not None:
+                queue.stat_redeliver += 1
         ctag = consumer.tag_bytes
         route = msg.route
         session = self.session
@@ -109,8 +140,16 @@ class Channel:
                 self._first_delivery(queue, msg)
         if not no_ack:
             self.unacked[tag] = (msg, queue, None)
-        elif msg.store_id:
-            queue.release(msg)
+            self.stat_get += 1
+            queue.stat_get += 1
+        else:
+            self.stat_get_no_ack += 1
+            queue.stat_get_no_ack += 1
+            if msg.store_id:
+                queue.release(msg)
+        if msg.redelivered:
+            self.stat_redeliver += 1
+            queue.stat_redeliver += 1
         route = msg.route
         session = self.session
         ch = self.number
@@ -182,7 +221,11 @@ class Channel:
         if requeue:
             requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
         else:
+            if requeue is None:
+                self.stat_ack += len(taken)
             for _tag, (msg, queue, _c) in taken:
+                if requeue is None:
+                    queue.stat_ack += 1
                 if msg.store_id:
                     queue.release(msg)
                 if requeue is False and queue.args.dlx is not None and not queue.deleted:
@@ -227,6 +270,7 @@ class Channel:
             return
         self.closed = True
         self.active = False
+        self.session.broker.retire_channel_stats(self)
         for consumer in list(self.consumers.values()):
             self.remove_consumer(consumer)
         self.drop_reply_consumer()

@@ -54,6 +54,8 @@ class Exchange:
         self.bound_from: set = set()
         self.e2e_out = 0
         self.deleted = False
+        self.stat_in = 0  # messages published to it (for the management API's rates)
+        self.stat_out = 0  # of those, the ones it routed somewhere
 
     @property
     def is_default(self) -> bool:

@@ -189,6 +189,15 @@ class Queue:
         self.persist = False  # durable queue with a store: persistent messages are logged
         self.last_used = 0.0  # for x-expires
         self._rr = 0
+        # Message counters for the management API's rates (plain ints: the hot path only
+        # adds to them; minimq.admin samples them every few seconds).
+        self.stat_publish = 0
+        self.stat_deliver = 0
+        self.stat_deliver_no_ack = 0
+        self.stat_get = 0
+        self.stat_get_no_ack = 0
+        self.stat_ack = 0
+        self.stat_redeliver = 0
         self._expiry_timer: Any = None
         self._expiry_when = 0.0
 
@@ -210,6 +219,7 @@ class Queue:
 
     def enqueue(self, message: Message) -> bool:
         """Accept a routed message. False: refused (x-overflow reject-publish)."""
+        self.stat_publish += 1
         if message.expires is not None and not self.special:
             # A per-message TTL: from now on this queue takes the feature-aware paths.
             self.special = True

@@ -250,6 +250,7 @@ class Session:
             upto = ch.confirm_upto
             if upto > ch.confirmed_sent and not ch.closed:
                 multiple = upto - ch.confirmed_sent > 1
+                ch.stat_confirm += upto - ch.confirmed_sent
                 ch.confirmed_sent = upto
                 self.send(ch.number, spec.BasicAck(upto, multiple))
         self.confirming.clear()
@@ -266,6 +267,7 @@ class Session:
 
     def _publish(self, ch: Channel, m: spec.BasicPublish, header: bytes, body: bytes) -> None:
         self.published = True
+        ch.stat_publish += 1
         vhost = self.vhost
         key = (m.exchange, m.routing_key)
         cached = self._route_cache.get(key)
@@ -378,9 +380,13 @@ class Session:
             routed, refused = False, False
         else:
             routed, refused, pos = self.vhost.publish(ex, msg)
-        if not routed and mandatory:
-            self.send(ch.number, spec.BasicReturn(312, "NO_ROUTE", msg.exchange, msg.routing_key))
-            self.write_content(ch.number, msg.header, msg.body)
+        if not routed:
+            if mandatory:
+                ch.stat_return_unroutable += 1
+                self.send(ch.number, spec.BasicReturn(312, "NO_ROUTE", msg.exchange, msg.routing_key))
+                self.write_content(ch.number, msg.header, msg.body)
+            else:
+                ch.stat_drop_unroutable += 1
         return refused, pos
 
     def _publish_delayed(self, ex: Exchange, msg: Message) -> None:
@@ -580,6 +586,7 @@ class Session:
         q = self._queue_named(ch, m.queue)
         msg = q.get()
         if msg is None:
+            ch.stat_get_empty += 1
             self.send(ch.number, spec.BasicGetEmpty())
         else:
             ch.deliver_get(q, msg, m.no_ack)

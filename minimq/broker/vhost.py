@@ -359,8 +359,10 @@ class VirtualHost:
             queues, msg = self._route_cc(ex, msg)
         else:
             queues = self.route(ex, msg)
+        ex.stat_in += 1
         if not queues:
             return False, False, 0
+        ex.stat_out += 1
         refused, pos = self.deliver_to(queues, msg)
         return True, refused, pos
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from minimq.codec import spec
@@ -45,6 +46,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self._last_recv = 0.0
         self._last_sent = 0.0
         self._closing = False
+        self.connected_at = time.time()  # wall-clock, for the management API
 
     # ------------------------------------------------------------ asyncio API
 

@@ -1,6 +1,7 @@
 """Architecture rules, checked on the source with `ast` (nothing is imported).
 
-Layers, lowest first: codec < protocol < broker < store < server < client/worker/testing.
+Layers, lowest first: codec < protocol < broker < store < server/admin < client/worker/testing
+(admin, the management API, sits beside the transport: it may use server, never the reverse).
 - a module may import from its own layer and from lower layers, never from higher ones;
 - codec imports nothing from other minimq layers; protocol only codec; broker only
   codec/protocol;
@@ -19,10 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "minimq"
 
-ORDER = ["codec", "protocol", "broker", "store", "server", "client", "worker", "testing"]
+ORDER = ["codec", "protocol", "broker", "store", "server", "admin", "client", "worker", "testing"]
 TOP = "<top-level module>"  # minimq/cli.py, minimq/__main__.py: above every layer
 RANK = {
-    "codec": 0, "protocol": 1, "broker": 2, "store": 3, "server": 4,
+    "codec": 0, "protocol": 1, "broker": 2, "store": 3, "server": 4, "admin": 4,
     "client": 5, "worker": 5, "testing": 5, TOP: 99,
 }
 # Explicit allow-lists for the core layers (stricter than "anything lower").
@@ -198,6 +199,16 @@ def test_checker_resolves_relative_and_nested_imports(tmp_path):
             "time", "minimq.server", "minimq.server.app", "socket"} <= names
     pkg = {n for n, _ in _check_source(tmp_path, "minimq/codec/__init__.py", "from .spec import A\n")}
     assert "minimq.codec.spec" in pkg
+
+
+def test_the_transport_never_imports_the_management_layer():
+    """admin reads the server's connections; the server must not depend on admin."""
+    bad = [
+        f"{module_name(p)} line {line}: {name}"
+        for p in MODULES if layer_of(module_name(p)) == "server"
+        for layer, name, line in minimq_layers_imported(p) if layer == "admin"
+    ]
+    assert not bad, bad
 
 
 def test_layer_of():

@@ -1,0 +1,274 @@
+"""Users, permissions and definitions over HTTP (RabbitMQ's /api/users, /api/permissions,
+/api/topic-permissions, /api/definitions).
+
+Reads and writes go through `broker.access` (minimq.broker.access) and
+minimq.broker.definitions when the broker has them. A broker without access control has
+only a name -> password table and grants every user everything; these endpoints then show
+that truthfully (full permissions everywhere) and edit the table.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import os
+from typing import Any
+
+from minimq.admin.auth import Principal
+from minimq.admin.http import Request, Response
+from minimq.admin.api import HTTPError, bad_request, json_response, no_content, not_found
+
+SHA256 = "rabbit_password_hashing_sha256"
+
+
+def _access(api: Any) -> Any:
+    return getattr(api.broker, "access", None)
+
+
+def definitions_module() -> Any:
+    """minimq.broker.definitions, or None on a broker that does not have it yet."""
+    try:
+        return importlib.import_module("minimq.broker.definitions")
+    except ImportError:
+        return None
+
+
+def rabbit_hash(password: str) -> str:
+    """RabbitMQ's salted SHA-256 password hash (what `password_hash` means in its JSON)."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+# ------------------------------------------------------------------ users
+
+
+def users(api: Any) -> list[dict]:
+    access = _access(api)
+    if access is not None:
+        return [
+            {"name": u.name, "password_hash": u.password_hash or "", "hashing_algorithm": u.hashing_algorithm or SHA256,
+             "tags": list(u.tags), "limits": dict(getattr(access, "user_limits", {}).get(u.name, {}) or {})}
+            for u in list(access.users.values())
+        ]
+    return [
+        {"name": name, "password_hash": "", "hashing_algorithm": SHA256, "tags": ["administrator"], "limits": {}}
+        for name in list(api.broker.users)
+    ]
+
+
+def permissions(api: Any) -> list[dict]:
+    access = _access(api)
+    if access is not None:
+        return [
+            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+            for (vhost, user), p in list(access.permissions.items())
+        ]
+    return [
+        {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        for vhost in list(api.broker.vhosts) for user in list(api.broker.users)
+    ]
+
+
+def topic_permissions(api: Any) -> list[dict]:
+    access = _access(api)
+    if access is None:
+        return []
+    return [
+        {"user": user, "vhost": vhost, "exchange": exchange, "write": w, "read": r}
+        for (vhost, user, exchange), (w, r) in list(access.topic_permissions.items())
+    ]
+
+
+def _tags(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(t).strip() for t in value if str(t).strip()]
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return []
+
+
+async def route(api: Any, request: Request, who: Principal, head: str, seg: list[str]) -> Response:
+    method = "GET" if request.method == "HEAD" else request.method
+    if head == "definitions":
+        return await definitions(api, request, who, seg)
+    if head == "users":
+        api._require_admin(who)
+        if not seg:
+            api._allow(method, "GET")
+            return await api._list(request, users(api))
+        if seg == ["without-permissions"]:
+            api._allow(method, "GET")
+            granted = {p["user"] for p in permissions(api)}
+            return json_response([u for u in users(api) if u["name"] not in granted])
+        if seg == ["bulk-delete"]:
+            api._allow(method, "POST")
+            body = api.body_json(request)
+            for name in (body.get("users") or []) if isinstance(body, dict) else []:
+                _delete_user(api, name)
+            return no_content()
+        name = seg[0]
+        if len(seg) == 2 and seg[1] in ("permissions", "topic-permissions"):
+            api._allow(method, "GET")
+            items = permissions(api) if seg[1] == "permissions" else topic_permissions(api)
+            if not any(u["name"] == name for u in users(api)):
+                raise not_found()
+            return json_response([p for p in items if p["user"] == name])
+        if len(seg) != 1:
+            raise not_found()
+        api._allow(method, "GET", "PUT", "DELETE")
+        if method == "GET":
+            found = [u for u in users(api) if u["name"] == name]
+            if not found:
+                raise not_found()
+            return json_response(found[0])
+        if method == "DELETE":
+            if not _delete_user(api, name):
+                raise not_found()
+            return no_content()
+        body = api.body_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("not_json")
+        return _put_user(api, name, body)
+    if head in ("permissions", "topic-permissions"):
+        items = permissions(api) if head == "permissions" else topic_permissions(api)
+        if not seg:
+            api._allow(method, "GET")
+            api._require_admin(who)
+            return await api._list(request, items)
+        if len(seg) != 2:
+            raise not_found()
+        vhost, user = seg
+        if vhost not in api.broker.vhosts or not any(u["name"] == user for u in users(api)):
+            raise not_found()
+        api._allow(method, "GET", "PUT", "DELETE")
+        api._require_admin(who)
+        if method == "GET":
+            found = [p for p in items if p["vhost"] == vhost and p["user"] == user]
+            if not found:
+                raise not_found()
+            return json_response(found if head == "topic-permissions" else found[0])
+        access = _access(api)
+        if access is None:
+            raise HTTPError(400, "bad_request", "this broker grants every user everything (no access control)")
+        if method == "DELETE":
+            if head == "permissions":
+                access.clear_permissions(user, vhost)
+            else:
+                access.clear_topic_permissions(user, vhost)
+            return no_content()
+        body = api.body_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("not_json")
+        existed = any(p["vhost"] == vhost and p["user"] == user for p in items)
+        try:
+            if head == "permissions":
+                for key in ("configure", "write", "read"):
+                    if not isinstance(body.get(key), str):
+                        raise bad_request(f"key_missing: {key}")
+                access.set_permissions(user, vhost, body["configure"], body["write"], body["read"])
+            else:
+                for key in ("exchange", "write", "read"):
+                    if not isinstance(body.get(key), str):
+                        raise bad_request(f"key_missing: {key}")
+                access.set_topic_permissions(user, vhost, body["exchange"], body["write"], body["read"])
+        except (ValueError, KeyError) as exc:
+            raise bad_request(str(exc)) from None
+        return no_content() if existed else Response(201, b"")
+    if head in ("vhost-limits", "user-limits", "policies", "operator-policies", "parameters", "global-parameters"):
+        api._allow(method, "GET")
+        return json_response([])
+    if head == "feature-flags":
+        api._allow(method, "GET")
+        return json_response([])
+    if head == "auth":
+        api._allow(method, "GET")
+        return json_response({"oauth_enabled": False})
+    raise not_found()
+
+
+async def vhost_permissions(api: Any, request: Request, who: Principal, vhost: str, kind: str) -> Response:
+    api._allow("GET" if request.method == "HEAD" else request.method, "GET")
+    api._require_admin(who)
+    items = permissions(api) if kind == "permissions" else topic_permissions(api)
+    return json_response([p for p in items if p["vhost"] == vhost])
+
+
+def _put_user(api: Any, name: str, body: dict) -> Response:
+    tags = _tags(body.get("tags", ""))
+    password = body.get("password")
+    password_hash = body.get("password_hash")
+    access = _access(api)
+    existed = any(u["name"] == name for u in users(api))
+    if password is None and password_hash is None and not existed:
+        raise bad_request("key_missing: password or password_hash")
+    if access is not None:
+        if existed and password is None and password_hash is None:
+            user = access.users[name]
+            user.tags = tags
+        else:
+            access.add_user(
+                name, password, password_hash=password_hash or None,
+                hashing_algorithm=body.get("hashing_algorithm") or None, tags=tags,
+            )
+    else:
+        if password is None:
+            raise bad_request("this broker stores plain passwords: give `password`")
+        api.broker.users[name] = str(password)
+    return no_content() if existed else Response(201, b"")
+
+
+def _delete_user(api: Any, name: str) -> bool:
+    access = _access(api)
+    if access is not None:
+        return bool(access.delete_user(name))
+    return api.broker.users.pop(name, None) is not None
+
+
+# ------------------------------------------------------------ definitions
+
+
+async def definitions(api: Any, request: Request, who: Principal, seg: list[str]) -> Response:
+    method = "GET" if request.method == "HEAD" else request.method
+    api._allow(method, "GET", "POST")
+    api._require_admin(who)
+    vhost = seg[0] if seg else None
+    if vhost is not None and vhost not in api.broker.vhosts:
+        raise not_found()
+    if len(seg) > 1:
+        raise not_found()
+    mod = definitions_module()
+    if mod is None:
+        raise HTTPError(501, "not_implemented", "definitions need minimq.broker.definitions")
+    if method == "GET":
+        data = mod.export_definitions(api.broker, vhost) if vhost else mod.export_definitions(api.broker)
+        headers = {}
+        if request.query.get("download"):
+            headers["content-disposition"] = f'attachment; filename="{request.query["download"]}"'
+        return json_response(data, headers=headers)
+    body = api.body_json(request)
+    if isinstance(body, dict) and "file" in body and isinstance(body["file"], str):
+        import json
+
+        try:
+            body = json.loads(body["file"])  # the UI's form upload
+        except ValueError:
+            raise bad_request("not_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("not_json")
+    if vhost is not None:
+        body = dict(body)
+        for key in ("queues", "exchanges", "bindings", "policies", "parameters"):
+            for item in body.get(key) or []:
+                if isinstance(item, dict):
+                    item["vhost"] = vhost
+        body.pop("users", None)
+        body.pop("vhosts", None)
+        body.pop("permissions", None)
+    try:
+        mod.import_definitions(api.broker, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise bad_request(f"invalid definitions: {exc}") from None
+    except Exception as exc:  # an AMQPError from the core (inequivalent declaration...)
+        text = getattr(exc, "reply_text", None) or str(exc)
+        raise bad_request(text) from None
+    return no_content()
