@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--management-port", type=int, default=None, metavar="PORT",
-        help="HTTP management API, web UI and /metrics on the AMQP host (default 15672, or a free "
-        "port when --port is 0; 0 picks one)",
+        help="HTTP management API, web UI and /metrics on the AMQP host (default: the AMQP port "
+        "+ 10000, i.e. 15672, or a free port with --port 0; 0 picks one)",
     )
     p.add_argument("--no-management", action="store_true", help="do not serve the management API")
     p.add_argument(
@@ -121,6 +121,35 @@ def open_store(path: str) -> tuple[DurableStore, object]:
     return store, recovered
 
 
+def management_port(args: argparse.Namespace) -> int:
+    """--management-port, or RabbitMQ's convention: the AMQP port + 10000 (5672 -> 15672),
+    a free port for a broker on a free port."""
+    if args.management_port is not None:
+        return args.management_port
+    if args.port == 0 or args.port + 10000 > 65535:
+        return 0
+    return args.port + 10000
+
+
+async def start_management(server: Server, args: argparse.Namespace):
+    if args.no_management:
+        return None
+    from minimq.admin import ManagementServer
+
+    management = ManagementServer(
+        server, port=management_port(args), sample_interval=args.management_rate_interval
+    )
+    try:
+        await management.start()
+    except OSError as exc:
+        if args.management_port is not None:  # asked for explicitly: a real error
+            await server.stop()
+            raise
+        log.warning("management API not started (%s); AMQP is served as usual", exc)
+        return None
+    return management
+
+
 async def serve(args: argparse.Namespace) -> None:
     # Recovery builds millions of long-lived objects: the cyclic GC would rescan them over
     # and over (recovery time grows faster than the log). Pause it, then freeze what was
@@ -145,19 +174,7 @@ async def serve(args: argparse.Namespace) -> None:
         memory_limit=memory_limit(args.memory_high_watermark),
     )
     await server.start()
-    management = None
-    if not args.no_management:
-        from minimq.admin import ManagementServer
-
-        port = args.management_port
-        if port is None:
-            port = 0 if args.port == 0 else 15672  # a throwaway broker must not clash on 15672
-        management = ManagementServer(server, port=port, sample_interval=args.management_rate_interval)
-        try:
-            await management.start()
-        except OSError:
-            await server.stop()
-            raise
+    management = await start_management(server, args)
     print(server.banner(), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
