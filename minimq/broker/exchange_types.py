@@ -158,6 +158,11 @@ class ExchangeType:
         """True when no bindings remain (used for auto-delete exchanges)."""
         return not self._by_destination
 
+    def has_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> bool:
+        """Whether this exact binding exists (unbind checks access only then)."""
+        bindings = self._by_destination.get(destination)
+        return bindings is not None and (routing_key, _freeze_arguments(arguments)) in bindings
+
     def has_bindings_to(self, destination: Hashable) -> bool:
         """Cheap membership test, e.g. for exchange-to-exchange cycle checks."""
         return destination in self._by_destination

@@ -82,6 +82,10 @@ class Session:
         self.published = False  # a basic.publish arrived (the transport resets it per read)
         self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
         self._last_header = b""
+        # While a queue.delete runs: the deleting channel, whose own consumers' basic.cancel
+        # RabbitMQ sends after queue.delete-ok (other channels' cancels go out at once).
+        self._deleting_on: Channel | None = None
+        self._held_cancels: list[str] = []
         self._handlers = {
             spec.BasicAck.INDEX: self._basic_ack,
             spec.BasicNack.INDEX: self._basic_nack,
@@ -138,7 +142,7 @@ class Session:
                 handler = handlers.get(method.INDEX)
                 try:
                     if handler is None:
-                        raise CommandInvalid(f"unexpected '{method.NAME}' from the client")
+                        raise CommandInvalid("unimplemented method")
                     handler(ch, method)
                 except AMQPError as exc:
                     self._fail(ev.channel, method, exc)
@@ -418,19 +422,29 @@ class Session:
         if not m.no_wait:
             self.send(ch.number, spec.ExchangeDeleteOk())
 
+    @staticmethod
+    def _not_default(*names: str) -> None:
+        """RabbitMQ refuses the default exchange at either end before looking anything up."""
+        if "" in names:
+            raise AccessRefused("operation not permitted on the default exchange")
+
     def _exchange_bind(self, ch: Channel, m: spec.ExchangeBind) -> None:
+        self._not_default(m.source, m.destination)
         vhost = self.vhost
+        source = vhost.get_exchange(m.source)  # RabbitMQ names a missing source first
         dest = vhost.get_exchange(m.destination)
-        source = vhost.get_exchange(m.source)
         vhost.bind(source, dest, m.routing_key, m.arguments)
         if not m.no_wait:
             self.send(ch.number, spec.ExchangeBindOk())
 
     def _exchange_unbind(self, ch: Channel, m: spec.ExchangeUnbind) -> None:
+        self._not_default(m.source, m.destination)
         vhost = self.vhost
-        dest = vhost.get_exchange(m.destination)
-        source = vhost.get_exchange(m.source)
-        vhost.unbind(source, dest, m.routing_key, m.arguments)
+        source = vhost.exchanges.get(m.source)
+        dest = vhost.exchanges.get(m.destination)
+        # RabbitMQ: unbinding from or to a missing exchange succeeds (nothing to remove).
+        if source is not None and dest is not None:
+            vhost.unbind(source, dest, m.routing_key, m.arguments)
         if not m.no_wait:
             self.send(ch.number, spec.ExchangeUnbindOk())
 
@@ -483,8 +497,20 @@ class Session:
             self.send(ch.number, spec.QueueBindOk())
 
     def _queue_unbind(self, ch: Channel, m: spec.QueueUnbind) -> None:
-        ex, q = self._binding_ends(ch, m.queue, m.exchange)
-        self.vhost.unbind(ex, q, m.routing_key, m.arguments)
+        name = m.queue
+        if name == "":
+            if ch.last_queue is None:
+                raise NotFound("no previously declared queue")
+            name = ch.last_queue
+        self._not_default(m.exchange)
+        vhost = self.vhost
+        ex = vhost.exchanges.get(m.exchange)
+        q = vhost.queues.get(name)
+        # RabbitMQ: unbinding a missing queue, exchange or binding succeeds; only a binding
+        # that exists checks the queue's exclusivity.
+        if ex is not None and q is not None and ex.kind.has_binding(q, m.routing_key, m.arguments or {}):
+            vhost.get_queue(name, self)
+            vhost.unbind(ex, q, m.routing_key, m.arguments)
         self.send(ch.number, spec.QueueUnbindOk())
 
     def _queue_purge(self, ch: Channel, m: spec.QueuePurge) -> None:
@@ -507,9 +533,16 @@ class Session:
             raise PreconditionFailed(f"{where} in use")
         if m.if_empty and q.ready:
             raise PreconditionFailed(f"{where} not empty")
-        count = self.vhost.delete_queue(q)
+        self._deleting_on = ch
+        try:
+            count = self.vhost.delete_queue(q)
+        finally:
+            self._deleting_on = None
         if not m.no_wait:
             self.send(ch.number, spec.QueueDeleteOk(count))
+        held, self._held_cancels = self._held_cancels, []
+        for tag in held:
+            self.send(ch.number, spec.BasicCancel(tag, True))
 
     # ---------------------------------------------------------------- basic
 
@@ -579,6 +612,9 @@ class Session:
         ch = consumer.channel
         ch.consumers.pop(consumer.tag, None)
         if self.cancel_notify and not ch.closed and not self.closed:
+            if ch is self._deleting_on:
+                self._held_cancels.append(consumer.tag)  # sent after queue.delete-ok
+                return
             self.send(ch.number, spec.BasicCancel(consumer.tag, True))
             self.wake()
 
@@ -612,9 +648,10 @@ class Session:
     # -------------------------------------------------- channel, confirm, tx
 
     def _channel_flow(self, ch: Channel, m: spec.ChannelFlow) -> None:
-        ch.flow_active = m.active
-        self.send(ch.number, spec.ChannelFlowOk(m.active))
-        ch.set_active()
+        # As RabbitMQ: a client may not pause deliveries with flow (consumers use basic.qos).
+        if not m.active:
+            raise AMQPNotImplemented("active=false")
+        self.send(ch.number, spec.ChannelFlowOk(True))
 
     def _ignore(self, ch: Channel, m) -> None:
         return None

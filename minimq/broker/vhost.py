@@ -126,6 +126,8 @@ class VirtualHost:
         arguments: dict | None = None,
     ) -> Exchange:
         if passive:
+            if name == "":
+                raise AccessRefused("operation not permitted on the default exchange")
             return self.get_exchange(name)
         if type_name not in EXCHANGE_TYPES and type_name != DELAYED_TYPE:
             raise CommandInvalid(f"unknown exchange type '{type_name}'")
@@ -168,7 +170,7 @@ class VirtualHost:
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
         if name.startswith("amq."):
-            raise AccessRefused(f"deletion of system exchange '{name}' not allowed")
+            raise AccessRefused(f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
             return  # RabbitMQ: deleting an absent exchange succeeds

@@ -562,7 +562,8 @@ class Channel:
             spec.BasicQos(prefetch_size, prefetch_count, global_)))
 
     async def flow(self, active: bool) -> bool:
-        """Ask the broker to pause (False) or resume (True) deliveries on this channel."""
+        """Send channel.flow. RabbitMQ (and minimq) acknowledge ``True`` and close the
+        connection with 540 NOT_IMPLEMENTED for ``False``: throttle with ``set_qos``."""
         ok = await self._rpc(spec.ChannelFlow(active))
         return bool(ok.active)
 

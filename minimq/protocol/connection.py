@@ -25,6 +25,7 @@ from minimq.codec.errors import (
     NotAllowed,
     PreconditionFailed,
     UnexpectedFrame,
+    UnknownMethod,
 )
 from minimq.codec.frames import (
     HEARTBEAT_FRAME,
@@ -143,6 +144,11 @@ class ServerConnection:
         self._assembling: dict[int, _Assembly] = {}
         self._publish_cache: dict[bytes, spec.BasicPublish] = {}
         self._pending_error: AMQPError | None = None
+        # Set when the socket must be dropped at once, without a close handshake (RabbitMQ's
+        # answer to an unknown method or a bad protocol header). Otherwise, once CLOSED, the
+        # transport keeps reading and discarding until the peer hangs up, so a client whose
+        # writes are still in flight is not answered with a TCP reset.
+        self.hangup = False
 
     # ------------------------------------------------------------------ input
 
@@ -189,6 +195,13 @@ class ServerConnection:
             self._pos += 1
             try:
                 event = self._handle_frame(frame[0], frame[1], frame[2])
+            except UnknownMethod as exc:
+                # RabbitMQ's reader dies on a method it cannot name: the socket just closes.
+                self._frames, self._pos = [], 0
+                self._assembling.clear()
+                self.state = ConnState.CLOSED
+                self.hangup = True
+                return ConnectionClosed(exc)
             except AMQPError as exc:
                 event = self._protocol_error(frame[1], exc)
             if event is not None:
@@ -259,6 +272,7 @@ class ServerConnection:
         # The spec: answer a bad protocol header with the one we speak, then close.
         self.out.append(PROTOCOL_HEADER)
         self.state = ConnState.CLOSED
+        self.hangup = True
         self._pending_error = None
 
     def _send_start(self) -> None:
@@ -283,7 +297,7 @@ class ServerConnection:
             return self._handle_non_open(state, ftype, channel, payload)
         if ftype == FRAME_METHOD:
             if channel == 0:
-                return self._connection_method(spec.decode_method(payload))
+                return self._connection_method(_decode(payload))
             cstate = self.channels.get(channel)
             if cstate is ChanState.OPEN:
                 if channel in self._assembling:
@@ -295,13 +309,13 @@ class ServerConnection:
                     # distinct one once (the broker never mutates a method).
                     method = self._publish_cache.get(payload)
                     if method is None:
-                        method = spec.decode_method(payload)
+                        method = _decode(payload)
                         if len(self._publish_cache) >= _PUBLISH_CACHE_MAX:
                             self._publish_cache.clear()
                         self._publish_cache[payload] = method
                     self._assembling[channel] = _Assembly(method)
                     return None
-                method = spec.decode_method(payload)
+                method = _decode(payload)
                 if method.HAS_CONTENT:
                     if not isinstance(method, spec.BasicPublish):
                         raise CommandInvalid(f"{method.NAME} may not be sent by a client")
@@ -312,14 +326,14 @@ class ServerConnection:
                     self.send_method(channel, spec.ChannelCloseOk())
                     return ChannelClosed(channel)
                 if method.INDEX == _CHANNEL_OPEN:
-                    raise ChannelError(f"second 'channel.open' seen on channel {channel}")
+                    raise ChannelError("second 'channel.open' seen", method.CLASS_ID, method.METHOD_ID)
                 if method.INDEX == _CHANNEL_CLOSE_OK:
                     return None
                 return MethodReceived(channel, method)
             if cstate is None:
-                method = spec.decode_method(payload)
+                method = _decode(payload)
                 if method.INDEX != _CHANNEL_OPEN:
-                    raise ChannelError(f"expected 'channel.open' on channel {channel}, got '{method.NAME}'")
+                    raise ChannelError("expected 'channel.open'", method.CLASS_ID, method.METHOD_ID)
                 if len(self.channels) >= self.channel_max:
                     # RabbitMQ limits how many channels are open, not their numbers.
                     raise NotAllowed(
@@ -330,7 +344,7 @@ class ServerConnection:
                 self.send_method(channel, spec.ChannelOpenOk())
                 return ChannelOpened(channel)
             # CLOSING: wait for close-ok; answer a crossing close; drop everything else.
-            method = spec.decode_method(payload)
+            method = _decode(payload)
             if method.INDEX == _CHANNEL_CLOSE_OK:
                 del self.channels[channel]
             elif method.INDEX == _CHANNEL_CLOSE:
@@ -346,7 +360,10 @@ class ServerConnection:
                 raise FrameError("content header frame too short")
             class_id, _weight, size = _CONTENT_HEADER.unpack_from(payload, 0)
             if class_id != 60:
-                raise FrameError(f"content header for class {class_id}, expected 60")
+                raise UnexpectedFrame(
+                    f"expected content header for class 60, got one for class {class_id} instead",
+                    asm.method.CLASS_ID, asm.method.METHOD_ID,
+                )
             if size > self.max_message_size:
                 del self._assembling[channel]
                 raise PreconditionFailed(
@@ -380,12 +397,13 @@ class ServerConnection:
                 return ContentReceived(channel, asm.method, asm.header, body)
             asm.parts.append(payload)
             return None
-        if ftype == FRAME_HEARTBEAT:
+        if ftype == FRAME_HEARTBEAT and not payload:
             if channel != 0:
                 # RabbitMQ treats this as an unexpected frame (505).
-                raise UnexpectedFrame(f"heartbeat frame on channel {channel}")
+                raise UnexpectedFrame(f"type {ftype}, {_snippet(payload)}")
             return None
-        raise FrameError(f"unknown frame type {ftype}")
+        # A heartbeat with a payload is no heartbeat to RabbitMQ: an unknown frame (501).
+        raise FrameError(f"type {ftype}, {_snippet(payload)}: unknown_frame")
 
     def _connection_method(self, method):
         index = method.INDEX
@@ -400,13 +418,15 @@ class ServerConnection:
         if index == _CONNECTION_UPDATE_SECRET:
             self.send_method(0, spec.ConnectionUpdateSecretOk())
             return None
-        raise CommandInvalid(f"unexpected '{method.NAME}' on channel 0")
+        raise ChannelError(
+            "unexpected method in connection state running", method.CLASS_ID, method.METHOD_ID
+        )
 
     def _handle_non_open(self, state: ConnState, ftype: int, channel: int, payload: bytes):
         if state is ConnState.CLOSING:
             if ftype == FRAME_METHOD and channel == 0:
                 try:
-                    method = spec.decode_method(payload)
+                    method = _decode(payload)
                 except CodecError:
                     return None
                 if method.INDEX == _CONNECTION_CLOSE_OK:
@@ -421,7 +441,7 @@ class ServerConnection:
             return None
         if ftype != FRAME_METHOD or channel != 0:
             raise CommandInvalid(f"unexpected frame type {ftype} on channel {channel} during the handshake")
-        method = spec.decode_method(payload)
+        method = _decode(payload)
         if method.INDEX == _CONNECTION_CLOSE:
             self.send_method(0, spec.ConnectionCloseOk())
             self.state = ConnState.CLOSED
@@ -480,6 +500,44 @@ class ServerConnection:
         self.send_method(0, spec.ConnectionOpenOk())
         self.state = ConnState.OPEN
         return ConnectionOpened(self.user, vhost, self.client_properties)
+
+
+def _decode(payload: bytes) -> spec.Method:
+    """Decode a method frame; malformed arguments get RabbitMQ's 'cannot decode' text."""
+    try:
+        return spec.decode_method(payload)
+    except UnknownMethod:
+        raise
+    except CodecError as exc:
+        if len(payload) < 4:
+            raise FrameError(f"cannot decode {erlang_binary(bytes(payload))}") from None
+        raise FrameError(
+            f"cannot decode {erlang_binary(bytes(payload[4:]))}", exc.class_id, exc.method_id
+        ) from None
+
+
+def erlang_binary(data: bytes) -> str:
+    """Bytes as Erlang's ~w prints a binary (RabbitMQ's error texts quote payloads so)."""
+    return "<<" + ",".join(map(str, data)) + ">>"
+
+
+_ERL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x0b": "\\v", "\x08": "\\b",
+                "\x0c": "\\f", "\x1b": "\\e", '"': '\\"', "\\": "\\\\"}
+
+
+def _snippet(payload: bytes) -> str:
+    """RabbitMQ's quote of a bad frame's payload: its first 16 octets as Erlang's ~p shows them."""
+    data = bytes(payload[:16])
+    prefix = "all octets" if len(payload) <= 16 else "first 16 octets"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text and all(c.isprintable() or c in _ERL_ESCAPES for c in text):
+        shown = '<<"' + "".join(_ERL_ESCAPES.get(c, c) for c in text) + '">>'
+    else:
+        shown = erlang_binary(data)
+    return f"{prefix} = {shown}"
 
 
 _CHANNEL_OPEN = spec.ChannelOpen.INDEX

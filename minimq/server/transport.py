@@ -25,6 +25,10 @@ log = logging.getLogger("minimq.server")
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to connection.open, as RabbitMQ's default
 CLOSE_OK_TIMEOUT = 3.0  # how long to wait for the peer's close-ok before dropping it
+# After close-ok, how long to keep reading (and discarding) until the peer hangs up. RabbitMQ
+# waits too: closing with unread bytes in the socket would answer the peer's in-flight writes
+# with a TCP reset (ECONNRESET) instead of a clean end of stream.
+CLOSED_LINGER = 10.0
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 
@@ -166,8 +170,16 @@ class AMQPServerProtocol(asyncio.Protocol):
                 self._last_sent = self.broker.clock()
         state = session.conn.state
         if state is ConnState.CLOSED:
-            if not transport.is_closing():
+            if transport.is_closing():
+                pass
+            elif session.conn.hangup:
                 transport.close()
+            elif "linger" not in self._timers:
+                # Keep reading until the peer closes (eof_received) or the linger runs out.
+                close_timer = self._timers.pop("close", None)
+                if close_timer is not None:
+                    close_timer.cancel()
+                self._timers["linger"] = self.loop.call_later(CLOSED_LINGER, transport.close)
         elif state is ConnState.CLOSING and not self._closing:
             self._closing = True
             self._timers["close"] = self.loop.call_later(CLOSE_OK_TIMEOUT, self.abort)
@@ -215,6 +227,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         session = self.session
         if session is None or self.transport is None or self.transport.is_closing():
             return
+        if session.conn.state is ConnState.CLOSED:
+            return  # nothing more goes out after close-ok
         now = self.broker.clock()
         if self._alarm_paused:
             self._last_recv = now  # not reading it on purpose: its silence is ours

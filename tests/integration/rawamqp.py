@@ -255,6 +255,15 @@ class RawAMQP:
         assert received == size, f"body is {received} bytes, header announced {size}"
         return Message(method, ch, BasicProperties.decode(raw_props), b"".join(parts), frames)
 
+    def hang_up(self, timeout: float = TIMEOUT) -> bool:
+        """After close-ok: end our side of the stream (as a client closing its socket does)
+        and report whether the server then closes its side too."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return self.closed(timeout)
+
     def closed(self, timeout: float = TIMEOUT) -> bool:
         """True once the server closes the socket; frames read meanwhile are dropped."""
         deadline = time.monotonic() + timeout
@@ -281,18 +290,18 @@ class RawAMQP:
         return self.read_message(timeout)
 
     def expect_connection_close(self, timeout: float = TIMEOUT) -> spec.ConnectionClose:
-        """The server's connection.close; answers close-ok and checks the socket then closes."""
+        """The server's connection.close; answers close-ok, hangs up, checks the server does too."""
         close = self.expect(spec.ConnectionClose, timeout, channel=0)
         self.send_method(0, spec.ConnectionCloseOk())
-        assert self.closed(timeout), "socket still open after connection.close-ok"
+        assert self.hang_up(timeout), "socket still open after connection.close-ok and our hang-up"
         return close
 
     def close(self, timeout: float = TIMEOUT) -> None:
-        """Polite client close: connection.close, close-ok, then the server hangs up."""
+        """Polite client close: connection.close, close-ok, we hang up, then so does the server."""
         try:
             self.send_method(0, spec.ConnectionClose(200, "bye", 0, 0))
             self.expect(spec.ConnectionCloseOk, timeout, channel=0)
-            assert self.closed(timeout), "socket still open after connection.close-ok"
+            assert self.hang_up(timeout), "socket still open after connection.close-ok and our hang-up"
         finally:
             self.sock.close()
 

@@ -203,13 +203,12 @@ def test_consume_from_missing_queue_is_404(client, ch):
     assert (ei.value.class_id, ei.value.method_id) == (60, 20)
 
 
-def test_channel_flow_pauses_deliveries(client, ch):
-    client.consume(ch, "q", "t")
-    assert client.call(ch, spec.ChannelFlow(False)) == spec.ChannelFlowOk(False)
-    fill(client, ch, 2)
-    assert client.deliveries(ch) == []
+def test_channel_flow_false_is_not_implemented(client, ch):
+    # As RabbitMQ: flow(true) is acknowledged, flow(false) is a 540 connection error.
     assert client.call(ch, spec.ChannelFlow(True)) == spec.ChannelFlowOk(True)
-    assert ids(client.deliveries(ch)) == [1, 2]
+    client.send(ch, spec.ChannelFlow(False))
+    close = client.connection_closed()
+    assert (close.reply_code, close.reply_text) == (540, "NOT_IMPLEMENTED - active=false")
 
 
 # ---------------------------------------------------------------------- fairness

@@ -31,7 +31,7 @@ SOFT = [
     (spec.QueueDeclare(queue="amq.reserved"), 403),
     (spec.QueueBind(queue="q", exchange="missing", routing_key="k"), 404),
     (spec.QueueBind(queue="missing", exchange="x", routing_key="k"), 404),
-    (spec.QueueUnbind(queue="missing", exchange="x", routing_key="k"), 404),
+    (spec.QueueUnbind(queue="q", exchange="", routing_key="k"), 403),
     (spec.QueuePurge(queue="missing"), 404),
     (spec.QueueDelete(queue="q", if_empty=True), 406),
     (spec.ExchangeDeclare(exchange="missing", type="direct", passive=True), 404),

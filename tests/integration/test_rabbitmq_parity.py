@@ -1,0 +1,252 @@
+"""Answers that real clients rely on, each checked on the wire against RabbitMQ 3.10.8.
+
+Every test here passes against RabbitMQ itself: run it with
+MINIMQ_TEST_URL=amqp://guest:guest@127.0.0.1:5672/ to check. Raw sockets (rawamqp.py), so the
+exact frames and their order are what is asserted, not a client library's reading of them.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from minimq.codec import spec
+
+from .rawamqp import Closed, Message, RawAMQP, encode_frame, method_payload
+
+DEFAULT_EXCHANGE = "ACCESS_REFUSED - operation not permitted on the default exchange"
+
+
+@pytest.fixture
+def conn(broker):
+    c = RawAMQP.connect(broker.host, broker.port)
+    c.channel_open(1)
+    yield c
+    c.sock.close()
+
+
+def rpc(c: RawAMQP, method, channel: int = 1):
+    c.send_method(channel, method)
+    return c.read_method()
+
+
+def channel_close(c: RawAMQP, method) -> spec.ChannelClose:
+    ch, reply = rpc(c, method)
+    assert (ch, type(reply)) == (1, spec.ChannelClose), reply
+    c.send_method(1, spec.ChannelCloseOk())
+    c.channel_open(1)
+    return reply
+
+
+# ------------------------------------------------------------------ unbind
+
+
+def test_queue_unbind_of_missing_queue_exchange_or_binding_succeeds(conn, unique):
+    assert rpc(conn, spec.QueueUnbind(0, unique + "-nq", "amq.direct", "k")) == (1, spec.QueueUnbindOk())
+    conn.queue_declare(1, unique, auto_delete=True)
+    assert rpc(conn, spec.QueueUnbind(0, unique, unique + "-nx", "k")) == (1, spec.QueueUnbindOk())
+    assert rpc(conn, spec.QueueUnbind(0, unique, "amq.direct", "never-bound")) == (1, spec.QueueUnbindOk())
+    # The default exchange is still refused, missing queue or not.
+    reply = channel_close(conn, spec.QueueUnbind(0, unique + "-nq", "", "k"))
+    assert (reply.reply_code, reply.reply_text) == (403, DEFAULT_EXCHANGE)
+
+
+def test_exchange_unbind_of_missing_exchanges_succeeds(conn, unique):
+    assert rpc(conn, spec.ExchangeUnbind(0, unique + "-d", unique + "-s", "k")) == (1, spec.ExchangeUnbindOk())
+    assert rpc(conn, spec.ExchangeUnbind(0, "amq.fanout", "amq.direct", "k")) == (1, spec.ExchangeUnbindOk())
+    reply = channel_close(conn, spec.ExchangeUnbind(0, unique + "-d", "", "k"))
+    assert (reply.reply_code, reply.reply_text) == (403, DEFAULT_EXCHANGE)
+
+
+def test_unbinding_another_connections_exclusive_queue(broker, conn, unique):
+    """No binding: nothing to check, ok. An existing binding: 405, and it stays."""
+    owner = RawAMQP.connect(broker.host, broker.port)
+    try:
+        owner.channel_open(1)
+        owner.queue_declare(1, unique, exclusive=True)
+        assert rpc(conn, spec.QueueUnbind(0, unique, "amq.direct", "k")) == (1, spec.QueueUnbindOk())
+        assert rpc(owner, spec.QueueBind(0, unique, "amq.direct", "k")) == (1, spec.QueueBindOk())
+        reply = channel_close(conn, spec.QueueUnbind(0, unique, "amq.direct", "k"))
+        assert reply.reply_code == 405 and "locked queue" in reply.reply_text
+        owner.publish(1, "amq.direct", "k", b"still bound")
+        got = owner.get(1, unique)
+        assert isinstance(got, Message) and got.body == b"still bound"
+    finally:
+        owner.sock.close()
+
+
+# --------------------------------------------------------------- exchanges
+
+
+@pytest.mark.parametrize("passive", [False, True])
+@pytest.mark.parametrize("kind", ["direct", "fanout"])
+def test_declaring_the_default_exchange_is_refused(conn, passive, kind):
+    reply = channel_close(conn, spec.ExchangeDeclare(0, "", kind, passive))
+    assert (reply.reply_code, reply.reply_text) == (403, DEFAULT_EXCHANGE)
+    assert (reply.class_id, reply.method_id) == (40, 10)
+
+
+def test_deleting_a_system_exchange_names_the_vhost(conn):
+    reply = channel_close(conn, spec.ExchangeDelete(0, "amq.direct"))
+    assert reply.reply_code == 403
+    assert reply.reply_text == "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"
+
+
+def test_exchange_bind_names_the_missing_source_first(conn, unique):
+    reply = channel_close(conn, spec.ExchangeBind(0, unique + "-dst", unique + "-src", "k"))
+    assert (reply.reply_code, reply.reply_text) == (404, f"NOT_FOUND - no exchange '{unique}-src' in vhost '/'")
+    # The default exchange at either end is refused before anything is looked up.
+    for dst, src in ((unique + "-dst", ""), ("", unique + "-src")):
+        reply = channel_close(conn, spec.ExchangeBind(0, dst, src, "k"))
+        assert (reply.reply_code, reply.reply_text) == (403, DEFAULT_EXCHANGE)
+
+
+# ------------------------------------------------------------ queue.delete
+
+
+def test_queue_delete_ok_comes_before_the_deleting_channels_own_cancel(broker, unique):
+    """RabbitMQ's order on the deleting connection: other channels' cancels, delete-ok, then
+    the cancels of the deleting channel's own consumers (py-amqp and kombu depend on it)."""
+    a = RawAMQP.connect(broker.host, broker.port)
+    b = RawAMQP.connect(broker.host, broker.port)
+    try:
+        a.channel_open(1)
+        a.channel_open(2)
+        b.channel_open(1)
+        a.queue_declare(1, unique)
+        for c, ch, tag in ((a, 2, "a2"), (b, 1, "b1"), (a, 1, "a1")):
+            c.send_method(ch, spec.BasicConsume(0, unique, tag))
+            c.expect(spec.BasicConsumeOk, channel=ch)
+        a.send_method(1, spec.QueueDelete(0, unique))
+        got = [a.read_method() for _ in range(3)]
+        assert got == [
+            (2, spec.BasicCancel("a2", True)),
+            (1, spec.QueueDeleteOk(0)),
+            (1, spec.BasicCancel("a1", True)),
+        ]
+        assert b.read_method() == (1, spec.BasicCancel("b1", True))
+    finally:
+        a.sock.close()
+        b.sock.close()
+
+
+# ------------------------------------------------------ channel.flow, recover
+
+
+def test_recover_without_requeue_is_not_implemented(conn):
+    conn.send_method(1, spec.BasicRecover(False))
+    close = conn.expect_connection_close()
+    assert (close.reply_code, close.reply_text) == (540, "NOT_IMPLEMENTED - requeue=false")
+    assert (close.class_id, close.method_id) == (60, 110)
+
+
+def test_flow_false_is_not_implemented(conn):
+    conn.send_method(1, spec.ChannelFlow(False))
+    close = conn.expect_connection_close()
+    assert (close.reply_code, close.reply_text) == (540, "NOT_IMPLEMENTED - active=false")
+    assert (close.class_id, close.method_id) == (20, 20)
+
+
+# ------------------------------------------------------------ closing
+
+
+def test_server_reads_on_after_close_ok_until_the_client_hangs_up(conn, unique):
+    """A client still writing when it closes must not have its socket closed under it.
+
+    We send connection.close with ~2 MB of publishes behind it, as a client that publishes
+    and closes at once does. Closing with those bytes unread would answer our writes with a
+    TCP reset (Node amqplib: `write ECONNRESET`); the broker keeps reading and discarding
+    until we hang up, and only then closes (RabbitMQ resets at that point, SO_LINGER 0, which
+    no longer matters: the client is gone).
+    """
+    publish = encode_frame(1, 1, spec.BasicPublish(0, "", unique).encode())
+    header = encode_frame(2, 1, struct.pack(">HHQH", 60, 0, 1000, 0))
+    body = encode_frame(3, 1, b"x" * 1000)
+    tail = (publish + header + body) * 2000
+    conn.send_raw(encode_frame(1, 0, spec.ConnectionClose(200, "bye", 0, 0).encode()) + tail)
+    assert conn.read_method() == (0, spec.ConnectionCloseOk())
+    # The broker lingers: nothing arrives, the socket is not closed under us...
+    with pytest.raises(TimeoutError):
+        conn.read_frame(0.5, heartbeats=True)
+    # ...and what we still write goes in without a reset.
+    conn.send_raw(tail[:200_000])
+    with pytest.raises(TimeoutError):
+        conn.read_frame(0.3, heartbeats=True)
+    assert conn.hang_up(5.0), "broker did not close after our hang-up"
+
+
+# ----------------------------------------------------------- frame errors
+
+
+def frame_error(c: RawAMQP, data: bytes) -> spec.ConnectionClose:
+    c.send_raw(data)
+    return c.expect_connection_close()
+
+
+def test_heartbeat_with_a_payload_is_a_frame_error(conn):
+    close = frame_error(conn, encode_frame(8, 0, b"abc"))
+    assert close.reply_code == 501
+    assert close.reply_text == 'FRAME_ERROR - type 8, all octets = <<"abc">>: unknown_frame'
+
+
+def test_unknown_frame_type_quotes_the_payload(conn):
+    close = frame_error(conn, encode_frame(9, 1, bytes(range(20))))
+    assert close.reply_code == 501
+    assert close.reply_text == (
+        "FRAME_ERROR - type 9, first 16 octets = <<0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15>>: unknown_frame"
+    )
+
+
+def test_heartbeat_on_a_channel_is_unexpected(conn):
+    close = frame_error(conn, encode_frame(8, 1, b""))
+    assert (close.reply_code, close.reply_text) == (505, "UNEXPECTED_FRAME - type 8, all octets = <<>>")
+
+
+def test_channel_method_on_channel_zero_is_a_channel_error(conn):
+    close = frame_error(conn, encode_frame(1, 0, spec.QueueDeclare(0, "x", exclusive=True).encode()))
+    assert close.reply_code == 504
+    assert close.reply_text == "CHANNEL_ERROR - unexpected method in connection state running"
+    assert (close.class_id, close.method_id) == (50, 10)
+
+
+def test_content_header_of_the_wrong_class_is_unexpected(conn):
+    publish = encode_frame(1, 1, spec.BasicPublish(0, "", "x").encode())
+    close = frame_error(conn, publish + encode_frame(2, 1, struct.pack(">HHQH", 50, 0, 3, 0)))
+    assert close.reply_code == 505
+    assert close.reply_text == (
+        "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 instead"
+    )
+    assert (close.class_id, close.method_id) == (60, 40)
+
+
+def test_undecodable_arguments_are_quoted(conn):
+    close = frame_error(conn, encode_frame(1, 1, method_payload(50, 10, b"\x00\x00\x05ab")))
+    assert (close.reply_code, close.reply_text) == (501, "FRAME_ERROR - cannot decode <<0,0,5,97,98>>")
+    assert (close.class_id, close.method_id) == (50, 10)
+
+
+@pytest.mark.parametrize("channel,class_id,method_id", [(1, 60, 999), (1, 999, 10), (0, 10, 99)])
+def test_unknown_method_drops_the_connection(conn, channel, class_id, method_id):
+    """RabbitMQ's reader cannot name the method and stops: the socket closes, no close frame."""
+    conn.send_raw(encode_frame(1, channel, method_payload(class_id, method_id)))
+    with pytest.raises(Closed):
+        conn.read_frame(5.0, heartbeats=True)
+
+
+def test_connection_method_on_a_channel_is_unimplemented(conn):
+    close = frame_error(conn, encode_frame(1, 1, spec.ConnectionBlocked("x").encode()))
+    assert (close.reply_code, close.reply_text) == (503, "COMMAND_INVALID - unimplemented method")
+    assert (close.class_id, close.method_id) == (10, 60)
+
+
+def test_channel_open_errors_name_the_method(broker, conn):
+    close = frame_error(conn, encode_frame(1, 1, spec.ChannelOpen().encode()))
+    assert (close.reply_code, close.reply_text) == (504, "CHANNEL_ERROR - second 'channel.open' seen")
+    assert (close.class_id, close.method_id) == (20, 10)
+    c = RawAMQP.connect(broker.host, broker.port)
+    try:
+        close = frame_error(c, encode_frame(1, 3, spec.QueueDeclare(0, "x").encode()))
+        assert (close.reply_code, close.reply_text) == (504, "CHANNEL_ERROR - expected 'channel.open'")
+        assert (close.class_id, close.method_id) == (50, 10)
+    finally:
+        c.sock.close()
