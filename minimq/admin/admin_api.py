@@ -1,81 +1,39 @@
 """Users, permissions and definitions over HTTP (RabbitMQ's /api/users, /api/permissions,
 /api/topic-permissions, /api/definitions).
 
-Reads and writes go through `broker.access` (minimq.broker.access) and
-minimq.broker.definitions when the broker has them. A broker without access control has
-only a name -> password table and grants every user everything; these endpoints then show
-that truthfully (full permissions everywhere) and edit the table.
+Reads and writes go through the broker's access control (minimq.broker.access) and
+minimq.broker.definitions, the code --definitions and `minimq definitions` use too.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import importlib
-import os
+import json
 from typing import Any
 
 from minimq.admin.auth import Principal
 from minimq.admin.http import Request, Response
-from minimq.admin.api import HTTPError, bad_request, json_response, no_content, not_found
-
-SHA256 = "rabbit_password_hashing_sha256"
-
-
-def _access(api: Any) -> Any:
-    return getattr(api.broker, "access", None)
-
-
-def definitions_module() -> Any:
-    """minimq.broker.definitions, or None on a broker that does not have it yet."""
-    try:
-        return importlib.import_module("minimq.broker.definitions")
-    except ImportError:
-        return None
-
-
-def rabbit_hash(password: str) -> str:
-    """RabbitMQ's salted SHA-256 password hash (what `password_hash` means in its JSON)."""
-    salt = os.urandom(4)
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
-
-
-# ------------------------------------------------------------------ users
-
+from minimq.admin.api import bad_request, json_response, no_content, not_found
+from minimq.broker import definitions as definitions_mod
 
 def users(api: Any) -> list[dict]:
-    access = _access(api)
-    if access is not None:
-        return [
-            {"name": u.name, "password_hash": u.password_hash or "", "hashing_algorithm": u.hashing_algorithm or SHA256,
-             "tags": list(u.tags), "limits": dict(getattr(access, "user_limits", {}).get(u.name, {}) or {})}
-            for u in list(access.users.values())
-        ]
+    access = api.broker.access
     return [
-        {"name": name, "password_hash": "", "hashing_algorithm": SHA256, "tags": ["administrator"], "limits": {}}
-        for name in list(api.broker.users)
+        {"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": u.hashing_algorithm,
+         "tags": list(u.tags), "limits": dict(access.user_limits.get(u.name, {}))}
+        for u in list(access.users.values())
     ]
 
 
 def permissions(api: Any) -> list[dict]:
-    access = _access(api)
-    if access is not None:
-        return [
-            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
-            for (vhost, user), p in list(access.permissions.items())
-        ]
     return [
-        {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
-        for vhost in list(api.broker.vhosts) for user in list(api.broker.users)
+        {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+        for (vhost, user), p in list(api.broker.access.permissions.items())
     ]
 
 
 def topic_permissions(api: Any) -> list[dict]:
-    access = _access(api)
-    if access is None:
-        return []
     return [
         {"user": user, "vhost": vhost, "exchange": exchange, "write": w, "read": r}
-        for (vhost, user, exchange), (w, r) in list(access.topic_permissions.items())
+        for (vhost, user, exchange), (w, r) in list(api.broker.access.topic_permissions.items())
     ]
 
 
@@ -147,9 +105,7 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
             if not found:
                 raise not_found()
             return json_response(found if head == "topic-permissions" else found[0])
-        access = _access(api)
-        if access is None:
-            raise HTTPError(400, "bad_request", "this broker grants every user everything (no access control)")
+        access = api.broker.access
         if method == "DELETE":
             if head == "permissions":
                 access.clear_permissions(user, vhost)
@@ -197,31 +153,27 @@ def _put_user(api: Any, name: str, body: dict) -> Response:
     tags = _tags(body.get("tags", ""))
     password = body.get("password")
     password_hash = body.get("password_hash")
-    access = _access(api)
-    existed = any(u["name"] == name for u in users(api))
-    if password is None and password_hash is None and not existed:
-        raise bad_request("key_missing: password or password_hash")
-    if access is not None:
-        if existed and password is None and password_hash is None:
-            user = access.users[name]
-            user.tags = tags
+    access = api.broker.access
+    existed = name in access.users
+    if password is not None and not isinstance(password, str):
+        raise bad_request("password must be a string")
+    try:
+        if password is None and password_hash is None:
+            if not existed:
+                raise bad_request("key_missing: password or password_hash")
+            access.set_tags(name, tags)
         else:
             access.add_user(
-                name, password, password_hash=password_hash or None,
+                name, password, password_hash=password_hash if password is None else None,
                 hashing_algorithm=body.get("hashing_algorithm") or None, tags=tags,
             )
-    else:
-        if password is None:
-            raise bad_request("this broker stores plain passwords: give `password`")
-        api.broker.users[name] = str(password)
+    except (ValueError, KeyError) as exc:
+        raise bad_request(str(exc)) from None
     return no_content() if existed else Response(201, b"")
 
 
 def _delete_user(api: Any, name: str) -> bool:
-    access = _access(api)
-    if access is not None:
-        return bool(access.delete_user(name))
-    return api.broker.users.pop(name, None) is not None
+    return bool(api.broker.access.delete_user(name))
 
 
 # ------------------------------------------------------------ definitions
@@ -236,19 +188,14 @@ async def definitions(api: Any, request: Request, who: Principal, seg: list[str]
         raise not_found()
     if len(seg) > 1:
         raise not_found()
-    mod = definitions_module()
-    if mod is None:
-        raise HTTPError(501, "not_implemented", "definitions need minimq.broker.definitions")
     if method == "GET":
-        data = mod.export_definitions(api.broker, vhost) if vhost else mod.export_definitions(api.broker)
+        data = definitions_mod.export_definitions(api.broker, vhost)
         headers = {}
         if request.query.get("download"):
             headers["content-disposition"] = f'attachment; filename="{request.query["download"]}"'
         return json_response(data, headers=headers)
     body = api.body_json(request)
     if isinstance(body, dict) and "file" in body and isinstance(body["file"], str):
-        import json
-
         try:
             body = json.loads(body["file"])  # the UI's form upload
         except ValueError:
@@ -265,7 +212,7 @@ async def definitions(api: Any, request: Request, who: Principal, seg: list[str]
         body.pop("vhosts", None)
         body.pop("permissions", None)
     try:
-        mod.import_definitions(api.broker, body)
+        definitions_mod.import_definitions(api.broker, body)
     except (ValueError, KeyError, TypeError) as exc:
         raise bad_request(f"invalid definitions: {exc}") from None
     except Exception as exc:  # an AMQPError from the core (inequivalent declaration...)

@@ -103,7 +103,7 @@ class API:
         creds = auth.parse_basic(request.headers.get("authorization"))
         if creds is None:
             raise HTTPError(401, "not_authorized", "Login failed", challenge)
-        who = auth.authenticate(self.broker, *creds)
+        who = auth.authenticate(self.broker, creds[0], creds[1], request.peer)
         if who is None:
             raise HTTPError(401, "not_authorized", "Login failed", challenge)
         if not who.can_manage:
@@ -272,7 +272,11 @@ class API:
             if method == "PUT":
                 created = name not in self.broker.vhosts
                 self.broker.add_vhost(name)
-                return Response(201, b"") if created else no_content()
+                if created:
+                    # As RabbitMQ: the user who creates a vhost gets full permissions in it.
+                    self.broker.access.set_permissions(who.name, name, ".*", ".*", ".*")
+                    return Response(201, b"")
+                return no_content()
             if name not in self.broker.vhosts:
                 raise not_found()
             self.broker.delete_vhost(name)
@@ -348,9 +352,9 @@ class API:
         except AccessRefused as exc:
             raise not_authorised(exc.reply_text) from None
         except ResourceLocked as exc:
-            raise bad_request(exc.reply_text) from None
+            raise bad_request(exc.text or exc.reply_text) from None
         except AMQPError as exc:
-            raise bad_request(exc.reply_text) from None
+            raise bad_request(exc.text or exc.reply_text) from None
         return no_content() if existed else Response(201, b"")
 
     def delete_queue(self, who: Principal, vhost: Any, name: str, params: dict) -> Response:
@@ -436,7 +440,7 @@ class API:
             try:
                 vhost.delete_exchange(name, request.query.get("if-unused") == "true")
             except AMQPError as exc:
-                raise bad_request(exc.reply_text) from None
+                raise bad_request(exc.text or exc.reply_text) from None
             return no_content()
         ex = vhost.exchanges.get(name)
         if ex is None:
@@ -478,7 +482,7 @@ class API:
             text = exc.reply_text
             if text.startswith("unknown exchange type"):
                 raise bad_request(text) from None
-            raise bad_request(f"{exc.NAME} - {text}") from None
+            raise bad_request(exc.text or text) from None
         return no_content() if existed else Response(201, b"")
 
     def publish(self, vhost: Any, ex: Any, body: Any) -> dict:
@@ -509,7 +513,7 @@ class API:
 
                 msg.expires = self.broker.clock() + parse_expiration(props.expiration) / 1000.0
             except AMQPError as exc:
-                raise bad_request(exc.reply_text) from None
+                raise bad_request(exc.text or exc.reply_text) from None
         if ex.internal:
             raise bad_request(f"cannot publish to internal exchange '{ex.name}'")
         routed, _refused, _pos = vhost.publish(ex, msg)
@@ -560,7 +564,7 @@ class API:
             except AccessRefused as exc:
                 raise not_authorised(exc.reply_text) from None
             except AMQPError as exc:
-                raise bad_request(exc.reply_text) from None
+                raise bad_request(exc.text or exc.reply_text) from None
             pk = binding_dict(vhost.name, source_name, dest_name, dest_kind, key, args)["properties_key"]
             return Response(201, b"", headers={"location": f"{quote(dest_name, safe='')}/{pk}"})
         if len(seg) == 6:
@@ -578,7 +582,7 @@ class API:
             try:
                 vhost.unbind(source, dest, b["routing_key"], args)
             except AMQPError as exc:
-                raise bad_request(exc.reply_text) from None
+                raise bad_request(exc.text or exc.reply_text) from None
             return no_content()
         raise not_found()
 

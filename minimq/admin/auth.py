@@ -1,9 +1,9 @@
 """Who is asking: basic auth against the broker's users, and RabbitMQ's tag rules.
 
-The only module of the management layer that knows how users are stored. With access control
-(`broker.access`, minimq.broker.access) users carry tags and per-vhost permissions; on a
-broker without it, every user of `broker.users` is an administrator, which matches what
-such a broker lets them do over AMQP anyway.
+The only module of the management layer that knows how users are stored: the broker's
+access control (`broker.access`, minimq.broker.access), whose users carry tags and per-vhost
+permissions. Logins go through `broker.login`, so RabbitMQ's loopback_users rule (guest only
+from localhost) holds for HTTP too.
 
 Tag rules, as RabbitMQ's management plugin:
 - no management tag: may not use the API at all (401 "Not management user");
@@ -55,36 +55,16 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def authenticate(broker: Any, user: str, password: str) -> Principal | None:
-    access = getattr(broker, "access", None)
-    if access is not None:
-        u = access.authenticate(user, password)
-        if u is None:
-            return None
-        return Principal(u.name, tuple(u.tags))
-    users = getattr(broker, "users", {})
-    if user in users and users[user] == password:
-        return Principal(user, ("administrator",))
-    return None
-
-
-def user_tags(broker: Any, name: str) -> tuple[str, ...]:
-    access = getattr(broker, "access", None)
-    if access is not None:
-        u = access.users.get(name)
-        return tuple(u.tags) if u is not None else ()
-    return ("administrator",) if name in getattr(broker, "users", {}) else ()
+def authenticate(broker: Any, user: str, password: str, peer: str = "") -> Principal | None:
+    u = broker.login(user, password, "HTTP basic", peer)
+    if u is None:
+        return None
+    return Principal(u.name, tuple(u.tags))
 
 
 def can_see_vhost(broker: Any, who: Principal, vhost: str) -> bool:
     """Monitoring and administrator users see every vhost; others those they may use."""
-    if who.is_monitor:
-        return True
-    access = getattr(broker, "access", None)
-    if access is None:
-        return True
-    user = access.users.get(who.name)
-    return user is not None and bool(access.can_access_vhost(user, vhost))
+    return who.is_monitor or bool(broker.access.can_access_vhost(who.name, vhost))
 
 
 def can_see_connection(who: Principal, owner: str) -> bool:
@@ -97,16 +77,8 @@ def may(broker: Any, who: Principal, vhost: str, permission: str, kind: str, nam
     The management API applies the user's AMQP permissions to what it is asked to do, as
     RabbitMQ does; administrators are not exempt from them there either.
     """
-    if not can_see_vhost(broker, who, vhost) and not who.is_admin:
-        return f"access to vhost '{vhost}' refused for user '{who.name}'"
-    access = getattr(broker, "access", None)
-    if access is None:
-        return None
-    user = access.users.get(who.name)
-    if user is None:
-        return "no such user"
     try:
-        access.check(user, vhost, permission, kind, name)
+        broker.access.check(who.name, vhost, permission, kind, name)
     except Exception as exc:  # AccessRefused: its text is RabbitMQ's
         return getattr(exc, "reply_text", None) or str(exc)
     return None

@@ -97,7 +97,7 @@ def start_node(*args: str, timeout: float = 20.0) -> Node:
 
 @pytest.fixture(scope="session")
 def node() -> Iterator[Node]:
-    n = start_node("--management-rate-interval", "0.2", "--user", "mgmt-other:secret")
+    n = start_node("--management-rate-interval", "0.2")
     try:
         yield n
     finally:
