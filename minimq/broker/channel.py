@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from minimq.broker.message import Message
 from minimq.broker.queue import Consumer, Queue, requeue_grouped
+from minimq.broker.teardown import guarded
 from minimq.codec.errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -265,25 +266,43 @@ class Channel:
     # -------------------------------------------------------------- closing
 
     def release(self) -> None:
-        """The channel is gone: cancel its consumers and requeue what it held, in order."""
+        """The channel is gone: cancel its consumers and requeue what it held, in order.
+
+        Every step runs even if another fails (each is guarded and logged): a consumer that
+        cannot be removed cleanly must not keep the unacked messages from coming back.
+        """
         if self.closed:
             return
         self.closed = True
         self.active = False
         self.session.broker.retire_channel_stats(self)
         for consumer in list(self.consumers.values()):
-            self.remove_consumer(consumer)
-        self.drop_reply_consumer()
+            if not guarded(f"cancelling consumer {consumer.tag!r}", self.remove_consumer, consumer):
+                self._forget_consumer(consumer)
+        self.consumers.clear()
+        guarded("dropping the direct reply-to consumer", self.drop_reply_consumer)
         entries: list[Any] = []
         if self.tx_acks:
             for taken, _requeue in self.tx_acks:
                 entries.extend(taken)
-            self.tx_acks = None
+        self.tx_acks = None
+        self.tx = None
         entries.extend(self.unacked.items())
         self.unacked.clear()
+        self.unacked_total = 0
         entries.sort(key=_first)
         requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in entries)
-        self.tx = None
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        """After a failed cancel: make sure the queue no longer delivers to this consumer."""
+        self.consumers.pop(consumer.tag, None)
+        queue = consumer.queue
+        if queue is None:
+            return
+        if consumer in queue.consumers:
+            queue.consumers.remove(consumer)
+        if queue.exclusive_consumer is consumer:
+            queue.exclusive_consumer = None
 
 
 def _first(item: tuple) -> Any:

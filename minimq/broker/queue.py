@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from minimq.broker.arguments import QueueArgs
 from minimq.broker.message import Message
+from minimq.broker.teardown import guarded
 
 if TYPE_CHECKING:
     from minimq.broker.channel import Channel
@@ -513,7 +514,10 @@ class Queue:
 
 
 def requeue_grouped(entries: Iterable[tuple[Message, Queue]]) -> None:
-    """Requeue (message, queue) pairs, one requeue call per queue, preserving order."""
+    """Requeue (message, queue) pairs, one requeue call per queue, preserving order.
+
+    A queue whose requeue fails (logged) does not keep the others from getting theirs.
+    """
     by_queue: dict[Queue, list[Message]] = {}
     for msg, queue in entries:
         lst = by_queue.get(queue)
@@ -522,4 +526,4 @@ def requeue_grouped(entries: Iterable[tuple[Message, Queue]]) -> None:
         else:
             lst.append(msg)
     for queue, msgs in by_queue.items():
-        queue.requeue(msgs)
+        guarded(f"requeueing {len(msgs)} message(s) to queue {queue.name!r}", queue.requeue, msgs)

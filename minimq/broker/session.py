@@ -23,6 +23,7 @@ from minimq.broker.channel import Channel
 from minimq.broker.exchange import Exchange
 from minimq.broker.message import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG, Message
 from minimq.broker.queue import Consumer, Queue
+from minimq.broker.teardown import guarded
 from minimq.broker.vhost import generated_name
 
 from minimq.codec import spec
@@ -31,6 +32,7 @@ from minimq.codec.errors import (
     AMQPError,
     AMQPNotImplemented,
     CommandInvalid,
+    InternalError,
     NotAllowed,
     NotFound,
     PreconditionFailed,
@@ -151,9 +153,7 @@ class Session:
             elif cls is ChannelClosed:
                 ch = channels.pop(ev.channel, None)
                 if ch is not None:
-                    ch.release()
-                    self.confirming.discard(ch)
-                    self.broker.awaiting_sync.discard(ch)
+                    self._release_channel(ch)
             elif cls is ConnectionOpened:
                 self._opened(ev)
             elif cls is ConnectionClosed:
@@ -169,16 +169,58 @@ class Session:
             exc.method_id = method.METHOD_ID
         if exc.HARD:
             log.info("connection error on %s: %s", self.peer, exc.reply_text)
-            self.conn.close(exc)
-            self.release()
+            try:
+                self.conn.close(exc)
+            finally:
+                self.release()
             return
         log.debug("channel %d error on %s: %s", channel, self.peer, exc.reply_text)
-        ch = self.channels.pop(channel, None)
-        if ch is not None:
-            ch.release()
-            self.confirming.discard(ch)
-            self.broker.awaiting_sync.discard(ch)
-        self.conn.close_channel(channel, exc)
+        self.close_channel(channel, exc)
+
+    def close_channel(self, number: int, error: AMQPError) -> None:
+        """Close one channel from the broker side (channel.close with `error`).
+
+        What it held is released first (consumers cancelled, unacked requeued); the
+        channel.close goes out even if part of that failed.
+        """
+        ch = self.channels.pop(number, None)
+        try:
+            if ch is not None:
+                self._release_channel(ch)
+        finally:
+            self.conn.close_channel(number, error)
+
+    def _release_channel(self, ch: Channel) -> None:
+        guarded(f"releasing channel {ch.number} of connection {self.peer}", ch.release)
+        self.confirming.discard(ch)
+        self.broker.awaiting_sync.discard(ch)
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug while handling this connection's input: close it with 541 INTERNAL_ERROR.
+
+        A publisher in confirm mode first gets basic.ack for what was already confirmed
+        and basic.nack for every publish not yet confirmed (the one that failed included),
+        then connection.close: no publish is left unanswered, so none is lost silently.
+        """
+        for ch in list(self.channels.values()):
+            if ch.confirm and not ch.closed:
+                guarded(f"nacking the unconfirmed publishes of channel {ch.number}", self._nack_unconfirmed, ch)
+        try:
+            self.conn.close(InternalError(f"internal error: {type(exc).__name__}"))
+        finally:
+            self.release()
+
+    def _nack_unconfirmed(self, ch: Channel) -> None:
+        upto = ch.publish_seq
+        if ch.confirm_upto > ch.confirmed_sent:
+            self.send(ch.number, spec.BasicAck(ch.confirm_upto, ch.confirm_upto - ch.confirmed_sent > 1))
+            ch.confirmed_sent = ch.confirm_upto
+        if upto > ch.confirmed_sent:
+            self.send(ch.number, spec.BasicNack(upto, upto - ch.confirmed_sent > 1, False))
+            ch.confirm_upto = ch.confirmed_sent = upto
+        ch.confirm_queue.clear()
+        self.confirming.discard(ch)
+        self.broker.awaiting_sync.discard(ch)
 
     def _opened(self, ev: ConnectionOpened) -> None:
         self.user = ev.user
@@ -188,25 +230,32 @@ class Session:
         self.broker.sessions.add(self)
 
     def release(self) -> None:
-        """The connection is gone: release every channel, drop exclusive queues."""
+        """The connection is gone: release every channel, drop exclusive queues.
+
+        Every step runs even if another fails (each is guarded and logged with its
+        traceback): above all, the exclusive queues of a dead connection must go, or they
+        would lock everyone else out (405 RESOURCE_LOCKED), and the session must leave the
+        broker.
+        """
         if self.closed:
             return
         self.closed = True
-        channels = list(self.channels.values())
-        # Stop deliveries to every channel first: a requeue from one channel must not hand
-        # messages to a consumer on another channel of this dying connection.
-        for ch in channels:
-            ch.active = False
-        for ch in channels:
-            ch.release()
-            self.broker.awaiting_sync.discard(ch)
-        self.channels.clear()
-        self.confirming.clear()
-        for q in self.exclusive_queues:
-            if not q.deleted:
-                q.vhost.delete_queue(q)
-        self.exclusive_queues.clear()
-        self.broker.sessions.discard(self)
+        try:
+            channels = list(self.channels.values())
+            # Stop deliveries to every channel first: a requeue from one channel must not
+            # hand messages to a consumer on another channel of this dying connection.
+            for ch in channels:
+                ch.active = False
+            for ch in channels:
+                self._release_channel(ch)
+            self.channels.clear()
+            self.confirming.clear()
+            for q in self.exclusive_queues:
+                if not q.deleted:
+                    guarded(f"deleting exclusive queue {q.name!r}", q.vhost.delete_queue, q)
+        finally:
+            self.exclusive_queues.clear()
+            self.broker.sessions.discard(self)
 
     def connection_lost(self) -> None:
         """The socket went away without a close handshake."""
@@ -272,6 +321,9 @@ class Session:
     def _publish(self, ch: Channel, m: spec.BasicPublish, header: bytes, body: bytes) -> None:
         self.published = True
         ch.stat_publish += 1
+        if ch.confirm:
+            # Counted first: if anything below fails, this publish is still nacked.
+            ch.publish_seq += 1
         vhost = self.vhost
         key = (m.exchange, m.routing_key)
         cached = self._route_cache.get(key)
@@ -300,8 +352,6 @@ class Session:
         flags = msg.flags
         if flags & _SPECIAL_FLAGS:
             msg = self._check_properties(ch, msg, flags)
-        if ch.confirm:
-            ch.publish_seq += 1
         if ch.tx is not None:
             ch.tx.append((ex, msg, m.mandatory))
             return

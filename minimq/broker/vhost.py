@@ -8,14 +8,16 @@ import base64
 import copy
 import logging
 import os
+from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from minimq.broker.arguments import inequivalent, parse_queue_args
 from minimq.broker.exchange import DefaultExchangeType, Exchange
 from minimq.broker.exchange_types import EXCHANGE_TYPES, make_exchange_type
 from minimq.broker.message import HEADERS_FLAG, Message
 from minimq.broker.queue import Queue
+from minimq.broker.teardown import guarded
 from minimq.codec.values import Int64
 from minimq.codec.errors import (
     AccessRefused,
@@ -26,6 +28,14 @@ from minimq.codec.errors import (
 )
 
 log = logging.getLogger("minimq.vhost")
+
+# Dead-letter hops handled in one go before the rest wait for the next turn of the event
+# loop: a DLX cycle that RabbitMQ lets run forever (TTL queues after a rejection) or a huge
+# fan-out must not freeze the broker. A hop costs about its message's x-death length.
+DEAD_LETTER_SLICE = 50_000
+# When a slice is used up: the remaining hops run this much later (clock seconds), so the
+# driver serves sockets in between.
+DEAD_LETTER_PAUSE = 0.001
 
 DELAYED_TYPE = "x-delayed-message"
 
@@ -85,6 +95,11 @@ class VirtualHost:
             self.exchanges[name_] = Exchange(name_, type_, durable=True)
         # Called with each queue this vhost deletes (the session layer cancels consumers).
         self.on_queue_deleted: Callable[[Queue], None] | None = None
+        # Dead-lettering is a work list, not a recursion: (queue, message, reason) waiting
+        # to be republished, drained by whoever dead-letters first (see dead_letter).
+        self._dead_letters: deque[tuple[Queue, Message, str]] = deque()
+        self._draining = False
+        self._drain_timer: Any = None
 
     # ------------------------------------------------------------- lookups
 
@@ -179,24 +194,38 @@ class VirtualHost:
         self._remove_exchange(ex)
 
     def _remove_exchange(self, ex: Exchange) -> None:
-        if ex.deleted:
-            return
-        ex.deleted = True
-        del self.exchanges[ex.name]
-        if ex.durable and self.store is not None:
-            self.store.exchange_deleted(self.name, ex.name)
-        # bindings from it
-        for dest, _key, _args in list(ex.kind.bindings()):
-            dest.bound_from.discard(ex)
-        # bindings to it
-        for src in list(ex.bound_from):
-            src.kind.remove_destination(ex)
-            src.e2e_out -= 1
-            self._maybe_autodelete(src)
-        ex.bound_from.clear()
+        """Delete an exchange and, in turn, the auto-delete exchanges it leaves unused.
+
+        A work list rather than recursion: a chain of auto-delete exchanges bound one to the
+        next can be any length.
+        """
+        work = [ex]
+        while work:
+            x = work.pop()
+            if x.deleted:
+                continue
+            x.deleted = True
+            if self.exchanges.get(x.name) is x:
+                del self.exchanges[x.name]
+            if x.durable and self.store is not None:
+                self.store.exchange_deleted(self.name, x.name)
+            # bindings from it
+            for dest, _key, _args in list(x.kind.bindings()):
+                dest.bound_from.discard(x)
+            # bindings to it
+            for src in list(x.bound_from):
+                src.kind.remove_destination(x)
+                src.e2e_out -= 1
+                if self._unused_autodelete(src):
+                    work.append(src)
+            x.bound_from.clear()
+
+    @staticmethod
+    def _unused_autodelete(ex: Exchange) -> bool:
+        return ex.auto_delete and not ex.deleted and ex.kind.is_empty()
 
     def _maybe_autodelete(self, ex: Exchange) -> None:
-        if ex.auto_delete and not ex.deleted and ex.kind.is_empty():
+        if self._unused_autodelete(ex):
             self._remove_exchange(ex)
 
     # ------------------------------------------------------------- bindings
@@ -326,22 +355,34 @@ class VirtualHost:
             self._arm_queue_expiry(q, q.last_used + ttl)
 
     def delete_queue(self, q: Queue) -> int:
-        """Delete a queue: unbind it, cancel its consumers; returns its ready count."""
+        """Delete a queue: unbind it, cancel its consumers; returns its ready count.
+
+        The queue leaves the vhost first, so whatever fails afterwards (each later step is
+        guarded and logged) it is gone: its name is free again and nothing routes to it.
+        """
         if q.deleted:
             return 0
         count = len(q.ready)
         q.deleted = True
-        self.queues.pop(q.name, None)
+        if self.queues.get(q.name) is q:
+            del self.queues[q.name]
         if q.persist:
-            self.store.queue_deleted(self.name, q.name, [m.store_id for m in q.ready if m.store_id])
+            guarded(
+                f"recording the deletion of queue {q.name!r}", self.store.queue_deleted,
+                self.name, q.name, [m.store_id for m in q.ready if m.store_id],
+            )
         for ex in list(q.bound_from):
-            ex.kind.remove_destination(q)
-            self._maybe_autodelete(ex)
+            guarded(f"unbinding queue {q.name!r} from exchange {ex.name!r}", self._unbind_all, ex, q)
         q.bound_from.clear()
         q.ready.clear()
+        q.ready_bytes = 0
         if self.on_queue_deleted is not None:
-            self.on_queue_deleted(q)
+            guarded(f"cancelling the consumers of queue {q.name!r}", self.on_queue_deleted, q)
         return count
+
+    def _unbind_all(self, ex: Exchange, q: Queue) -> None:
+        ex.kind.remove_destination(q)
+        self._maybe_autodelete(ex)
 
     # -------------------------------------------------------------- routing
 
@@ -368,7 +409,7 @@ class VirtualHost:
         refused, pos = self.deliver_to(queues, msg)
         return True, refused, pos
 
-    def deliver_to(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, int]:
+    def deliver_to(self, queues: Sequence[Queue], msg: Message) -> tuple[bool, int]:
         """Enqueue into routed queues; returns (refused by one, store position or 0).
 
         A persistent message bound for durable queues is logged first (one record for all of
@@ -380,15 +421,14 @@ class VirtualHost:
             names = [q.name for q in queues if q.persist]
             if names:
                 msg.store_id, pos = store.message_published(self.name, names, msg)
+        if len(queues) == 1:
+            return not queues[0].enqueue(msg), pos
+        # Every copy is taken before any queue sees the message: a queue changes its own
+        # copy (its TTL deadline, a quorum queue's delivery count), never the others'.
+        copies = [msg.copy() for _ in range(len(queues) - 1)]
         refused = False
-        first = True
-        for q in queues:
-            if first:
-                first = False
-                ok = q.enqueue(msg)
-            else:
-                ok = q.enqueue(msg.copy())
-            if not ok:
+        for q, m in zip(queues, (msg, *copies)):
+            if not q.enqueue(m):
                 refused = True
         return refused, pos
 
@@ -416,17 +456,80 @@ class VirtualHost:
     def dead_letter(self, queue: Queue, msg: Message, reason: str) -> None:
         """Republish a rejected/expired/overflowed message to the queue's DLX, if any.
 
+        Iterative, never recursive: republishing can make the next queue drop the message
+        at once (TTL 0, a full queue), which dead-letters again, and so on along a chain of
+        any length. So each dead-letter joins a work list, and the outermost call drains it
+        in order (first in, first out: a message's copies are republished in the order
+        their queues dropped them, as RabbitMQ's queue processes do). A drain works through
+        at most DEAD_LETTER_SLICE hops at once; the rest (and any dead-letter that comes
+        meanwhile, behind it) continues on the broker's timers, so an endless cycle (allowed
+        after a rejection, as RabbitMQ allows it) or a huge fan-out keeps the broker serving.
+        """
+        if queue.args.dlx is None:
+            return
+        self._dead_letters.append((queue, msg, reason))
+        if not self._draining and self._drain_timer is None:
+            self._drain_dead_letters()
+
+    def _drain_dead_letters(self) -> None:
+        """Republish pending dead-letters until none is left (or the slice is used up).
+
+        One that fails is logged with its traceback and dropped, like a dead-letter to a
+        missing exchange: it must not cost the other pending ones or the caller (often a
+        teardown or a timer). Dead-lettering is at most once, as in RabbitMQ.
+        """
+        pending = self._dead_letters
+        if self._draining or not pending:
+            return
+        self._draining = True
+        budget = DEAD_LETTER_SLICE
+        try:
+            while pending:
+                if budget <= 0:
+                    self._schedule_drain()
+                    return
+                queue, msg, reason = pending.popleft()
+                try:
+                    budget -= self._republish_dead(queue, msg, reason)
+                except Exception:
+                    budget -= 1
+                    log.error(
+                        "dead-lettering a message from queue %r (%s) failed; message dropped",
+                        queue.name, reason, exc_info=True,
+                    )
+        finally:
+            self._draining = False
+
+    def _schedule_drain(self) -> None:
+        if self._drain_timer is None and self.broker is not None:
+            log.info("%d dead-letters pending: the rest continues shortly", len(self._dead_letters))
+            self._drain_timer = self.broker.timers.call_at(
+                self.broker.clock() + DEAD_LETTER_PAUSE, self._drain_later
+            )
+
+    def _drain_later(self) -> None:
+        self._drain_timer = None
+        self._drain_dead_letters()
+
+    @property
+    def pending_dead_letters(self) -> int:
+        """Dead-letters waiting for their turn (non-zero only mid-drain or after a slice)."""
+        return len(self._dead_letters)
+
+    def _republish_dead(self, queue: Queue, msg: Message, reason: str) -> int:
+        """One dead-letter hop: x-death history, cycle rule, routing, enqueue.
+
         Adds the x-death history as RabbitMQ does; a message that would come back to a queue
-        it already died in, with no rejection anywhere in the cycle, is dropped (RabbitMQ's
-        cycle rule), so TTL-only loops cannot spin forever.
+        it already died in, with no rejection anywhere in its history, is dropped (RabbitMQ's
+        cycle rule), so TTL-only loops stop. Returns the hop's cost for the drain's budget.
         """
         dlx_name = queue.args.dlx
         if dlx_name is None:
-            return
+            return 1
         ex = self.exchanges.get(dlx_name)
         if ex is None:
             log.debug("dead-letter exchange %r of queue %r missing; message dropped", dlx_name, queue.name)
-            return
+            return 1
         props = copy.copy(msg.properties)
         headers = dict(props.headers or {})
         keys = [msg.routing_key]
@@ -481,6 +584,7 @@ class VirtualHost:
             live.append(q)
         if live:
             self.deliver_to(live, new)
+        return 1 + len(deaths)
 
     def _route_graph(self, ex: Exchange, message: Any, key: str) -> list[Queue]:
         """Follow exchange-to-exchange bindings and alternate exchanges, cycles included."""

@@ -13,8 +13,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from minimq.broker.teardown import guarded
 from minimq.codec import spec
-from minimq.codec.errors import ConnectionForced, InternalError
+from minimq.codec.errors import ConnectionForced
 from minimq.protocol.states import ConnState
 
 if TYPE_CHECKING:
@@ -82,8 +83,8 @@ class AMQPServerProtocol(asyncio.Protocol):
             session.feed(data)
         except Exception as exc:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.peer)
-            session.conn.close(InternalError(f"internal error: {type(exc).__name__}"))
-            session.release()
+            # Unconfirmed publishes are nacked before the 541 connection.close.
+            guarded(f"closing connection {self.peer} after an internal error", session.fail_internal, exc)
         if self.alarm is not None:
             self._apply_alarm()
         self.flush()
@@ -136,7 +137,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.connections.discard(self)
         session = self.session
         if session is not None:
-            session.connection_lost()
+            guarded(f"releasing connection {self.peer}", session.connection_lost)
             session.out.clear()
             session.on_wake = None
         log.debug("connection %s lost (%s)", self.peer, exc)

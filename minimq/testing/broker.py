@@ -36,6 +36,7 @@ from minimq.server.app import Server
 from minimq.server.transport import AMQPServerProtocol
 from minimq.testing import views
 from minimq.testing.clock import VirtualClock
+from minimq.testing.faults import FaultyRouting
 from minimq.testing.views import (
     BindingInfo,
     ChannelInfo,
@@ -874,14 +875,39 @@ class Broker:
             proto = self._find(which)
             session = proto.session
             assert session is not None
-            ch = session.channels.pop(channel, None)
-            if ch is None:
+            if channel not in session.channels:
                 raise KeyError(f"connection {proto.id} has no open channel {channel}")
-            ch.release()
-            session.confirming.discard(ch)
-            session.conn.close_channel(channel, error_for_code(code, text))
+            session.close_channel(channel, error_for_code(code, text))
             proto.flush()
             self._changed()
+
+        self._call(run)
+
+    def break_exchange(self, name: str, on: Iterable[str] = ("route",), vhost: str | None = None) -> None:
+        """Make an exchange's routing raise, as a bug inside the broker would.
+
+        `on` names where: "route" (publishing or dead-lettering through it) and/or "unbind"
+        (removing its bindings, as deleting a queue bound from it does). The error is
+        minimq.testing.faults.InjectedFault. Use it to check what an internal error costs:
+        a confirm-mode publisher gets basic.nack and a 541 connection.close; a connection
+        torn down across the fault still requeues, cancels and deletes everything else.
+        `repair_exchange` undoes it.
+        """
+        points = tuple(on)
+
+        def run() -> None:
+            ex = self._vhost(vhost).get_exchange(name)
+            inner = ex.kind.inner if isinstance(ex.kind, FaultyRouting) else ex.kind
+            ex.kind = FaultyRouting(inner, name, points)
+
+        self._call(run)
+
+    def repair_exchange(self, name: str, vhost: str | None = None) -> None:
+        """Undo `break_exchange`: the exchange routes (and unbinds) normally again."""
+        def run() -> None:
+            ex = self._vhost(vhost).exchanges.get(name)
+            if ex is not None and isinstance(ex.kind, FaultyRouting):
+                ex.kind = ex.kind.inner
 
         self._call(run)
 

@@ -56,6 +56,23 @@ def test_queue_ttl_expires_message(conn, ch, unique):
     assert get_body(ch, unique) is None
 
 
+def test_queue_ttl_applies_to_its_own_copy_only(conn, ch, unique):
+    # A fanout to a TTL-0 queue and a plain one: the first drops its copy at once, the
+    # other keeps its own (the TTL deadline belongs to one queue's copy, not the message).
+    fan, plain = unique + "-fan", unique + "-plain"
+    ch.exchange_declare(fan, "fanout", auto_delete=True)
+    ch.queue_declare(unique, auto_delete=True, arguments={"x-message-ttl": 0})
+    ch.queue_declare(plain, auto_delete=True)
+    ch.queue_bind(unique, fan)
+    ch.queue_bind(plain, fan)
+    ch.basic_publish(fan, "", b"kept")
+    try:
+        assert get_body(ch, plain) == b"kept"
+        assert get_body(ch, unique) is None
+    finally:
+        ch.queue_delete(plain)
+
+
 def test_queue_ttl_message_delivered_before_expiry(ch, unique):
     ch.queue_declare(unique, auto_delete=True, arguments={"x-message-ttl": 10_000})
     ch.basic_publish("", unique, b"fresh")
