@@ -275,7 +275,7 @@ class Channel:
             return
         self.closed = True
         self.active = False
-        self.session.broker.retire_channel_stats(self)
+        guarded("folding the channel's message counters", self.session.broker.retire_channel_stats, self)
         for consumer in list(self.consumers.values()):
             if not guarded(f"cancelling consumer {consumer.tag!r}", self.remove_consumer, consumer):
                 self._forget_consumer(consumer)

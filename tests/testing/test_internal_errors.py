@@ -48,7 +48,7 @@ def test_publish_hitting_an_internal_error_is_nacked_before_the_close(mq: Broker
     assert close.reply_code == 541
     assert close.reply_text == "INTERNAL_ERROR - internal error: InjectedFault"
     c.send_method(0, spec.ConnectionCloseOk())
-    assert c.closed()
+    c.sock.close()
     assert [m.body for m in mq.messages("q")] == [b"one", b"two"]
 
 
@@ -79,7 +79,7 @@ def test_every_unconfirmed_publish_is_nacked(mq: Broker) -> None:
     # The 4th publish came after the close: the broker discarded it, the client knows it
     # was never confirmed because the connection closed first.
     c.send_method(0, spec.ConnectionCloseOk())
-    assert c.closed()
+    c.sock.close()
 
 
 def test_pika_blocking_publisher_gets_an_error_not_silence(mq: Broker) -> None:
