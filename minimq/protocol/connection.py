@@ -31,7 +31,16 @@ from minimq.codec.frames import (
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
     FrameParser,
+    encode_frame,
     encode_method_frame,
+)
+from minimq.protocol.amqp08 import (
+    ACCESS_REQUEST,
+    ACCESS_REQUEST_OK,
+    HEADER_0_9,
+    HEADERS_0_8,
+    decode_0_8,
+    encode_method_frame_0_8,
 )
 from minimq.codec.values import decode_table
 from minimq.protocol.events import (
@@ -149,6 +158,9 @@ class ServerConnection:
         # transport keeps reading and discarding until the peer hangs up, so a client whose
         # writes are still in flight is not answered with a TCP reset.
         self.hangup = False
+        # (major, minor) announced in connection.start: (0, 9) unless the client asked for 0-8.
+        self.version = (0, 9)
+        self._decode = _decode
 
     # ------------------------------------------------------------------ input
 
@@ -162,14 +174,16 @@ class ServerConnection:
         if state is ConnState.AWAIT_HEADER:
             self._header += data
             if len(self._header) < 8:
-                if not PROTOCOL_HEADER.startswith(self._header):
+                if not any(h.startswith(self._header) for h in _ACCEPTED_HEADERS):
                     self._reject_header()
                 return
             header, data = self._header[:8], self._header[8:]
             self._header = b""
-            if header != PROTOCOL_HEADER:
+            if header not in _ACCEPTED_HEADERS:
                 self._reject_header()
                 return
+            if header in HEADERS_0_8:
+                self._speak_0_8()
             self._send_start()
             if not data:
                 return
@@ -216,6 +230,15 @@ class ServerConnection:
         return NEED_DATA
 
     # ---------------------------------------------------------------- output
+
+    def _speak_0_8(self) -> None:
+        """Switch this connection to AMQP 0-8 numbering (see amqp08.py)."""
+        self.version = (8, 0)
+        self._decode = _decode_0_8
+        self.send_method = self._send_method_0_8  # type: ignore[method-assign]
+
+    def _send_method_0_8(self, channel: int, method) -> None:
+        self.out.append(encode_method_frame_0_8(channel, method))
 
     def send_method(self, channel: int, method) -> None:
         self.out.append(encode_method_frame(channel, method))
@@ -276,10 +299,11 @@ class ServerConnection:
         self._pending_error = None
 
     def _send_start(self) -> None:
-        self.send_method(
-            0,
-            spec.ConnectionStart(0, 9, self.server_properties, b"PLAIN AMQPLAIN", b"en_US"),
-        )
+        props = self.server_properties
+        if self.version == (8, 0):
+            props = {**props, "capabilities": {}}  # as RabbitMQ: 0-8 has no extensions
+        major, minor = self.version
+        self.send_method(0, spec.ConnectionStart(major, minor, props, b"AMQPLAIN PLAIN", b"en_US"))
         self.state = ConnState.AWAIT_START_OK
 
     def _protocol_error(self, channel: int, exc: AMQPError):
@@ -297,7 +321,7 @@ class ServerConnection:
             return self._handle_non_open(state, ftype, channel, payload)
         if ftype == FRAME_METHOD:
             if channel == 0:
-                return self._connection_method(_decode(payload))
+                return self._connection_method(self._decode(payload))
             cstate = self.channels.get(channel)
             if cstate is ChanState.OPEN:
                 if channel in self._assembling:
@@ -309,13 +333,16 @@ class ServerConnection:
                     # distinct one once (the broker never mutates a method).
                     method = self._publish_cache.get(payload)
                     if method is None:
-                        method = _decode(payload)
+                        method = self._decode(payload)
                         if len(self._publish_cache) >= _PUBLISH_CACHE_MAX:
                             self._publish_cache.clear()
                         self._publish_cache[payload] = method
                     self._assembling[channel] = _Assembly(method)
                     return None
-                method = _decode(payload)
+                method = self._decode(payload)
+                if method is ACCESS_REQUEST:
+                    self.out.append(encode_frame(FRAME_METHOD, channel, ACCESS_REQUEST_OK))
+                    return None
                 if method.HAS_CONTENT:
                     if not isinstance(method, spec.BasicPublish):
                         raise CommandInvalid(f"{method.NAME} may not be sent by a client")
@@ -331,7 +358,7 @@ class ServerConnection:
                     return None
                 return MethodReceived(channel, method)
             if cstate is None:
-                method = _decode(payload)
+                method = self._decode(payload)
                 if method.INDEX != _CHANNEL_OPEN:
                     raise ChannelError("expected 'channel.open'", method.CLASS_ID, method.METHOD_ID)
                 if len(self.channels) >= self.channel_max:
@@ -344,7 +371,7 @@ class ServerConnection:
                 self.send_method(channel, spec.ChannelOpenOk())
                 return ChannelOpened(channel)
             # CLOSING: wait for close-ok; answer a crossing close; drop everything else.
-            method = _decode(payload)
+            method = self._decode(payload)
             if method.INDEX == _CHANNEL_CLOSE_OK:
                 del self.channels[channel]
             elif method.INDEX == _CHANNEL_CLOSE:
@@ -426,7 +453,7 @@ class ServerConnection:
         if state is ConnState.CLOSING:
             if ftype == FRAME_METHOD and channel == 0:
                 try:
-                    method = _decode(payload)
+                    method = self._decode(payload)
                 except CodecError:
                     return None
                 if method.INDEX == _CONNECTION_CLOSE_OK:
@@ -441,7 +468,7 @@ class ServerConnection:
             return None
         if ftype != FRAME_METHOD or channel != 0:
             raise CommandInvalid(f"unexpected frame type {ftype} on channel {channel} during the handshake")
-        method = _decode(payload)
+        method = self._decode(payload)
         if method.INDEX == _CONNECTION_CLOSE:
             self.send_method(0, spec.ConnectionCloseOk())
             self.state = ConnState.CLOSED
@@ -502,10 +529,10 @@ class ServerConnection:
         return ConnectionOpened(self.user, vhost, self.client_properties)
 
 
-def _decode(payload: bytes) -> spec.Method:
+def _decode(payload: bytes, decoder: Callable = spec.decode_method) -> spec.Method:
     """Decode a method frame; malformed arguments get RabbitMQ's 'cannot decode' text."""
     try:
-        return spec.decode_method(payload)
+        return decoder(payload)
     except UnknownMethod:
         raise
     except CodecError as exc:
@@ -514,6 +541,10 @@ def _decode(payload: bytes) -> spec.Method:
         raise FrameError(
             f"cannot decode {erlang_binary(bytes(payload[4:]))}", exc.class_id, exc.method_id
         ) from None
+
+
+def _decode_0_8(payload: bytes):
+    return _decode(payload, decode_0_8)
 
 
 def erlang_binary(data: bytes) -> str:
@@ -539,6 +570,9 @@ def _snippet(payload: bytes) -> str:
         shown = erlang_binary(data)
     return f"{prefix} = {shown}"
 
+
+# RabbitMQ 3.10 serves 0-9-1, 0-9 (as 0-9-1) and 0-8 (both of its headers).
+_ACCEPTED_HEADERS = (PROTOCOL_HEADER, HEADER_0_9, *HEADERS_0_8)
 
 _CHANNEL_OPEN = spec.ChannelOpen.INDEX
 _CHANNEL_CLOSE = spec.ChannelClose.INDEX

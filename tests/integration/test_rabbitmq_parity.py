@@ -250,3 +250,89 @@ def test_channel_open_errors_name_the_method(broker, conn):
         assert (close.class_id, close.method_id) == (50, 10)
     finally:
         c.sock.close()
+
+
+# ------------------------------------------------- AMQP 0-8 and 0-9 headers
+
+
+def handshake_0_8(broker, header: bytes = b"AMQP\x01\x01\x09\x01") -> tuple[RawAMQP, spec.ConnectionStart]:
+    c = RawAMQP.open_socket(broker.host, broker.port)
+    start = c.send_header(header)
+    c.start_ok(mechanism="AMQPLAIN")
+    tune = c.expect(spec.ConnectionTune)
+    c.tune_ok(tune.channel_max, tune.frame_max, 0)
+    c.send_method(0, spec.ConnectionOpen("/"))
+    c.expect(spec.ConnectionOpenOk)
+    return c, start
+
+
+@pytest.mark.parametrize("header", [b"AMQP\x01\x01\x09\x01", b"AMQP\x01\x01\x08\x00"])
+def test_0_8_headers_get_a_0_8_start(broker, header):
+    c, start = handshake_0_8(broker, header)
+    try:
+        assert (start.version_major, start.version_minor) == (8, 0)
+        assert start.server_properties["capabilities"] == {}  # no 0-9-1 extensions in 0-8
+        assert start.mechanisms == b"AMQPLAIN PLAIN"
+        # channel.open-ok has no arguments in 0-8.
+        c.send_method(1, spec.ChannelOpen())
+        assert c.read_frame().payload == b"\x00\x14\x00\x0b"
+        # access.request (realm "/data", active/write/read) is granted ticket 1.
+        c.send_raw(encode_frame(1, 1, method_payload(30, 10, b"\x05/data\x1c")))
+        assert c.read_frame().payload == b"\x00\x1e\x00\x0b\x00\x01"
+        # basic.consume has no arguments table in 0-8.
+        c.send_raw(encode_frame(1, 1, method_payload(60, 20, b"\x00\x00\x00\x03tag\x00")))
+        close = c.expect(spec.ChannelClose, channel=1)
+        assert (close.reply_code, close.reply_text) == (404, "NOT_FOUND - no previously declared queue")
+        c.send_method(1, spec.ChannelCloseOk())
+        # connection.close is (10, 60) in 0-8, and close-ok (10, 61).
+        c.send_raw(encode_frame(1, 0, method_payload(10, 60, b"\x00\xc8\x00\x00\x00\x00\x00")))
+        assert c.read_frame().payload == b"\x00\x0a\x00\x3d"
+        assert c.hang_up()
+    finally:
+        c.sock.close()
+
+
+@pytest.mark.parametrize("payload", [
+    spec.ExchangeBind(0, "a", "b", "k").encode(),
+    spec.ConfirmSelect().encode(),
+    spec.BasicNack(1, False, True).encode(),
+])
+def test_0_9_1_only_methods_are_unknown_in_0_8(broker, payload):
+    c, _ = handshake_0_8(broker)
+    try:
+        c.send_method(1, spec.ChannelOpen())
+        assert c.read_frame().payload == b"\x00\x14\x00\x0b"
+        c.send_raw(encode_frame(1, 1, payload))
+        with pytest.raises(Closed):
+            c.read_frame(5.0, heartbeats=True)
+    finally:
+        c.sock.close()
+
+
+def test_0_8_connection_error_uses_0_8_close(broker):
+    c, _ = handshake_0_8(broker)
+    try:
+        c.send_raw(encode_frame(1, 3, spec.QueueDeclare(0, "x").encode()))
+        frame = c.read_frame()
+        assert frame.payload[:4] == b"\x00\x0a\x00\x3c"
+        closed = spec.ConnectionClose.decode(frame.payload, 4)
+        assert (closed.reply_code, closed.reply_text) == (504, "CHANNEL_ERROR - expected 'channel.open'")
+    finally:
+        c.sock.close()
+
+
+def test_0_9_header_is_served_as_0_9_1(broker):
+    c = RawAMQP.open_socket(broker.host, broker.port)
+    try:
+        start = c.send_header(b"AMQP\x01\x01\x00\x09")
+        assert (start.version_major, start.version_minor) == (0, 9)
+        assert start.server_properties["capabilities"]["publisher_confirms"] is True
+        c.start_ok()
+        tune = c.expect(spec.ConnectionTune)
+        c.tune_ok(tune.channel_max, tune.frame_max, 0)
+        c.send_method(0, spec.ConnectionOpen("/"))
+        c.expect(spec.ConnectionOpenOk)
+        c.channel_open(1)
+        c.close()
+    finally:
+        c.sock.close()
