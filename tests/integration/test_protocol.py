@@ -96,9 +96,10 @@ def read_until_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
     [
         b"AMQP\x00\x00\x09\x00",
         b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        b"AMQP\x01\x01\x00\x09",
+        b"AMQP\x00\x00\x08\x00",  # 0-8 is served only for the headers its clients send
+        b"AMQP\x01\x01\x09\x02",
     ],
-    ids=["0-9-0", "http", "0-8-style"],
+    ids=["0-9-0", "http", "0-8-plain", "0-9-2"],
 )
 def test_protocol_header_mismatch(broker, header):
     with socket.create_connection((broker.host, broker.port), 5) as sock:
