@@ -13,6 +13,7 @@ import time
 import minimq
 from minimq.broker import Broker
 from minimq.server import Server, make_ssl_context
+from minimq.server.alarms import DEFAULT_DISK_FREE_LIMIT, parse_disk_free_limit
 from minimq.server.app import physical_memory
 from minimq.store import DurableStore, StoreLocked
 
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-high-watermark", type=float, default=0.4, metavar="LIMIT",
         help="block publishers above this much memory: a fraction of RAM (below 1) or bytes "
         "(default 0.4, as RabbitMQ; 0 disables)",
+    )
+    p.add_argument(
+        "--disk-free-limit", type=_disk_free_limit, default=DEFAULT_DISK_FREE_LIMIT, metavar="LIMIT",
+        help="block publishers when the data dir's disk has less free space than this: bytes, "
+        "a unit (500MB, 1GB, 2GiB) or a fraction of the disk (0.05); default 50MB as RabbitMQ; "
+        "0 disables",
     )
     p.add_argument(
         "--user", action="append", default=[], metavar="NAME:PASSWORD",
@@ -64,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--in-memory", action="store_true", help="keep nothing on disk (a throwaway broker)")
     p.add_argument("--version", action="version", version=f"minimq {minimq.__version__}")
     return p
+
+
+def _disk_free_limit(text: str) -> int | float:
+    try:
+        return parse_disk_free_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def memory_limit(watermark: float) -> int | None:
@@ -172,6 +186,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = Server(
         broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port,
         memory_limit=memory_limit(args.memory_high_watermark),
+        disk_free_limit=args.disk_free_limit or None,
     )
     await server.start()
     management = await start_management(server, args)

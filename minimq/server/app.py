@@ -9,6 +9,7 @@ import ssl
 import time
 
 from minimq.broker import Broker
+from minimq.server.alarms import disk_limit_bytes, format_bytes, reason_text
 from minimq.server.transport import AMQPServerProtocol
 
 log = logging.getLogger("minimq.server")
@@ -29,6 +30,8 @@ class Server:
         protocol_class: type[AMQPServerProtocol] = AMQPServerProtocol,
         memory_limit: int | None = None,
         memory_check_interval: float = 1.0,
+        disk_free_limit: int | float | None = None,
+        disk_check_interval: float = 1.0,
     ) -> None:
         self.broker = broker if broker is not None else Broker(clock=time.time)
         # drive_timers=False: something else calls broker.tick() (minimq.testing's virtual
@@ -49,12 +52,45 @@ class Server:
         # publishing connections are blocked, as RabbitMQ's vm_memory_high_watermark does.
         self.memory_limit = memory_limit
         self.memory_check_interval = memory_check_interval
-        self.alarm: str | None = None
         self._memory_timer: asyncio.TimerHandle | None = None
+        # Disk alarm: below `disk_free_limit` free bytes on the data dir's filesystem (an int,
+        # or a float fraction of its size), as RabbitMQ's disk_free_limit. Only with a store.
+        self.disk_free_limit = disk_free_limit
+        self.disk_check_interval = disk_check_interval
+        self.disk_free: int | None = None  # free bytes at the last check
+        self._disk_timer: asyncio.TimerHandle | None = None
+        # The resource alarms on now ("memory", "disk"): publishers are blocked while any is.
+        self.alarms: set[str] = set()
         # Durable store: writes once per loop iteration, fsync in a worker thread.
         self._store_flush_scheduled = False
         self._syncing = False
         self._sync_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def alarm(self) -> str | None:
+        """The connection.blocked reason while any alarm is on (None when none is)."""
+        return reason_text(self.alarms) if self.alarms else None
+
+    def set_alarm(self, resource: str, active: bool) -> None:
+        """Raise or clear one resource alarm.
+
+        As RabbitMQ: connections are blocked when the first alarm goes on and unblocked
+        when the last one clears; a second alarm while blocked sends nothing more.
+        """
+        if active == (resource in self.alarms):
+            return
+        was_on = bool(self.alarms)
+        if active:
+            self.alarms.add(resource)
+        else:
+            self.alarms.discard(resource)
+        reason = self.alarm
+        if reason is not None:
+            for conn in list(self.connections):
+                conn.alarm_on(reason)
+        elif was_on:
+            for conn in list(self.connections):
+                conn.alarm_off()
 
     def _factory(self) -> AMQPServerProtocol:
         proto = self.protocol_class(self.broker, self.connections)
@@ -73,6 +109,9 @@ class Server:
                 self._store_dirty()
         if self.memory_limit and rss_bytes() is not None:
             self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
+        if self.disk_free_limit and self.broker.store is not None:
+            log.info("disk free limit set to %s", self._disk_limit_text())
+            self._check_disk()
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
@@ -134,18 +173,46 @@ class Server:
         if rss is None or not limit:
             return
         waiting = any(q.ready for vhost in self.broker.vhosts.values() for q in vhost.queues.values())
-        if self.alarm is None and rss > limit and waiting:
-            self.alarm = "low on memory"
+        on = "memory" in self.alarms
+        if not on and rss > limit and waiting:
             log.warning(
                 "memory alarm: %d MB used, limit %d MB: publishers blocked", rss >> 20, limit >> 20
             )
-            for conn in list(self.connections):
-                conn.alarm_on(self.alarm)
-        elif self.alarm is not None and (rss < limit * 0.9 or not waiting):
-            self.alarm = None
+            self.set_alarm("memory", True)
+        elif on and (rss < limit * 0.9 or not waiting):
             log.info("memory alarm cleared: %d MB used", rss >> 20)
-            for conn in list(self.connections):
-                conn.alarm_off()
+            self.set_alarm("memory", False)
+
+    def _disk_limit_text(self) -> str:
+        limit = self.disk_free_limit
+        if isinstance(limit, float):
+            return f"{limit:g} of the disk"
+        return format_bytes(int(limit or 0))
+
+    def _check_disk(self) -> None:
+        """Raise or clear the disk alarm from the data dir's free space (one statvfs a second)."""
+        store = self.broker.store
+        limit = self.disk_free_limit
+        if store is None or not limit:
+            return
+        self._disk_timer = asyncio.get_running_loop().call_later(self.disk_check_interval, self._check_disk)
+        try:
+            free, total = store.disk_space()
+        except OSError as exc:
+            log.debug("cannot read free disk space of %s: %s", store.path, exc)
+            return
+        self.disk_free = free
+        need = disk_limit_bytes(limit, total)
+        on = "disk" in self.alarms
+        if not on and free < need:
+            log.warning(
+                "disk alarm: %s free on %s, limit %s: publishers blocked",
+                format_bytes(free), store.path, format_bytes(need),
+            )
+            self.set_alarm("disk", True)
+        elif on and free >= need:
+            log.info("disk alarm cleared: %s free on %s", format_bytes(free), store.path)
+            self.set_alarm("disk", False)
 
     # Group commit: everything the core logged during one loop iteration is written with
     # one os.write; one fsync (in a worker thread, so the loop keeps serving) covers all of
@@ -207,9 +274,10 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._memory_timer is not None:
-            self._memory_timer.cancel()
-            self._memory_timer = None
+        for timer in (self._memory_timer, self._disk_timer):
+            if timer is not None:
+                timer.cancel()
+        self._memory_timer = self._disk_timer = None
         for server in self._servers:
             server.close()
         for conn in list(self.connections):

@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
+from minimq.store import files as _files
 from minimq.store import records as r
 
 log = logging.getLogger("minimq.store")
@@ -103,9 +104,10 @@ def ref_segment(ref: int) -> int:
 class DurableStore:
     """An append-only, crash-safe log of durable broker state in one directory."""
 
-    def __init__(self, path: str, *, segment_size: int = SEGMENT_SIZE) -> None:
+    def __init__(self, path: str, *, segment_size: int = SEGMENT_SIZE, files: _files.Files | None = None) -> None:
         self.path = os.path.abspath(path)
         self.segment_size = segment_size
+        self.files = files if files is not None else _files.default
         os.makedirs(self.path, exist_ok=True)
         self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -326,6 +328,11 @@ class DurableStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def disk_space(self) -> tuple[int, int]:
+        """(free bytes, total bytes) of the data dir's filesystem, as `df` counts them."""
+        st = self.files.statvfs(self.path)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def segment_files(self) -> list[str]:
         return [seg.path for seg in self._segments.values()]

@@ -32,6 +32,7 @@ from minimq.broker import Broker as CoreBroker
 from minimq.broker.exchange import Exchange
 from minimq.codec.errors import AMQPError, ConnectionForced, error_for_code
 from minimq.protocol.states import ConnState
+from minimq.server.alarms import resource_of
 from minimq.server.app import Server
 from minimq.server.transport import AMQPServerProtocol
 from minimq.testing import views
@@ -921,25 +922,23 @@ class Broker:
         Connections that announced the `connection.blocked` capability get
         connection.blocked(reason); a connection that publishes while blocked is no longer
         read from (its publishes wait in the socket) until `unblock()`. Consumers go on.
-        This raises the server's own memory alarm by hand.
+        This raises the server's own resource alarm by hand ('low on disk' -> the disk alarm).
         """
         def run() -> None:
+            if self._blocked is not None and self.server is not None:
+                self.server.set_alarm(resource_of(self._blocked), False)
             self._blocked = reason
             if self.server is not None:
-                self.server.alarm = reason
-            for proto in self._protocols():
-                proto.alarm_on(reason)
+                self.server.set_alarm(resource_of(reason), True)
             self._changed()
 
         self._call(run)
 
     def unblock(self) -> None:
         def run() -> None:
+            if self._blocked is not None and self.server is not None:
+                self.server.set_alarm(resource_of(self._blocked), False)
             self._blocked = None
-            if self.server is not None:
-                self.server.alarm = None
-            for proto in self._protocols():
-                proto.alarm_off()
             self._changed()
 
         self._call(run)
