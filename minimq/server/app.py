@@ -109,9 +109,6 @@ class Server:
                 self._store_dirty()
         if self.memory_limit and rss_bytes() is not None:
             self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
-        if self.disk_free_limit and self.broker.store is not None:
-            log.info("disk free limit set to %s", self._disk_limit_text())
-            self._check_disk()
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
@@ -121,6 +118,9 @@ class Server:
             )
             self._servers.append(tls)
             self.tls_port = tls.sockets[0].getsockname()[1]
+        if self.disk_free_limit and self.broker.store is not None:
+            log.info("disk free limit set to %s", self._disk_limit_text())
+            self._check_disk()
 
     @property
     def url(self) -> str:
