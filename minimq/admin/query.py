@@ -8,7 +8,7 @@ keeps only those).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
@@ -31,7 +31,7 @@ def lookup(item: Any, path: list[str]) -> Any:
     return item
 
 
-def _sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple:
     # None first, then numbers, then text (RabbitMQ sorts mixed values in Erlang term order:
     # numbers before binaries).
     if value is None:
@@ -45,18 +45,24 @@ def _sort_key(value: Any) -> tuple:
     return (3, str(value))
 
 
-def filter_items(items: list[dict], query: dict[str, str]) -> list[dict]:
-    name = query.get("name")
-    if not name:
-        return items
+def name_matcher(query: dict[str, str]) -> Callable[[str], bool]:
+    """`name`: a case-insensitive substring, or with use_regex=true a regular expression."""
+    name = query.get("name", "")
     if query.get("use_regex", "").lower() == "true":
         try:
             rx = re.compile(name)
         except re.error as exc:
             raise QueryError("bad_request", f"invalid regular expression: {exc}") from None
-        return [i for i in items if isinstance(i.get("name"), str) and rx.search(i["name"])]
+        return lambda text: isinstance(text, str) and rx.search(text) is not None
     low = name.lower()
-    return [i for i in items if isinstance(i.get("name"), str) and low in i["name"].lower()]
+    return lambda text: isinstance(text, str) and low in text.lower()
+
+
+def filter_items(items: list[dict], query: dict[str, str]) -> list[dict]:
+    if not query.get("name"):
+        return items
+    match = name_matcher(query)
+    return [i for i in items if match(i.get("name"))]
 
 
 def sort_items(items: list[dict], query: dict[str, str]) -> list[dict]:
@@ -65,7 +71,7 @@ def sort_items(items: list[dict], query: dict[str, str]) -> list[dict]:
     if not sort:
         return items[::-1] if reverse else items
     path = sort.split(".")
-    return sorted(items, key=lambda i: _sort_key(lookup(i, path)), reverse=reverse)
+    return sorted(items, key=lambda i: sort_key(lookup(i, path)), reverse=reverse)
 
 
 def pick_columns(item: dict, columns: list[list[str]]) -> dict:
@@ -127,20 +133,27 @@ def apply(items: list[dict], query: dict[str, str]) -> Any:
         return [pick_columns(i, cols) for i in items] if cols else items
     page, size = pg
     filtered = len(items)
-    page_count = max(1, (filtered + size - 1) // size)
-    if page > page_count:
-        raise QueryError(
-            "page_out_of_range", f"Page out of range, page: {page} page size: {size}, len: {filtered}"
-        )
+    check_page(page, size, filtered)
     chunk = items[(page - 1) * size : page * size]
     if cols:
         chunk = [pick_columns(i, cols) for i in chunk]
+    return page_object(chunk, page, size, filtered, total)
+
+
+def check_page(page: int, size: int, filtered: int) -> None:
+    if page > max(1, (filtered + size - 1) // size):
+        raise QueryError(
+            "page_out_of_range", f"Page out of range, page: {page} page size: {size}, len: {filtered}"
+        )
+
+
+def page_object(items: list, page: int, size: int, filtered: int, total: int) -> dict:
     return {
         "filtered_count": filtered,
-        "item_count": len(chunk),
-        "items": chunk,
+        "item_count": len(items),
+        "items": items,
         "page": page,
-        "page_count": page_count,
+        "page_count": max(1, (filtered + size - 1) // size),
         "page_size": size,
         "total_count": total,
     }

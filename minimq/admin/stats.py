@@ -23,7 +23,7 @@ TOTAL_FIELDS = (
     "publish", "confirm", "return_unroutable", "drop_unroutable", "deliver", "deliver_no_ack",
     "get", "get_no_ack", "get_empty", "ack", "redeliver",
 )
-CHUNK = 1000  # objects read per loop iteration while sampling
+CHUNK = 250  # objects read per loop iteration while sampling
 HISTORY = 120  # samples of the node's totals kept: 10 minutes at 5 s
 
 
