@@ -110,6 +110,12 @@ class Broker:
         # Durability (minimq.store.DurableStore or None). Channels whose publisher confirms
         # wait for the store to sync, and callbacks waiting for a store position.
         self.store = store
+        # How a run of confirms (first..last publish seq, all now confirmed) goes out: None
+        # sends one basic.ack(last, multiple). A function returning [(tag, multiple), ...]
+        # may spell it differently, as RabbitMQ does when unroutable or transient messages
+        # are confirmed before persistent ones published earlier (minimq.testing's
+        # confirm-reordering fault). The last entry must be (last, True) or cover `last`.
+        self.confirm_order: Callable[[int, int], list[tuple[int, bool]]] | None = None
         self.awaiting_sync: set = set()
         self._after_sync: list[tuple[int, int, Callable[[], None]]] = []
         self._after_seq = 0

@@ -299,13 +299,18 @@ class Session:
 
     def flush_confirms(self) -> None:
         """Send publisher acks for this batch: one basic.ack(multiple) per channel."""
+        order = self.broker.confirm_order
         for ch in self.confirming:
             upto = ch.confirm_upto
             if upto > ch.confirmed_sent and not ch.closed:
-                multiple = upto - ch.confirmed_sent > 1
+                first = ch.confirmed_sent + 1
                 ch.stat_confirm += upto - ch.confirmed_sent
                 ch.confirmed_sent = upto
-                self.send(ch.number, spec.BasicAck(upto, multiple))
+                if order is not None and upto > first:
+                    for tag, multiple in order(first, upto):
+                        self.send(ch.number, spec.BasicAck(tag, multiple))
+                else:
+                    self.send(ch.number, spec.BasicAck(upto, upto > first))
         self.confirming.clear()
 
     def set_writable(self, writable: bool) -> None:

@@ -37,7 +37,7 @@ from minimq.server.app import Server
 from minimq.server.transport import AMQPServerProtocol
 from minimq.testing import views
 from minimq.testing.clock import VirtualClock
-from minimq.testing.faults import FaultyRouting
+from minimq.testing.faults import ConfirmReordering, FaultyRouting
 from minimq.testing.views import (
     BindingInfo,
     ChannelInfo,
@@ -131,6 +131,8 @@ class Broker:
             Without it the broker is in memory; `restart()` keeps durable state either way.
         vhost: the default vhost of `url` and of the inspection helpers.
         vhosts, users, heartbeat, frame_max, channel_max: as the broker core takes them.
+        reorder_confirms: False (default) confirms in publish order; True, or a seed, turns
+            on the confirm-reordering fault from the start (see `reorder_confirms`).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Broker:
         heartbeat: int = 60,
         frame_max: int = 131072,
         channel_max: int = 2047,
+        reorder_confirms: bool | int = False,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -172,6 +175,9 @@ class Broker:
         self._waiters: list[_Waiter] = []
         self._recheck: asyncio.TimerHandle | None = None
         self._blocked: str | None = None
+        self._confirm_order: ConfirmReordering | None = None
+        if reorder_confirms is not False:
+            self._confirm_order = ConfirmReordering(None if reorder_confirms is True else int(reorder_confirms))
         self.restarts = 0
 
     # ================================================================ lifecycle
@@ -327,6 +333,7 @@ class Broker:
         )
         if recovered is not None:
             core.restore(recovered)
+        core.confirm_order = self._confirm_order
         return core
 
     async def _start_server(self) -> None:
@@ -911,6 +918,27 @@ class Broker:
                 ex.kind = ex.kind.inner
 
         self._call(run)
+
+    def reorder_confirms(self, on: bool = True, *, seed: int | None = None) -> None:
+        """Confirm out of publish order, as RabbitMQ may (off by default).
+
+        While on, whenever several publishes of a channel are confirmed at once they are
+        acked as individual acks of later ones first, then one ack (multiple) for the rest:
+        e.g. `ack 2, ack 4, ack 7 multiple` for publishes 1..7. Every publish is still
+        confirmed exactly once. Use it to catch publishers that assume in-order confirms.
+        `seed` makes the pattern repeatable; `reorder_confirms(False)` turns it off.
+        """
+        order = ConfirmReordering(seed) if on else None
+
+        def run() -> None:
+            self._confirm_order = order
+            if self.core is not None:
+                self.core.confirm_order = order
+
+        if self.running:
+            self._call(run)
+        else:
+            run()
 
     @property
     def blocked(self) -> bool:

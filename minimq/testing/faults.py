@@ -55,3 +55,29 @@ class FaultyRouting:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class ConfirmReordering:
+    """Publisher confirms out of publish order, as RabbitMQ may send them.
+
+    RabbitMQ confirms a message once every queue it went to has it: an unroutable or a
+    transient message is confirmed at once, a persistent one only after the disk write, so a
+    channel may see `ack 2, ack 4, ack 7 multiple` for publishes 1..7. A publisher that takes
+    `ack 4` to mean "1 to 4 are safe", or that expects one ack per message in order, loses
+    track. Given a run of confirms (first..last), this spells it as individual acks of a
+    random non-empty subset of first+1..last, in increasing order, then one ack covering the
+    rest (multiple when it covers more than one). Seeded, so a failing run replays.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        import random
+
+        self.seed = seed
+        self._rng = random.Random(seed)
+
+    def __call__(self, first: int, last: int) -> list[tuple[int, bool]]:
+        later = list(range(first + 1, last + 1))
+        early = sorted(self._rng.sample(later, self._rng.randint(1, len(later))))
+        taken = set(early)
+        rest = [tag for tag in range(first, last + 1) if tag not in taken]
+        return [(tag, False) for tag in early] + [(rest[-1], len(rest) > 1)]
