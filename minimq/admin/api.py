@@ -128,7 +128,10 @@ class API:
             return json_response({"error": exc.error, "reason": exc.reason}, 400)
 
     def _authenticate(self, request: Request) -> Principal:
-        challenge = {"www-authenticate": 'Basic realm="RabbitMQ Management"'}
+        # Scripts (XMLHttpRequest/fetch, as the web UI) get no challenge, so a browser does not
+        # pop up its own login dialog over the page's.
+        scripted = request.headers.get("x-requested-with", "").lower() == "xmlhttprequest"
+        challenge = {} if scripted else {"www-authenticate": 'Basic realm="RabbitMQ Management"'}
         creds = auth.parse_basic(request.headers.get("authorization"))
         if creds is None:
             raise HTTPError(401, "not_authorized", "Login failed", challenge)
