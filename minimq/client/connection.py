@@ -19,11 +19,10 @@ from minimq.protocol.client import (
     ConnectionBlocked,
     ConnectionCloseCompleted,
     ConnectionClosedByServer,
-    ConnectionOpened,
+    ConnectionReady,
     ConnectionUnblocked,
-    ContentReceived,
-    MethodReceived,
 )
+from minimq.protocol.events import ContentReceived, MethodReceived
 
 from .channel import Channel
 from .errors import (
@@ -361,7 +360,7 @@ class Connection:
                 assert isinstance(event, ContentReceived)
                 channel = channels.get(event.channel)
                 if channel is not None:
-                    channel._on_content(event.method, event.properties, event.body)
+                    channel._on_content(event.method, event.header[12:], event.body)
             elif cls is MethodReceived:
                 assert isinstance(event, MethodReceived)
                 channel = channels.get(event.channel)
@@ -374,7 +373,7 @@ class Connection:
 
     def _on_connection_event(self, event: object) -> None:
         cls = event.__class__
-        if cls is ConnectionOpened:
+        if cls is ConnectionReady:
             if self._opened is not None and not self._opened.done():
                 self._opened.set_result(None)
         elif cls is ConnectionClosedByServer:

@@ -44,11 +44,10 @@ from minimq.protocol.client import (
     ConnectionBlocked,
     ConnectionCloseCompleted,
     ConnectionClosedByServer,
-    ConnectionOpened,
+    ConnectionReady,
     ConnectionUnblocked,
-    ContentReceived,
-    MethodReceived,
 )
+from minimq.protocol.events import ContentReceived, MethodReceived
 
 from .errors import (
     AuthenticationError,
@@ -459,11 +458,11 @@ class Connection:
                 if channel is None:
                     continue
                 if cls is ContentReceived:
-                    channel._on_content(event.method, event.properties,  # type: ignore
+                    channel._on_content(event.method, event.header[12:],  # type: ignore
                                         event.body)  # type: ignore[attr-defined]
                 else:
                     channel._on_method(event.method)  # type: ignore[attr-defined]
-            elif cls is ConnectionOpened:
+            elif cls is ConnectionReady:
                 self._opened = True
             elif cls is ConnectionClosedByServer:
                 assert isinstance(event, ConnectionClosedByServer)

@@ -10,6 +10,11 @@ import struct
 from typing import Protocol
 
 from .errors import CodecError
+from .spec import FRAME_BODY as _FRAME_BODY
+from .spec import FRAME_END as _FRAME_END
+from .spec import FRAME_HEADER as _FRAME_HEADER
+from .spec import FRAME_HEARTBEAT as _FRAME_HEARTBEAT
+from .spec import FRAME_METHOD as _FRAME_METHOD
 
 __all__ = [
     "PROTOCOL_HEADER",
@@ -26,11 +31,6 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_HEADER = struct.Struct(">BHI")
 FRAME_END_BYTE = b"\xce"
 
-_FRAME_METHOD = 1
-_FRAME_HEADER = 2
-_FRAME_BODY = 3
-_FRAME_HEARTBEAT = 8
-_FRAME_END = 206
 _KNOWN_TYPES = frozenset((_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY, _FRAME_HEARTBEAT))
 _OVERHEAD = 8  # 7-byte header + frame-end octet
 

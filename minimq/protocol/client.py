@@ -1,19 +1,23 @@
 """The client side of one AMQP 0-9-1 connection, without I/O.
 
-`ClientConnection` owns the parts of a client connection that do not depend on how bytes move:
-the handshake (protocol header, start/start-ok, tune/tune-ok, open/open-ok), tune negotiation,
-frame parsing, content assembly (method -> header -> bodies) and frame encoding for publishes.
-Both `minimq.client` (asyncio) and `minimq.client.sync` (a plain blocking socket) drive it:
+`ClientConnection` owns what does not depend on how bytes move: the handshake (protocol
+header, start/start-ok, tune/tune-ok, open/open-ok), tune negotiation, frame parsing, content
+assembly (the `ContentAssembler` the server side uses too), the channel table, publish frame
+encoding and heartbeat bookkeeping. What methods mean on a channel is `ClientChannel`'s
+(minimq.protocol.client_channel). Both `minimq.client` (asyncio) and `minimq.client.sync` (a
+plain blocking socket) drive it:
 
     conn = ClientConnection(username="guest", password="guest", virtual_host="/")
     conn.start()                           # queues the protocol header
     transport.write(conn.data_to_send())
     for event in conn.receive_data(data):  # every complete frame becomes at most one event
         ...
+    channel = conn.channel(1)              # once ConnectionReady came
+    channel.open()
 
-Nothing here touches sockets, the clock, threads or the event loop: heartbeat *timing* belongs to
-the I/O layer, which reads `heartbeat` (the negotiated interval), watches `frames_received` and
-calls `send_heartbeat()`.
+Nothing here touches sockets, the clock, threads or the event loop: the I/O layer calls
+`heartbeat_tick` every ``heartbeat / 2`` seconds, which queues a heartbeat when nothing else
+went out and says when the broker has been silent too long.
 """
 from __future__ import annotations
 
@@ -36,25 +40,26 @@ from minimq.codec.frames import (
     encode_method_frame,
 )
 from minimq.codec.properties import BasicProperties, encode_content_header
+from minimq.codec.spec import FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE
+
+from .assembler import ContentAssembler
+from .client_channel import ChannelEvent, ClientChannel
+from .events import ContentReceived, MethodReceived
 
 __all__ = [
     "ClientConnection",
     "ClientEvent",
-    "ConnectionOpened",
+    "ConnectionReady",
     "ConnectionClosedByServer",
     "ConnectionCloseCompleted",
     "ConnectionBlocked",
     "ConnectionUnblocked",
-    "MethodReceived",
-    "ContentReceived",
     "DEFAULT_CLIENT_PROPERTIES",
 ]
 
-FRAME_METHOD = 1
-FRAME_HEADER = 2
-FRAME_BODY = 3
-FRAME_HEARTBEAT = 8
-FRAME_MIN_SIZE = 4096
+#: Heartbeat ticks (each half an interval) without a frame from the broker before it counts
+#: as gone: two intervals, as RabbitMQ and the spec suggest.
+_SILENT_TICKS = 4
 
 DEFAULT_CLIENT_PROPERTIES: dict[str, Any] = {
     "product": "minimq.client",
@@ -72,18 +77,13 @@ DEFAULT_CLIENT_PROPERTIES: dict[str, Any] = {
     },
 }
 
-_CONTENT_METHODS = frozenset(
-    (spec.BasicDeliver.INDEX, spec.BasicGetOk.INDEX, spec.BasicReturn.INDEX)
-)
-
-
 class ClientEvent:
     """Base of the events `ClientConnection.receive_data` returns."""
 
     __slots__ = ()
 
 
-class ConnectionOpened(ClientEvent):
+class ConnectionReady(ClientEvent):
     """connection.open-ok arrived: the connection is usable."""
 
     __slots__ = ("known_hosts",)
@@ -123,34 +123,6 @@ class ConnectionUnblocked(ClientEvent):
     """connection.unblocked: publishing may resume."""
 
     __slots__ = ()
-
-
-class MethodReceived(ClientEvent):
-    """A method without content on a channel other than 0.
-
-    A received channel.close has its close-ok already queued.
-    """
-
-    __slots__ = ("channel", "method")
-
-    def __init__(self, channel: int, method: spec.Method) -> None:
-        self.channel = channel
-        self.method = method
-
-
-class ContentReceived(ClientEvent):
-    """basic.deliver, basic.get-ok or basic.return with its properties and whole body.
-
-    ``properties`` is the raw property bytes; decode with `BasicProperties.decode` when needed.
-    """
-
-    __slots__ = ("channel", "method", "properties", "body")
-
-    def __init__(self, channel: int, method: spec.Method, properties: bytes, body: bytes) -> None:
-        self.channel = channel
-        self.method = method
-        self.properties = properties
-        self.body = body
 
 
 def _negotiate(client: int | None, server: int) -> int:
@@ -204,7 +176,12 @@ class ClientConnection:
         #: Incremented for every frame received (heartbeats included).
         self.frames_received = 0
         self._parser = FrameParser(0)
-        self._partial: dict[int, list[Any]] = {}
+        self._assembler = ContentAssembler(self._content_complete)
+        #: Channels by number, from `channel` until they are closed.
+        self.channels: dict[int, ClientChannel] = {}
+        self._sent_since_tick = False
+        self._received_at_tick = 0
+        self._silent_ticks = 0
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -222,7 +199,24 @@ class ClientConnection:
             return b""
         data = b"".join(out) if len(out) > 1 else out[0]
         out.clear()
+        self._sent_since_tick = True
         return data
+
+    def channel(self, number: int) -> ClientChannel:
+        """A new channel on ``number`` (replacing a closed one); call its `open`."""
+        if not 0 < number <= (self.channel_max or 65535):
+            raise ValueError(f"channel number {number} is outside 1..{self.channel_max}")
+        old = self.channels.get(number)
+        if old is not None and old.state not in ("new", "closed"):
+            raise RuntimeError(f"channel {number} is {old.state}")
+        channel = self.channels[number] = ClientChannel(self, number)
+        return channel
+
+    def channel_finished(self, channel: ClientChannel) -> None:
+        """Called by a channel that reached ``closed``: its number is free again."""
+        if self.channels.get(channel.number) is channel:
+            del self.channels[channel.number]
+        self._assembler.discard(channel.number)
 
     def send_method(self, channel: int, method: spec.Method) -> None:
         """Queue one method frame."""
@@ -272,6 +266,21 @@ class ClientConnection:
         """Queue a heartbeat frame."""
         self.out.append(HEARTBEAT_FRAME)
 
+    def heartbeat_tick(self) -> bool:
+        """Call every ``heartbeat / 2`` seconds: queues a heartbeat if nothing went out since
+        the last tick; returns False once the broker has sent nothing for two intervals."""
+        if self.frames_received != self._received_at_tick:
+            self._received_at_tick = self.frames_received
+            self._silent_ticks = 0
+        else:
+            self._silent_ticks += 1
+            if self._silent_ticks >= _SILENT_TICKS:
+                return False
+        if not self._sent_since_tick and not self.out:
+            self.send_heartbeat()
+        self._sent_since_tick = False
+        return True
+
     def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown",
               class_id: int = 0, method_id: int = 0) -> None:
         """Queue connection.close (if the connection is not already closing)."""
@@ -285,78 +294,75 @@ class ClientConnection:
 
     # -- incoming ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
-        """Feed received bytes; return the events for every frame now complete.
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """Feed received bytes; return the events (connection events and the channels'
+        `ChannelEvent`s) for every frame now complete.
 
-        Raises an `AMQPError` (e.g. `UnexpectedFrame`, `FrameError`) for a protocol violation
-        by the server; the caller should then `close()` with that error's code and drop the
-        connection.
+        Raises an `AMQPError` (e.g. `UnexpectedFrame`, `FrameError`, `CommandInvalid` for a
+        reply no call asked for) for a protocol violation by the server; the caller should
+        then `close()` with that error's code and drop the connection.
         """
         if self.state == "handshake" and not self.frames_received and data[:4] == b"AMQP":
             # The server refused our protocol header and sent its own.
             raise CommandInvalid(f"server refused protocol header, supports {bytes(data[:8])!r}")
         frames = self._parser.feed(data)
-        events: list[ClientEvent] = []
+        events: list[Any] = []
         if not frames:
             return events
         self.frames_received += len(frames)
-        partial = self._partial
+        assembler = self._assembler
+        channels = self.channels
         decode = spec.decode_method
-        for frame_type, channel, payload in frames:
-            if frame_type == FRAME_METHOD:
-                if channel in partial:
-                    raise UnexpectedFrame(f"method frame on channel {channel} during content")
+        for frame_type, number, payload in frames:
+            if frame_type == FRAME_BODY:
+                event = assembler.body(number, payload)
+            elif frame_type == FRAME_METHOD:
+                if number in assembler:
+                    raise UnexpectedFrame(f"method frame on channel {number} during content")
                 method = decode(payload)
-                if channel == 0:
+                if number == 0:
                     event = self._on_connection_method(method)
-                    if event is not None:
-                        events.append(event)
+                elif method.HAS_CONTENT:
+                    assembler.start(number, method)
                     continue
-                if self.state == "closed":
-                    continue
-                if method.INDEX in _CONTENT_METHODS:
-                    partial[channel] = [method, b"", 0, [], 0]
-                    continue
-                if method.__class__ is spec.ChannelClose:
-                    self.send_method(channel, spec.ChannelCloseOk())
-                events.append(MethodReceived(channel, method))
-            elif frame_type == FRAME_HEADER:
-                pending = partial.get(channel)
-                if pending is None or pending[2] or pending[3] or pending[1]:
-                    raise UnexpectedFrame(f"unexpected content header on channel {channel}")
-                if len(payload) < 14:
-                    raise UnexpectedFrame("truncated content header")
-                size = int.from_bytes(payload[4:12], "big")
-                props = payload[12:]
-                if size == 0:
-                    del partial[channel]
-                    events.append(ContentReceived(channel, pending[0], props, b""))
                 else:
-                    pending[1] = props
-                    pending[2] = size
-            elif frame_type == FRAME_BODY:
-                pending = partial.get(channel)
-                if pending is None or not pending[2]:
-                    raise UnexpectedFrame(f"unexpected content body on channel {channel}")
-                chunks = pending[3]
-                chunks.append(payload)
-                have = pending[4] = pending[4] + len(payload)
-                if have >= pending[2]:
-                    if have > pending[2]:
-                        raise UnexpectedFrame("content body larger than its header said")
-                    del partial[channel]
-                    body = payload if len(chunks) == 1 else b"".join(chunks)
-                    events.append(ContentReceived(channel, pending[0], pending[1], body))
+                    if self.state == "closed":
+                        continue
+                    channel = channels.get(number)
+                    if channel is None:
+                        event = self._legacy_method(number, method)
+                    else:
+                        event = channel.method_received(method)
+            elif frame_type == FRAME_HEADER:
+                event = assembler.header(number, payload)
             elif frame_type == FRAME_HEARTBEAT:
-                if channel != 0:
+                if number != 0:
                     raise ChannelError("heartbeat frame on a non-zero channel")
+                continue
             else:
                 raise FrameError(f"unknown frame type {frame_type}")
+            if event is not None:
+                events.append(event)
         return events
 
-    def channel_closed(self, channel: int) -> None:
+    def _content_complete(self, number: int, method: spec.Method, header: bytes,
+                          body: bytes) -> ChannelEvent | None:
+        if self.state == "closed":
+            return None
+        channel = self.channels.get(number)
+        if channel is None:
+            return ContentReceived(number, method, header, body)
+        return channel.content_received(method, header, body)
+
+    # Until both drivers run on ClientChannel: channels without one get the raw events.
+    def _legacy_method(self, number: int, method: spec.Method) -> MethodReceived:
+        if method.__class__ is spec.ChannelClose:
+            self.send_method(number, spec.ChannelCloseOk())
+        return MethodReceived(number, method)
+
+    def channel_closed(self, number: int) -> None:
         """Forget half-received content of a channel the layer above considers closed."""
-        self._partial.pop(channel, None)
+        self._assembler.discard(number)
 
     def _on_connection_method(self, method: spec.Method) -> ClientEvent | None:
         cls = method.__class__
@@ -397,18 +403,16 @@ class ClientConnection:
             if self.state != "handshake":
                 raise UnexpectedFrame("connection.open-ok after the handshake")
             self.state = "open"
-            return ConnectionOpened(str(method.reserved_1))
+            return ConnectionReady(str(method.reserved_1))
         if cls is spec.ConnectionClose:
             if self.state != "closed":
                 self.send_method(0, spec.ConnectionCloseOk())
-            self.state = "closed"
-            self._partial.clear()
+            self._closed()
             return ConnectionClosedByServer(
                 method.reply_code, method.reply_text, method.class_id, method.method_id
             )
         if cls is spec.ConnectionCloseOk:
-            self.state = "closed"
-            self._partial.clear()
+            self._closed()
             return ConnectionCloseCompleted()
         if cls is spec.ConnectionBlocked:
             return ConnectionBlocked(method.reason)
@@ -419,3 +423,8 @@ class ClientConnection:
         if cls is spec.ConnectionUpdateSecretOk:
             return None
         raise CommandInvalid(f"unexpected {method.NAME} on channel 0")
+
+    def _closed(self) -> None:
+        self.state = "closed"
+        self._assembler.clear()
+        self.channels.clear()

@@ -23,7 +23,6 @@ from minimq.codec.errors import (
     CommandInvalid,
     FrameError,
     NotAllowed,
-    PreconditionFailed,
     UnexpectedFrame,
     UnknownMethod,
 )
@@ -42,7 +41,10 @@ from minimq.protocol.amqp08 import (
     decode_0_8,
     encode_method_frame_0_8,
 )
+from minimq.codec.spec import FRAME_BODY, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE
+from minimq.codec.spec import FRAME_HEADER as FRAME_HEADER_TYPE
 from minimq.codec.values import decode_table
+from minimq.protocol.assembler import ContentAssembler
 from minimq.protocol.events import (
     ChannelClosed,
     ChannelOpened,
@@ -57,12 +59,6 @@ from minimq.protocol.states import ChanState, ConnState
 NEED_DATA = object()
 """Sentinel from next_event: every complete frame has been consumed."""
 
-FRAME_METHOD = 1
-FRAME_HEADER_TYPE = 2
-FRAME_BODY = 3
-FRAME_HEARTBEAT = 8
-FRAME_MIN_SIZE = 4096
-_CONTENT_HEADER = struct.Struct(">HHQ")
 _PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
 _PUBLISH_CACHE_MAX = 1024
 
@@ -98,19 +94,6 @@ def parse_sasl(mechanism: str, response: bytes) -> tuple[str, str]:
         return user, password
     # RabbitMQ treats an unknown mechanism as a command error, not an auth failure.
     raise CommandInvalid(f"unknown authentication mechanism '{mechanism}'")
-
-
-class _Assembly:
-    """Content being assembled on one channel: method, then header, then body frames."""
-
-    __slots__ = ("method", "header", "size", "parts", "received")
-
-    def __init__(self, method) -> None:
-        self.method = method
-        self.header: bytes | None = None
-        self.size = 0
-        self.parts: list[bytes] = []
-        self.received = 0
 
 
 class ServerConnection:
@@ -150,7 +133,7 @@ class ServerConnection:
         self._parser = FrameParser(frame_max)
         self._frames: list = []
         self._pos = 0
-        self._assembling: dict[int, _Assembly] = {}
+        self._assembling = ContentAssembler(ContentReceived, max_message_size)
         self._publish_cache: dict[bytes, spec.BasicPublish] = {}
         self._pending_error: AMQPError | None = None
         # Set when the socket must be dropped at once, without a close handshake (RabbitMQ's
@@ -280,7 +263,7 @@ class ServerConnection:
         if self.channels.get(channel) is not ChanState.OPEN:
             return
         self.channels[channel] = ChanState.CLOSING
-        self._assembling.pop(channel, None)
+        self._assembling.discard(channel)
         self.send_method(
             channel,
             spec.ChannelClose(error.code, error.reply_text[:255], error.class_id, error.method_id),
@@ -337,7 +320,7 @@ class ServerConnection:
                         if len(self._publish_cache) >= _PUBLISH_CACHE_MAX:
                             self._publish_cache.clear()
                         self._publish_cache[payload] = method
-                    self._assembling[channel] = _Assembly(method)
+                    self._assembling.start(channel, method)
                     return None
                 method = self._decode(payload)
                 if method is ACCESS_REQUEST:
@@ -346,7 +329,7 @@ class ServerConnection:
                 if method.HAS_CONTENT:
                     if not isinstance(method, spec.BasicPublish):
                         raise CommandInvalid(f"{method.NAME} may not be sent by a client")
-                    self._assembling[channel] = _Assembly(method)
+                    self._assembling.start(channel, method)
                     return None
                 if method.INDEX == _CHANNEL_CLOSE:
                     del self.channels[channel]
@@ -377,53 +360,15 @@ class ServerConnection:
             elif method.INDEX == _CHANNEL_CLOSE:
                 self.send_method(channel, spec.ChannelCloseOk())
             return None
-        if ftype == FRAME_HEADER_TYPE:
-            asm = self._assembling.get(channel)
-            if asm is None or asm.header is not None:
+        if ftype == FRAME_HEADER_TYPE or ftype == FRAME_BODY:
+            try:
+                if ftype == FRAME_BODY:
+                    return self._assembling.body(channel, payload)
+                return self._assembling.header(channel, payload)
+            except UnexpectedFrame:
                 if self.channels.get(channel) is ChanState.CLOSING:
-                    return None
-                raise UnexpectedFrame(f"unexpected content header frame on channel {channel}")
-            if len(payload) < 14:
-                raise FrameError("content header frame too short")
-            class_id, _weight, size = _CONTENT_HEADER.unpack_from(payload, 0)
-            if class_id != 60:
-                raise UnexpectedFrame(
-                    f"expected content header for class 60, got one for class {class_id} instead",
-                    asm.method.CLASS_ID, asm.method.METHOD_ID,
-                )
-            if size > self.max_message_size:
-                del self._assembling[channel]
-                raise PreconditionFailed(
-                    f"message size {size} is larger than configured max size {self.max_message_size}"
-                )
-            if size == 0:
-                del self._assembling[channel]
-                return ContentReceived(channel, asm.method, payload, b"")
-            asm.header = payload
-            asm.size = size
-            return None
-        if ftype == FRAME_BODY:
-            asm = self._assembling.get(channel)
-            if asm is None or asm.header is None:
-                if self.channels.get(channel) is ChanState.CLOSING:
-                    return None
-                raise UnexpectedFrame(f"unexpected content body frame on channel {channel}")
-            asm.received += len(payload)
-            if asm.received >= asm.size:
-                if asm.received > asm.size:
-                    raise FrameError(
-                        f"content body is {asm.received} bytes, header announced {asm.size}"
-                    )
-                del self._assembling[channel]
-                parts = asm.parts
-                if parts:
-                    parts.append(payload)
-                    body = b"".join(parts)
-                else:
-                    body = payload
-                return ContentReceived(channel, asm.method, asm.header, body)
-            asm.parts.append(payload)
-            return None
+                    return None  # content of a method sent before our channel.close
+                raise
         if ftype == FRAME_HEARTBEAT and not payload:
             if channel != 0:
                 # RabbitMQ treats this as an unexpected frame (505).
