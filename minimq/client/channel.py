@@ -9,23 +9,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Union
 
 from minimq.codec import spec
-from minimq.codec.properties import BasicProperties
+from minimq.protocol.client_channel import (
+    ChannelCloseCompleted,
+    ChannelClosedByServer,
+    ChannelEvent,
+    ConfirmsResolved,
+    ConsumerCancelled,
+    Delivered,
+    FlowChanged,
+    Reply,
+    Returned,
+)
 
+from .base import BaseChannel
 from .errors import (
     ChannelClosed,
     ClientError,
-    ConnectionClosed,
     MessageNacked,
     MessageReturned,
     channel_error,
 )
-from .message import IncomingMessage, Message, ReturnedMessage
+from .message import Body, IncomingMessage, ReturnedMessage, body_and_properties
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -44,7 +53,6 @@ log = logging.getLogger("minimq.client")
 
 MessageCallback = Callable[[IncomingMessage], Union[Awaitable[Any], Any]]
 ReturnCallback = Callable[[ReturnedMessage], Any]
-Body = Union[Message, bytes, bytearray, memoryview, str]
 
 
 class ExchangeType:
@@ -54,18 +62,6 @@ class ExchangeType:
     FANOUT = "fanout"
     TOPIC = "topic"
     HEADERS = "headers"
-
-
-def _as_message(message: Body) -> tuple[bytes, BasicProperties | None]:
-    if message.__class__ is Message:
-        return message.body, message.properties  # type: ignore[union-attr]
-    if isinstance(message, Message):
-        return message.body, message.properties
-    if isinstance(message, bytes):
-        return message, None
-    if isinstance(message, str):
-        return message.encode("utf-8"), None
-    return bytes(message), None
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -189,7 +185,7 @@ class _ConsumerEnded(StopAsyncIteration):
     """Raised inside a buffer when its consumer is cancelled: the iterator just stops."""
 
 
-class Channel:
+class Channel(BaseChannel):
     """An AMQP channel; get one with ``await connection.channel()``.
 
     Use it as ``async with await connection.channel() as channel:`` to close it afterwards.
@@ -197,50 +193,20 @@ class Channel:
     `MessageNacked` or `MessageReturned` (mandatory messages without a route).
     """
 
+    connection: Connection
+
     def __init__(self, connection: Connection, number: int,
                  publisher_confirms: bool = False) -> None:
-        self.connection = connection
-        self.number = number
-        self.publisher_confirms = publisher_confirms
-        self._loop = connection._loop
+        super().__init__(connection, number, publisher_confirms)
+        self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
         self._waiter: asyncio.Future[Any] | None = None
-        self._expect: tuple[type[spec.Method], ...] = ()
-        self._close_exc: ClientError | None = None
-        self._open = False
+        self._close_waiter: asyncio.Future[None] | None = None
         self._closing = False
         self._consumers: dict[str, Consumer] = {}
-        self._confirms: OrderedDict[int, tuple[asyncio.Future[None], Any]] = OrderedDict()
-        self._by_message_id: dict[str, int] = {}
-        self._publish_seq = 0
-        self._on_return: list[ReturnCallback] = []
-        self._flow = asyncio.Event()
-        self._flow.set()
-        self._generation = 0
-        self._transactional = False
-        # Robust mode: what to re-declare after a reconnect, in declaration order.
-        self._topology: dict[tuple[Any, ...], Callable[[], Awaitable[Any]]] = {}
+        self._confirms: dict[int, tuple[asyncio.Future[None], Any]] = {}
         self._pending_consumer: Consumer | None = None
-
-    # -- state --------------------------------------------------------------------------
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the channel is closed (by the client, the broker or the connection)."""
-        return not self._open
-
-    @property
-    def close_reason(self) -> ClientError | None:
-        """Why the channel closed: a `ChannelClosed` or `ConnectionClosed`, or None."""
-        return self._close_exc
-
-    def _check(self) -> None:
-        if not self._open:
-            raise self._close_exc or ChannelClosed("channel is not open", code=0)
-
-    def __repr__(self) -> str:
-        state = "open" if self._open else "closed"
-        return f"<Channel {self.number} {state} of {self.connection!r}>"
+        self._get_no_ack = False
 
     async def __aenter__(self) -> Channel:
         return self
@@ -251,15 +217,12 @@ class Channel:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def _open_channel(self) -> None:
-        self._generation += 1
-        self._close_exc = None
-        self._open = True
+    async def open(self) -> None:
+        """Open (or, after a reconnect, re-open) the channel with its confirm and tx modes;
+        `Connection.channel` does this for you."""
         self._closing = False
-        self._publish_seq = 0
-        self._flow.set()
         try:
-            await self._rpc(spec.ChannelOpen())
+            await self._rpc(None)
             if self.publisher_confirms:
                 await self._rpc(spec.ConfirmSelect(False))
             if self._transactional:
@@ -268,211 +231,167 @@ class Channel:
             self._open = False
             raise
 
-    async def _restore(self) -> None:
-        """Re-open after a reconnect and replay qos, declarations, bindings and consumers."""
-        await self._open_channel()
-        for key, replay in list(self._topology.items()):
+    async def restore(self) -> None:
+        """Robust mode, after a reconnect: re-open, then replay qos, declarations, bindings
+        and consumers (called by the connection)."""
+        await self.open()
+        for key, replay in self._topology.entries():
             try:
                 await replay()
             except ChannelClosed as exc:
                 log.warning("robust channel %s: could not restore %s: %s", self.number, key, exc)
-                self._topology.pop(key, None)
-                await self._open_channel()
+                self._topology.forget(key)
+                await self.open()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Close the channel: first waits (up to ``timeout``) for outstanding publisher
         confirms, then sends channel.close. Closing a closed channel does nothing."""
         if not self._open or self._closing:
             return
-        if self._confirms:
-            pending = [fut for fut, _ in self._confirms.values() if not fut.done()]
-            if pending:
-                await asyncio.wait(pending, timeout=timeout)
+        pending = [fut for fut, _ in self._confirms.values() if not fut.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
         if not self._open or self._closing:
             return
         self._closing = True
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        self._expect = (spec.ChannelCloseOk,)
-        self.connection._send_method(self.number, spec.ChannelClose(200, "Normal shutdown", 0, 0))
+        waiter = self._close_waiter = self._loop.create_future()
+        assert self._core is not None
+        self._core.close()
+        self.connection.flush_soon()
         try:
             await asyncio.wait_for(waiter, timeout)
         except (ClientError, asyncio.TimeoutError):
             pass
         finally:
-            self._closed(ChannelClosed("channel closed by the client", code=200))
+            self._mark_closed(ChannelClosed("channel closed by the client", code=200))
 
-    def _closed(self, exc: ClientError, release: bool = True) -> None:
+    def connection_closed(self, error: ClientError) -> None:
+        """The connection is gone (for good, or until a robust reconnect): fail what waits."""
+        self._mark_closed(error)
+
+    def _mark_closed(self, exc: ClientError, release: bool = True) -> None:
         """Mark closed and fail everything that waits on this channel. ``release=False``
-        keeps the channel number reserved until the close-ok of our channel.close."""
+        keeps the channel in the connection's table (a robust reconnect restores it)."""
         if not self._open and self._close_exc is not None:
-            if release and not self._open:
-                self.connection._forget_channel(self)
+            if release and not self._keeps_consumers(exc):
+                self.connection.forget_channel(self)
             return
-        was_open = self._open
         self._open = False
         self._close_exc = exc
-        self._flow.set()
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            if waiter is not None and self._expect == (spec.ChannelCloseOk,):
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
-        self._waiter = None
-        confirms = self._confirms
-        self._confirms = OrderedDict()
-        self._by_message_id.clear()
+            waiter.set_exception(exc)
+        close_waiter, self._close_waiter = self._close_waiter, None
+        if close_waiter is not None and not close_waiter.done():
+            close_waiter.set_result(None)
+        confirms, self._confirms = self._confirms, {}
         for fut, _ in confirms.values():
             if not fut.done():
                 fut.set_exception(exc)
-        robust_restart = isinstance(exc, ConnectionClosed) and self.connection._will_reconnect()
-        if not robust_restart:
+        if not self._keeps_consumers(exc):
             for consumer in list(self._consumers.values()):
                 consumer.stop(exc)
             self._consumers.clear()
             if release:
-                self.connection._forget_channel(self)
-        if was_open:
-            self.connection._core_channel_closed(self.number)
+                self.connection.forget_channel(self)
+        self.connection.wake()
 
-    # -- incoming -----------------------------------------------------------------------
+    # -- incoming (called by the connection with the core's events) -----------------------
 
-    def _on_method(self, method: spec.Method) -> None:
-        cls = method.__class__
-        if not self._open:
-            # Abandoned after a cancelled call: free the number once the close completes.
-            if cls is spec.ChannelCloseOk or cls is spec.ChannelClose:
-                self.connection._forget_channel(self)
+    def deliver(self, event: Delivered) -> None:
+        """A basic.deliver for one of this channel's consumers."""
+        method = event.method
+        consumer = self._consumers.get(method.consumer_tag)
+        if consumer is None:
+            log.debug("delivery for unknown consumer %s dropped", method.consumer_tag)
             return
-        if cls is spec.BasicAck:
-            self._on_confirm(method.delivery_tag, method.multiple, None)
-            return
-        if cls is spec.BasicNack:
-            self._on_confirm(method.delivery_tag, method.multiple, "nack")
-            return
-        if cls is spec.ChannelClose:
-            # close-ok was already sent by the protocol core.
-            self._closed(channel_error(method.reply_code, method.reply_text,
-                                       method.class_id, method.method_id))
-            return
-        if cls is spec.BasicCancel:
-            consumer = self._consumers.pop(method.consumer_tag, None)
-            self._topology.pop(("consumer", method.consumer_tag), None)
-            if not method.no_wait:
-                self.connection._send_method(self.number, spec.BasicCancelOk(method.consumer_tag))
+        consumer.deliver(IncomingMessage(
+            self, event.body, event.properties, method.delivery_tag, method.redelivered,
+            method.exchange, method.routing_key, method.consumer_tag, None, consumer.no_ack))
+
+    def handle_event(self, event: ChannelEvent) -> None:
+        """Any other event of this channel's core."""
+        cls = event.__class__
+        if cls is ConfirmsResolved:
+            assert isinstance(event, ConfirmsResolved)
+            confirms = self._confirms
+            for tag in event.tags:
+                entry = confirms.pop(tag, None)
+                if entry is not None and not entry[0].done():
+                    if event.ack:
+                        entry[0].set_result(None)
+                    else:
+                        entry[0].set_exception(
+                            MessageNacked(entry[1], "the broker nacked the message"))
+        elif cls is Reply:
+            assert isinstance(event, Reply)
+            self._on_reply(event)
+        elif cls is Returned:
+            assert isinstance(event, Returned)
+            self._returned(event)
+            tag = event.delivery_tag
+            entry = self._confirms.get(tag) if tag is not None else None
+            if entry is not None and not entry[0].done():
+                m = event.method
+                entry[0].set_exception(MessageReturned(entry[1], m.reply_code, m.reply_text,
+                                                       m.exchange, m.routing_key))
+        elif cls is ChannelClosedByServer:
+            assert isinstance(event, ChannelClosedByServer)
+            self._mark_closed(channel_error(event.reply_code, event.reply_text,
+                                            event.class_id, event.method_id))
+        elif cls is ChannelCloseCompleted:
+            waiter = self._close_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if not self._open:
+                self.connection.forget_channel(self)
+        elif cls is FlowChanged:
+            self.connection.wake()
+        elif cls is ConsumerCancelled:
+            assert isinstance(event, ConsumerCancelled)
+            consumer = self._consumers.pop(event.consumer_tag, None)
+            self._topology.forget(("consumer", event.consumer_tag))
             if consumer is not None:
-                log.info("broker cancelled consumer %s", method.consumer_tag)
+                log.info("broker cancelled consumer %s", event.consumer_tag)
                 consumer.stop(_ConsumerEnded())
                 if consumer.on_cancel is not None:
                     consumer.on_cancel()
-            return
-        if cls is spec.ChannelFlow:
-            if method.active:
-                self._flow.set()
-            else:
-                self._flow.clear()
-            self.connection._send_method(self.number, spec.ChannelFlowOk(method.active))
-            return
-        if cls is spec.BasicConsumeOk and self._pending_consumer is not None:
-            consumer = self._pending_consumer
-            self._pending_consumer = None
+
+    def _on_reply(self, event: Reply) -> None:
+        method = event.method
+        if method.__class__ is spec.BasicConsumeOk and self._pending_consumer is not None:
+            # Deliveries may follow in this same read: register before they are dispatched.
+            consumer, self._pending_consumer = self._pending_consumer, None
             consumer.tag = method.consumer_tag
             self._consumers[consumer.tag] = consumer
-        waiter = self._waiter
-        if waiter is not None and cls in self._expect:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(method)
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
             return
-        if self._closing:
-            return
-        if cls is spec.BasicCancelOk or cls is spec.BasicConsumeOk:
-            return  # a late reply to an abandoned call
-        self.connection._protocol_failure(
-            f"unexpected {method.NAME} on channel {self.number}", spec.COMMAND_INVALID)
-
-    def _on_content(self, method: spec.Method, properties: bytes, body: bytes) -> None:
-        if not self._open:
-            return  # the broker requeues deliveries of a channel closing under it
-        cls = method.__class__
-        if cls is spec.BasicDeliver:
-            consumer = self._consumers.get(method.consumer_tag)
-            if consumer is None or self._closing:
-                log.debug("delivery for unknown consumer %s dropped", method.consumer_tag)
-                return
-            consumer.deliver(IncomingMessage(
-                self, body, properties, method.delivery_tag, method.redelivered,
-                method.exchange, method.routing_key, method.consumer_tag, None, consumer.no_ack))
-            return
-        if cls is spec.BasicGetOk:
-            waiter = self._waiter
-            if waiter is not None and spec.BasicGetOk in self._expect:
-                self._waiter = None
-                if not waiter.done():
-                    waiter.set_result(IncomingMessage(
-                        self, body, properties, method.delivery_tag, method.redelivered,
-                        method.exchange, method.routing_key, None, method.message_count,
-                        self._get_no_ack))
-                return
-            self.connection._protocol_failure("unexpected basic.get-ok", spec.COMMAND_INVALID)
-            return
-        if cls is spec.BasicReturn:
-            returned = ReturnedMessage(body, properties, method.reply_code, method.reply_text,
-                                       method.exchange, method.routing_key)
-            self._on_returned(returned)
-
-    def _on_returned(self, returned: ReturnedMessage) -> None:
-        message_id = returned.message_id
-        tag = self._by_message_id.pop(message_id, None) if message_id else None
-        if tag is not None:
-            entry = self._confirms.get(tag)
-            if entry is not None and not entry[0].done():
-                entry[0].set_exception(MessageReturned(
-                    entry[1], returned.reply_code, returned.reply_text, returned.exchange,
-                    returned.routing_key))
-        for callback in self._on_return:
-            try:
-                callback(returned)
-            except Exception:
-                log.exception("on_return callback failed")
-        if tag is None and not self._on_return:
-            log.warning("message returned by the broker: %r", returned)
-
-    def _on_confirm(self, tag: int, multiple: bool, nack: str | None) -> None:
-        confirms = self._confirms
-        if multiple:
-            while confirms:
-                first = next(iter(confirms))
-                if first > tag:
-                    break
-                fut, message = confirms.popitem(last=False)[1]
-                self._resolve(fut, message, nack)
+        if event.body is None:
+            waiter.set_result(method)
         else:
-            entry = confirms.pop(tag, None)
-            if entry is not None:
-                self._resolve(entry[0], entry[1], nack)
-
-    def _resolve(self, fut: asyncio.Future[None], message: Any, nack: str | None) -> None:
-        if fut.done():
-            return
-        if nack is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(MessageNacked(message, "the broker nacked the message"))
+            waiter.set_result(IncomingMessage(
+                self, event.body, event.properties or b"", method.delivery_tag,
+                method.redelivered, method.exchange, method.routing_key, None,
+                method.message_count, self._get_no_ack))
 
     # -- synchronous methods ------------------------------------------------------------
 
-    async def _rpc(self, method: spec.Method, timeout: float | None = None,
+    async def _rpc(self, method: spec.Method | None, timeout: float | None = None,
                    consumer: Consumer | None = None) -> Any:
-        """Send ``method`` and wait for one of its valid replies, one call at a time."""
+        """Send ``method`` and wait for one of its valid replies, one call at a time.
+        ``None`` opens the channel (channel.open and its reply)."""
         async with self._lock:
-            self._check()
+            if method is None:
+                core = self._new_core()
+            else:
+                self._check()
+                core = self._core
+                assert core is not None
+                core.call(method)
             self._pending_consumer = consumer
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            self._expect = method.RESPONSES
-            self.connection._send_method(self.number, method)
+            waiter = self._waiter = self._loop.create_future()
+            self.connection.flush_soon()
             try:
                 if timeout is None:
                     return await waiter
@@ -482,13 +401,16 @@ class Channel:
                     # The reply may still come and would be taken for the next call's: the
                     # channel's state is unknown, so close it.
                     self._waiter = None
-                    self.connection._send_method(
-                        self.number, spec.ChannelClose(200, "call abandoned", 0, 0))
+                    core.close(200, "call abandoned")
+                    self.connection.flush_soon()
                     self._closing = True
-                    self._closed(ChannelClosed(
-                        f"{method.NAME} was cancelled or timed out; channel closed", code=0),
+                    name = method.NAME if method is not None else "channel.open"
+                    self._mark_closed(ChannelClosed(
+                        f"{name} was cancelled or timed out; channel closed", code=0),
                         release=False)
                 raise
+            finally:
+                self._pending_consumer = None
 
     async def declare_exchange(
         self,
@@ -544,14 +466,13 @@ class Channel:
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """Delete an exchange."""
         await self._rpc(spec.ExchangeDelete(0, name, if_unused, False))
-        self._topology.pop(("exchange", name), None)
+        self._topology.forget(("exchange", name))
 
     async def delete_queue(self, name: str, *, if_unused: bool = False,
                            if_empty: bool = False) -> int:
         """Delete a queue; returns how many messages it held."""
         ok = await self._rpc(spec.QueueDelete(0, name, if_unused, if_empty, False))
-        for key in [k for k in self._topology if name in k[1:2]]:
-            self._topology.pop(key, None)
+        self._topology.forget_about(name)
         return ok.message_count
 
     async def set_qos(self, prefetch_count: int = 0, prefetch_size: int = 0,
@@ -577,17 +498,14 @@ class Channel:
             await self._rpc(spec.ConfirmSelect(False))
             self.publisher_confirms = True
 
-    def add_on_return_callback(self, callback: ReturnCallback) -> None:
-        """Call ``callback(returned_message)`` for every basic.return on this channel."""
-        self._on_return.append(callback)
-
-    def remove_on_return_callback(self, callback: ReturnCallback) -> None:
-        self._on_return.remove(callback)
-
     def _remember(self, key: tuple[Any, ...], replay: Callable[[], Awaitable[Any]]) -> None:
-        if self.connection.robust:
-            self._topology.pop(key, None)
-            self._topology[key] = replay
+        self._topology.remember(key, replay)
+
+    def _forget(self, key: tuple[Any, ...]) -> None:
+        self._topology.forget(key)
+
+    def _forget_about(self, name: Any) -> None:
+        self._topology.forget_about(name)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -603,31 +521,28 @@ class Channel:
         """Publish a `Message` (or bare bytes/str) to ``exchange`` with ``routing_key``.
 
         Waits while the connection is blocked by the broker (connection.blocked), while the
-        socket's write buffer is full, or (robust mode) while reconnecting. With publisher
-        confirms, waits for the broker's ack and raises `MessageNacked` on nack and
-        `MessageReturned` if a ``mandatory`` message was unroutable. ``timeout`` bounds the
-        whole wait (`TimeoutError`).
+        broker paused the channel (channel.flow), while the socket's write buffer is full, or
+        (robust mode) while reconnecting. With publisher confirms, waits for the broker's ack
+        and raises `MessageNacked` on nack and `MessageReturned` if a ``mandatory`` message
+        was unroutable. ``timeout`` bounds the whole wait (`TimeoutError`).
         """
         if not self._open:
             self._check()
         conn = self.connection
-        if not conn._can_publish or not self._flow.is_set():
+        core = self._core
+        assert core is not None
+        if not conn.can_publish or not core.active:
             await self._wait_ready(timeout)
-        body, props = _as_message(message)
+            core = self._core
+            assert core is not None
+        body, props = body_and_properties(message)
+        tag = core.publish(exchange, routing_key, body, props, mandatory)
         if not self.publisher_confirms:
-            conn._send_publish(self.number, exchange, routing_key, body, props, mandatory)
+            conn.flush_soon(len(body) + 64)
             return
-        self._publish_seq += 1
-        tag = self._publish_seq
         fut: asyncio.Future[None] = self._loop.create_future()
-        if mandatory:
-            if props is None:
-                props = BasicProperties()
-            if not props.message_id:
-                props.message_id = uuid.uuid4().hex
-            self._by_message_id[props.message_id] = tag
         self._confirms[tag] = (fut, message)
-        conn._send_publish(self.number, exchange, routing_key, body, props, mandatory)
+        conn.flush_soon(len(body) + 64)
         try:
             if timeout is None:
                 await fut
@@ -638,19 +553,18 @@ class Channel:
             # as "never retrieved".
             fut.add_done_callback(_retrieve)
             raise
-        finally:
-            if mandatory and props is not None and props.message_id:
-                self._by_message_id.pop(props.message_id, None)
 
     async def _wait_ready(self, timeout: float | None) -> None:
+        conn = self.connection
+
         async def wait() -> None:
             while True:
                 self._check()
-                if not self.connection._can_publish:
-                    await self.connection._wait_ready()
+                if not conn.can_publish:
+                    await conn.wait_publishable()
                     continue
-                if not self._flow.is_set():
-                    await self._flow.wait()
+                if not self.is_flowing:
+                    await conn.state_changed()
                     continue
                 self._check()
                 return
@@ -669,8 +583,6 @@ class Channel:
         name = queue.name if isinstance(queue, Queue) else queue
         consumer = Consumer(self, queue, consumer_tag, no_ack, exclusive, arguments,
                             callback, concurrency)
-        # Deliveries may follow consume-ok in the same read, before this coroutine resumes:
-        # _on_method registers the consumer the moment consume-ok is dispatched.
         try:
             await self._rpc(spec.BasicConsume(0, name, consumer_tag, False, no_ack, exclusive,
                                               False, arguments), consumer=consumer)
@@ -678,8 +590,6 @@ class Channel:
             self._consumers.pop(consumer.tag, None)
             consumer.stop(exc if isinstance(exc, ClientError) else _ConsumerEnded())
             raise
-        finally:
-            self._pending_consumer = None
         self._remember(("consumer", consumer.tag), lambda: self._reconsume(consumer))
         return consumer
 
@@ -707,7 +617,7 @@ class Channel:
     async def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer. Messages already delivered to it stay unacked until settled."""
         consumer = self._consumers.get(consumer_tag)
-        self._topology.pop(("consumer", consumer_tag), None)
+        self._topology.forget(("consumer", consumer_tag))
         if self._open:
             await self._rpc(spec.BasicCancel(consumer_tag, False))
         consumer = self._consumers.pop(consumer_tag, consumer)
@@ -724,21 +634,26 @@ class Channel:
             return result
         return None
 
-    _get_no_ack = False
-
     # -- acknowledgements ---------------------------------------------------------------
 
-    def _send_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._check()
-        self.connection._send_method(self.number, spec.BasicAck(delivery_tag, multiple))
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """Acknowledge by delivery tag (`IncomingMessage.ack` is the usual way)."""
+        self._send(spec.BasicAck(delivery_tag, multiple))
 
-    def _send_nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        self._check()
-        self.connection._send_method(self.number, spec.BasicNack(delivery_tag, multiple, requeue))
+    def basic_nack(self, delivery_tag: int, multiple: bool = False,
+                   requeue: bool = True) -> None:
+        """Negatively acknowledge by delivery tag."""
+        self._send(spec.BasicNack(delivery_tag, multiple, requeue))
 
-    def _send_reject(self, delivery_tag: int, requeue: bool) -> None:
+    def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
+        """Reject by delivery tag."""
+        self._send(spec.BasicReject(delivery_tag, requeue))
+
+    def _send(self, method: spec.Method) -> None:
         self._check()
-        self.connection._send_method(self.number, spec.BasicReject(delivery_tag, requeue))
+        assert self._core is not None
+        self._core.send(method)
+        self.connection.flush_soon()
 
     # -- transactions -------------------------------------------------------------------
 
@@ -827,7 +742,7 @@ class Exchange:
         src = source.name if isinstance(source, Exchange) else source
         await self.channel._rpc(spec.ExchangeUnbind(0, self.name, src, routing_key, False,
                                                     arguments))
-        self.channel._topology.pop(("ebind", self.name, src, routing_key, repr(arguments)), None)
+        self.channel._forget(("ebind", self.name, src, routing_key, repr(arguments)))
 
     async def delete(self, *, if_unused: bool = False) -> None:
         """Delete this exchange."""
@@ -889,7 +804,7 @@ class Queue:
         ex = exchange.name if isinstance(exchange, Exchange) else exchange
         key = self.name if routing_key is None else routing_key
         await self.channel._rpc(spec.QueueUnbind(0, self.name, ex, key, arguments))
-        self.channel._topology.pop(("qbind", id(self), ex, key, repr(arguments)), None)
+        self.channel._forget(("qbind", id(self), ex, key, repr(arguments)))
 
     async def consume(self, callback: MessageCallback, *, no_ack: bool = False,
                       exclusive: bool = False, arguments: dict[str, Any] | None = None,
@@ -934,8 +849,7 @@ class Queue:
         """Delete the queue; returns how many messages it held."""
         count = await self.channel.delete_queue(self.name, if_unused=if_unused,
                                                 if_empty=if_empty)
-        for key in [k for k in self.channel._topology if id(self) in k[1:2]]:
-            self.channel._topology.pop(key, None)
+        self.channel._forget_about(id(self))
         return count
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 import datetime
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generator, Protocol, Union
 
 from minimq.codec.properties import BasicProperties
 
-if TYPE_CHECKING:
-    from .channel import Channel
-
-__all__ = ["Message", "IncomingMessage", "ReturnedMessage", "DeliveryMode", "ProcessContext"]
+__all__ = ["Message", "IncomingMessage", "ReturnedMessage", "DeliveryMode", "ProcessContext",
+           "Body", "body_and_properties"]
 
 log = logging.getLogger("minimq.client")
 
@@ -173,6 +171,21 @@ class Message(_PropertyView):
         return f"Message({self.body[:64]!r}, {self.properties!r})"
 
 
+Body = Union[Message, bytes, bytearray, memoryview, str]
+"""What `publish` takes: a `Message`, or a bare body (a str is encoded as UTF-8)."""
+
+
+def body_and_properties(message: Body) -> tuple[bytes, BasicProperties | None]:
+    """The body bytes and properties (None for a bare body) to publish ``message`` with."""
+    if message.__class__ is Message or isinstance(message, Message):
+        return message.body, message.properties  # type: ignore[union-attr]
+    if isinstance(message, bytes):
+        return message, None
+    if isinstance(message, str):
+        return message.encode("utf-8"), None
+    return bytes(message), None
+
+
 class _ReceivedBase(_PropertyView):
     """Fields every received message has."""
 
@@ -195,16 +208,51 @@ class _ReceivedBase(_PropertyView):
         return self.body.decode(encoding)
 
 
+class SettlingChannel(Protocol):
+    """What a message needs from the channel it came on (both drivers' channels are one)."""
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None: ...
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False,
+                   requeue: bool = True) -> None: ...
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None: ...
+
+
+class _Done:
+    """What `ack`/`nack`/`reject` return: the frame is already queued when they return, so
+    blocking code just calls them and asyncio code may ``await`` them (nothing to wait for)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+    def __repr__(self) -> str:
+        return "<settled>"
+
+
+_DONE = _Done()
+
+
 class IncomingMessage(_ReceivedBase):
-    """A message from a consumer or `Queue.get`.
+    """A message from a consumer or a basic.get, of either client.
 
     Settle it exactly once with `ack`, `nack` or `reject` (unless it was consumed with
-    ``no_ack=True``), or let ``async with message.process():`` do it: ack on success,
-    reject on an exception.
+    ``no_ack=True``), or let ``message.process()`` do it: ack on success, reject on an
+    exception (``async with`` in asyncio code, ``with`` in blocking code).
+    ``await message.ack()`` and plain ``message.ack()`` both work: the frame is queued at once.
 
     Attributes: ``body``, ``delivery_tag``, ``redelivered``, ``exchange``, ``routing_key``,
-    ``consumer_tag`` (None for `Queue.get`), ``message_count`` (messages left, `Queue.get`
-    only), ``channel`` and the property attributes.
+    ``consumer_tag`` (None for a get), ``message_count`` (messages left, get only),
+    ``channel`` and the property attributes.
     """
 
     __slots__ = ("channel", "delivery_tag", "redelivered", "consumer_tag", "message_count",
@@ -212,7 +260,7 @@ class IncomingMessage(_ReceivedBase):
 
     def __init__(
         self,
-        channel: Channel,
+        channel: SettlingChannel,
         body: bytes,
         raw_properties: bytes,
         delivery_tag: int,
@@ -236,7 +284,7 @@ class IncomingMessage(_ReceivedBase):
         self.no_ack = no_ack
         #: True once acked, nacked or rejected (always True for no_ack deliveries).
         self.settled = no_ack
-        self._generation = channel._generation
+        self._generation = channel.generation
 
     @property
     def stale(self) -> bool:
@@ -246,35 +294,43 @@ class IncomingMessage(_ReceivedBase):
         broker has already requeued the message, so a consumer should skip it rather than
         run its handler a second time.
         """
-        return self._generation != self.channel._generation
+        return self._generation != self.channel.generation
+
+    @property
+    def is_stale(self) -> bool:
+        """The same as `stale`."""
+        return self.stale
 
     def _settle(self) -> bool:
         if self.settled:
             raise RuntimeError(f"message {self.delivery_tag} was already acknowledged or "
                                "rejected (or consumed with no_ack)")
         self.settled = True
-        # After a reconnect the tag belongs to a dead channel; the broker requeued it.
-        return self._generation == self.channel._generation
+        return not self.is_stale
 
-    async def ack(self, multiple: bool = False) -> None:
+    def ack(self, multiple: bool = False) -> _Done:
         """Acknowledge this message (and with ``multiple`` every earlier unsettled one)."""
         if self._settle():
-            self.channel._send_ack(self.delivery_tag, multiple)
+            self.channel.basic_ack(self.delivery_tag, multiple)
+        return _DONE
 
-    async def nack(self, requeue: bool = True, multiple: bool = False) -> None:
+    def nack(self, requeue: bool = True, multiple: bool = False) -> _Done:
         """Negatively acknowledge: requeue it (default) or drop/dead-letter it."""
         if self._settle():
-            self.channel._send_nack(self.delivery_tag, multiple, requeue)
+            self.channel.basic_nack(self.delivery_tag, multiple, requeue)
+        return _DONE
 
-    async def reject(self, requeue: bool = False) -> None:
+    def reject(self, requeue: bool = False) -> _Done:
         """Reject this message: drop/dead-letter it, or requeue it with ``requeue=True``."""
         if self._settle():
-            self.channel._send_reject(self.delivery_tag, requeue)
+            self.channel.basic_reject(self.delivery_tag, requeue)
+        return _DONE
 
     def process(self, requeue: bool = False, ignore_processed: bool = False) -> ProcessContext:
-        """``async with message.process():`` acks when the block succeeds and rejects (requeued
-        if ``requeue``) when it raises; the exception propagates. If the block settled the
-        message itself that is fine with ``ignore_processed=True``, else it is an error."""
+        """``async with message.process():`` (or ``with``) acks when the block succeeds and
+        rejects (requeued if ``requeue``) when it raises; the exception propagates. If the
+        block settled the message itself that is fine with ``ignore_processed=True``, else it
+        is an error."""
         return ProcessContext(self, requeue, ignore_processed)
 
     def __repr__(self) -> str:
@@ -283,7 +339,7 @@ class IncomingMessage(_ReceivedBase):
 
 
 class ProcessContext:
-    """The async context manager returned by `IncomingMessage.process`."""
+    """The context manager returned by `IncomingMessage.process` (``with`` or ``async with``)."""
 
     __slots__ = ("message", "requeue", "ignore_processed")
 
@@ -292,11 +348,11 @@ class ProcessContext:
         self.requeue = requeue
         self.ignore_processed = ignore_processed
 
-    async def __aenter__(self) -> IncomingMessage:
+    def __enter__(self) -> IncomingMessage:
         return self.message
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None,
+                 exc: BaseException | None, tb: TracebackType | None) -> None:
         message = self.message
         if message.settled:
             if not self.ignore_processed and not message.no_ack and exc_type is None:
@@ -306,9 +362,16 @@ class ProcessContext:
             log.debug("channel closed before message %s could be settled", message.delivery_tag)
             return
         if exc_type is None:
-            await message.ack()
+            message.ack()
         else:
-            await message.reject(requeue=self.requeue)
+            message.reject(requeue=self.requeue)
+
+    async def __aenter__(self) -> IncomingMessage:
+        return self.message
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 class ReturnedMessage(_ReceivedBase):
