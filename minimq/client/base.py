@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Generic, TypeVar
 
+from minimq.codec import spec
+from minimq.codec.errors import AMQPError as CodecAMQPError
 from minimq.protocol.client import (
     ClientConnection,
     ConnectionBlocked,
@@ -23,7 +25,7 @@ from .errors import AuthenticationError, ChannelClosed, ClientError, ConnectionC
 from .message import ReturnedMessage
 from .url import ConnectionParameters, parse_url
 
-__all__ = ["BaseConnection", "BaseChannel", "Topology", "Backoff", "DEFAULT_URL"]
+__all__ = ["BaseConnection", "BaseChannel", "BaseQueue", "Topology", "Backoff", "DEFAULT_URL"]
 
 log = logging.getLogger("minimq.client")
 
@@ -225,6 +227,17 @@ class BaseConnection:
             self._call(self._blocked_callbacks, self, None)
         return False
 
+    def _receive(self, data: bytes) -> list[Any] | None:
+        """The core's events for ``data``; None when the broker broke the protocol (then
+        connection.close is queued and ``close_reason`` says why: flush and drop the socket)."""
+        core = self._core
+        assert core is not None
+        try:
+            return core.receive_data(data)
+        except CodecAMQPError as exc:
+            self._protocol_error(exc.code, exc.reply_text)
+            return None
+
     def _protocol_error(self, code: int, text: str) -> None:
         """The broker broke the protocol: queue connection.close with ``code``."""
         log.error("protocol error from %s: %s", self.params, text)
@@ -265,7 +278,8 @@ class BaseChannel:
         self._generation = 0
         self._transactional = False
         self._on_return: list[Callable[[ReturnedMessage], Any]] = []
-        self._topology: Topology[Any] = Topology(connection.robust)
+        #: What a robust connection re-declares on this channel after a reconnect.
+        self.topology: Topology[Any] = Topology(connection.robust)
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.Channel {self.number} " \
@@ -303,6 +317,25 @@ class BaseChannel:
         if not self._open:
             raise self._close_exc or ChannelClosed("channel is not open", code=0)
 
+    # Settling by delivery tag: the frame is queued at once, in both clients.
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """Acknowledge by delivery tag (`IncomingMessage.ack` is the usual way)."""
+        self._send(spec.BasicAck(delivery_tag, multiple))
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False,
+                   requeue: bool = True) -> None:
+        """Negatively acknowledge by delivery tag."""
+        self._send(spec.BasicNack(delivery_tag, multiple, requeue))
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
+        """Reject by delivery tag."""
+        self._send(spec.BasicReject(delivery_tag, requeue))
+
+    def _send(self, method: spec.Method) -> None:
+        """Queue an asynchronous method on this channel and see that it is written."""
+        raise NotImplementedError
+
     def _new_core(self) -> ClientChannel:
         """A fresh protocol channel for an open or a reopen (channel.open queued)."""
         core = self.connection._core
@@ -313,6 +346,17 @@ class BaseChannel:
         channel = self._core = core.channel(self.number)
         channel.open()
         return channel
+
+    def _start_call(self, method: spec.Method | None) -> ClientChannel:
+        """Queue ``method`` on the core, or (None) open a fresh core channel; the driver
+        then flushes and waits for the `Reply`."""
+        if method is None:
+            return self._new_core()
+        self._check()
+        core = self._core
+        assert core is not None
+        core.call(method)
+        return core
 
     def _returned(self, event: Returned) -> ReturnedMessage:
         """Report a basic.return to the callbacks; the driver fails the matched publish."""
@@ -328,3 +372,36 @@ class BaseChannel:
         """Whether a close for ``error`` is a robust connection's loss (consumers and topology
         survive to be restored) rather than the end of the channel."""
         return isinstance(error, ConnectionClosed) and self.connection.will_reconnect
+
+
+class BaseQueue:
+    """A queue declaration of either client: what to declare (again, in robust mode) and the
+    broker's answer. ``name`` is the broker-generated name for a queue declared with an
+    empty one (in robust mode it changes when such a queue is re-declared after a
+    reconnect); ``message_count`` and ``consumer_count`` come from the last declare-ok."""
+
+    def __init__(self, channel: Any, name: str = "", *, durable: bool = False,
+                 exclusive: bool = False, auto_delete: bool = False, passive: bool = False,
+                 arguments: dict[str, Any] | None = None) -> None:
+        self.channel = channel
+        self.name = name
+        self._requested_name = name
+        self.durable = durable
+        self.exclusive = exclusive
+        self.auto_delete = auto_delete
+        self.passive = passive
+        self.arguments = arguments
+        self.message_count = 0
+        self.consumer_count = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.Queue {self.name!r}>"
+
+    def _declaration(self) -> spec.QueueDeclare:
+        return spec.QueueDeclare(0, self._requested_name, self.passive, self.durable,
+                                 self.exclusive, self.auto_delete, False, self.arguments)
+
+    def _declared(self, ok: spec.QueueDeclareOk) -> None:
+        self.name = ok.queue
+        self.message_count = ok.message_count
+        self.consumer_count = ok.consumer_count

@@ -14,19 +14,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Union
 
 from minimq.codec import spec
-from minimq.protocol.client_channel import (
-    ChannelCloseCompleted,
-    ChannelClosedByServer,
-    ChannelEvent,
-    ConfirmsResolved,
-    ConsumerCancelled,
-    Delivered,
-    FlowChanged,
-    Reply,
-    Returned,
-)
+from minimq.protocol import client_channel as core_events
 
-from .base import BaseChannel
+from .base import BaseChannel, BaseQueue
 from .errors import (
     ChannelClosed,
     ClientError,
@@ -235,12 +225,12 @@ class Channel(BaseChannel):
         """Robust mode, after a reconnect: re-open, then replay qos, declarations, bindings
         and consumers (called by the connection)."""
         await self.open()
-        for key, replay in self._topology.entries():
+        for key, replay in self.topology.entries():
             try:
                 await replay()
             except ChannelClosed as exc:
                 log.warning("robust channel %s: could not restore %s: %s", self.number, key, exc)
-                self._topology.forget(key)
+                self.topology.forget(key)
                 await self.open()
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -298,7 +288,7 @@ class Channel(BaseChannel):
 
     # -- incoming (called by the connection with the core's events) -----------------------
 
-    def deliver(self, event: Delivered) -> None:
+    def deliver(self, event: core_events.Delivered) -> None:
         """A basic.deliver for one of this channel's consumers."""
         method = event.method
         consumer = self._consumers.get(method.consumer_tag)
@@ -309,11 +299,11 @@ class Channel(BaseChannel):
             self, event.body, event.properties, method.delivery_tag, method.redelivered,
             method.exchange, method.routing_key, method.consumer_tag, None, consumer.no_ack))
 
-    def handle_event(self, event: ChannelEvent) -> None:
+    def handle_event(self, event: core_events.ChannelEvent) -> None:
         """Any other event of this channel's core."""
         cls = event.__class__
-        if cls is ConfirmsResolved:
-            assert isinstance(event, ConfirmsResolved)
+        if cls is core_events.ConfirmsResolved:
+            assert isinstance(event, core_events.ConfirmsResolved)
             confirms = self._confirms
             for tag in event.tags:
                 entry = confirms.pop(tag, None)
@@ -323,11 +313,11 @@ class Channel(BaseChannel):
                     else:
                         entry[0].set_exception(
                             MessageNacked(entry[1], "the broker nacked the message"))
-        elif cls is Reply:
-            assert isinstance(event, Reply)
+        elif cls is core_events.Reply:
+            assert isinstance(event, core_events.Reply)
             self._on_reply(event)
-        elif cls is Returned:
-            assert isinstance(event, Returned)
+        elif cls is core_events.Returned:
+            assert isinstance(event, core_events.Returned)
             self._returned(event)
             tag = event.delivery_tag
             entry = self._confirms.get(tag) if tag is not None else None
@@ -335,29 +325,29 @@ class Channel(BaseChannel):
                 m = event.method
                 entry[0].set_exception(MessageReturned(entry[1], m.reply_code, m.reply_text,
                                                        m.exchange, m.routing_key))
-        elif cls is ChannelClosedByServer:
-            assert isinstance(event, ChannelClosedByServer)
+        elif cls is core_events.ChannelClosedByServer:
+            assert isinstance(event, core_events.ChannelClosedByServer)
             self._mark_closed(channel_error(event.reply_code, event.reply_text,
                                             event.class_id, event.method_id))
-        elif cls is ChannelCloseCompleted:
+        elif cls is core_events.ChannelCloseCompleted:
             waiter = self._close_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             if not self._open:
                 self.connection.forget_channel(self)
-        elif cls is FlowChanged:
+        elif cls is core_events.FlowChanged:
             self.connection.wake()
-        elif cls is ConsumerCancelled:
-            assert isinstance(event, ConsumerCancelled)
+        elif cls is core_events.ConsumerCancelled:
+            assert isinstance(event, core_events.ConsumerCancelled)
             consumer = self._consumers.pop(event.consumer_tag, None)
-            self._topology.forget(("consumer", event.consumer_tag))
+            self.topology.forget(("consumer", event.consumer_tag))
             if consumer is not None:
                 log.info("broker cancelled consumer %s", event.consumer_tag)
                 consumer.stop(_ConsumerEnded())
                 if consumer.on_cancel is not None:
                     consumer.on_cancel()
 
-    def _on_reply(self, event: Reply) -> None:
+    def _on_reply(self, event: core_events.Reply) -> None:
         method = event.method
         if method.__class__ is spec.BasicConsumeOk and self._pending_consumer is not None:
             # Deliveries may follow in this same read: register before they are dispatched.
@@ -382,13 +372,7 @@ class Channel(BaseChannel):
         """Send ``method`` and wait for one of its valid replies, one call at a time.
         ``None`` opens the channel (channel.open and its reply)."""
         async with self._lock:
-            if method is None:
-                core = self._new_core()
-            else:
-                self._check()
-                core = self._core
-                assert core is not None
-                core.call(method)
+            core = self._start_call(method)
             self._pending_consumer = consumer
             waiter = self._waiter = self._loop.create_future()
             self.connection.flush_soon()
@@ -466,13 +450,13 @@ class Channel(BaseChannel):
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         """Delete an exchange."""
         await self._rpc(spec.ExchangeDelete(0, name, if_unused, False))
-        self._topology.forget(("exchange", name))
+        self.topology.forget(("exchange", name))
 
     async def delete_queue(self, name: str, *, if_unused: bool = False,
                            if_empty: bool = False) -> int:
         """Delete a queue; returns how many messages it held."""
         ok = await self._rpc(spec.QueueDelete(0, name, if_unused, if_empty, False))
-        self._topology.forget_about(name)
+        self.topology.forget_about(name)
         return ok.message_count
 
     async def set_qos(self, prefetch_count: int = 0, prefetch_size: int = 0,
@@ -499,13 +483,13 @@ class Channel(BaseChannel):
             self.publisher_confirms = True
 
     def _remember(self, key: tuple[Any, ...], replay: Callable[[], Awaitable[Any]]) -> None:
-        self._topology.remember(key, replay)
+        self.topology.remember(key, replay)
 
     def _forget(self, key: tuple[Any, ...]) -> None:
-        self._topology.forget(key)
+        self.topology.forget(key)
 
     def _forget_about(self, name: Any) -> None:
-        self._topology.forget_about(name)
+        self.topology.forget_about(name)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -617,7 +601,7 @@ class Channel(BaseChannel):
     async def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer. Messages already delivered to it stay unacked until settled."""
         consumer = self._consumers.get(consumer_tag)
-        self._topology.forget(("consumer", consumer_tag))
+        self.topology.forget(("consumer", consumer_tag))
         if self._open:
             await self._rpc(spec.BasicCancel(consumer_tag, False))
         consumer = self._consumers.pop(consumer_tag, consumer)
@@ -633,21 +617,6 @@ class Channel(BaseChannel):
         if isinstance(result, IncomingMessage):
             return result
         return None
-
-    # -- acknowledgements ---------------------------------------------------------------
-
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge by delivery tag (`IncomingMessage.ack` is the usual way)."""
-        self._send(spec.BasicAck(delivery_tag, multiple))
-
-    def basic_nack(self, delivery_tag: int, multiple: bool = False,
-                   requeue: bool = True) -> None:
-        """Negatively acknowledge by delivery tag."""
-        self._send(spec.BasicNack(delivery_tag, multiple, requeue))
-
-    def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
-        """Reject by delivery tag."""
-        self._send(spec.BasicReject(delivery_tag, requeue))
 
     def _send(self, method: spec.Method) -> None:
         self._check()
@@ -749,39 +718,18 @@ class Exchange:
         await self.channel.delete_exchange(self.name, if_unused=if_unused)
 
 
-class Queue:
+class Queue(BaseQueue):
     """A queue on a channel (from `Channel.declare_queue`).
 
     ``name`` is the broker-generated name for a queue declared with an empty name (in robust
     mode it changes when such a queue is re-declared after a reconnect).
     """
 
-    def __init__(self, channel: Channel, name: str = "", *, durable: bool = False,
-                 exclusive: bool = False, auto_delete: bool = False, passive: bool = False,
-                 arguments: dict[str, Any] | None = None) -> None:
-        self.channel = channel
-        self.name = name
-        self._requested_name = name
-        self.durable = durable
-        self.exclusive = exclusive
-        self.auto_delete = auto_delete
-        self.passive = passive
-        self.arguments = arguments
-        #: From the last declare-ok.
-        self.message_count = 0
-        self.consumer_count = 0
-
-    def __repr__(self) -> str:
-        return f"<Queue {self.name!r}>"
+    channel: Channel
 
     async def declare(self, timeout: float | None = None) -> Queue:
         """(Re-)declare; updates ``name``, ``message_count`` and ``consumer_count``."""
-        ok = await self.channel._rpc(spec.QueueDeclare(
-            0, self._requested_name, self.passive, self.durable, self.exclusive,
-            self.auto_delete, False, self.arguments), timeout)
-        self.name = ok.queue
-        self.message_count = ok.message_count
-        self.consumer_count = ok.consumer_count
+        self._declared(await self.channel._rpc(self._declaration(), timeout))
         if not self.passive:
             self.channel._remember(("queue", id(self)), self.declare)
         return self

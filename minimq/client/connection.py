@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any, Callable, Coroutine, Generator, Generic, TypeVar
+from typing import Any, Coroutine, Generator, Generic, TypeVar
 
-from minimq.codec.errors import AMQPError as CodecAMQPError
 from minimq.protocol.client import ConnectionCloseCompleted, ConnectionReady
 from minimq.protocol.client_channel import ChannelEvent, Delivered
 
@@ -240,12 +239,8 @@ class Connection(BaseConnection):
         transport.write(core.data_to_send())
 
     def _on_data(self, data: bytes) -> None:
-        core = self._core
-        assert core is not None
-        try:
-            events = core.receive_data(data)
-        except CodecAMQPError as exc:
-            self._protocol_error(exc.code, exc.reply_text)
+        events = self._receive(data)
+        if events is None:
             self._flush()
             if self._transport is not None:
                 self._transport.close()
@@ -273,7 +268,8 @@ class Connection(BaseConnection):
                     self._transport.close()
             else:
                 self._update_state()
-        if core.out:
+        core = self._core
+        if core is not None and core.out:
             self._flush()
 
     def _on_connection_lost(self, exc: Exception | None) -> None:

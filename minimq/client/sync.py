@@ -13,6 +13,10 @@ thread is waiting for something. ::
             with message.process():                        # ack, or reject on exception
                 print(message.body)
 
+It drives the same sans-I/O core as the asyncio client (`minimq.protocol.client`), so replies,
+confirms, returns, flow and errors behave the same; this module only owns the socket, the
+waiting and the locking.
+
 Threads: a `Connection` and its channels may be used from several threads at once. Every
 call takes the connection's lock to write; one waiting thread at a time reads the socket on
 behalf of all, and hands each reply to the thread waiting for it. Publishing (confirmed or
@@ -22,6 +26,13 @@ not) from many threads on one channel is safe; a channel runs one synchronous me
 Heartbeats are serviced while some thread is inside a call. A connection left completely idle
 for more than two heartbeat intervals is dropped by the broker: call
 `Connection.process_data_events` now and then, or connect with ``?heartbeat=0``.
+
+Robust mode (``connect(url, robust=True)``): when the connection drops, the next call (or a
+``consume`` loop that is waiting) reconnects, with the same backoff as the asyncio client, and
+re-opens every channel with its qos, confirm and tx modes, the exchanges, queues and bindings
+declared through it and its consumers. Calls in progress at the moment of the loss, and
+publishes awaiting a confirm, raise `ConnectionLost`; messages delivered before the loss are
+redelivered by the broker and settling the old copies does nothing (`is_stale`).
 """
 from __future__ import annotations
 
@@ -32,25 +43,16 @@ import ssl
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator
 
 from minimq.codec import spec
-from minimq.codec.errors import AMQPError as CodecAMQPError
-from minimq.codec.properties import BasicProperties
-from minimq.protocol.client import (
-    ClientConnection,
-    ConnectionBlocked,
-    ConnectionCloseCompleted,
-    ConnectionClosedByServer,
-    ConnectionReady,
-    ConnectionUnblocked,
-)
-from minimq.protocol.events import ContentReceived, MethodReceived
+from minimq.protocol.client import ConnectionCloseCompleted, ConnectionReady
+from minimq.protocol import client_channel as core_events
 
+from .base import DEFAULT_URL, Backoff, BaseChannel, BaseConnection, BaseQueue
 from .errors import (
-    AuthenticationError,
     ChannelClosed,
     ClientError,
     ConnectionClosed,
@@ -58,155 +60,67 @@ from .errors import (
     MessageNacked,
     MessageReturned,
     channel_error,
-    connection_error,
 )
-from .message import Message, ReturnedMessage, _ReceivedBase
+from .message import Body, IncomingMessage, Message, ReturnedMessage, body_and_properties
 from .rpc import DIRECT_REPLY_TO, ERROR_HEADER, RPCError
-from .url import ConnectionParameters, parse_url
+from .url import ConnectionParameters
 
-__all__ = ["connect", "Connection", "Channel", "IncomingMessage", "RPC", "Message"]
+__all__ = ["connect", "Connection", "Channel", "Exchange", "Queue", "IncomingMessage", "RPC",
+           "Message"]
 
 log = logging.getLogger("minimq.client.sync")
 
-Body = Union[Message, bytes, bytearray, memoryview, str]
 _NOTHING: Any = object()
 _RECV_SIZE = 256 * 1024
 
 
-def _as_message(message: Body) -> tuple[bytes, BasicProperties | None]:
-    if isinstance(message, Message):
-        return message.body, message.properties
-    if isinstance(message, bytes):
-        return message, None
-    if isinstance(message, str):
-        return message.encode("utf-8"), None
-    return bytes(message), None
-
-
-def connect(url: str | ConnectionParameters = "amqp://guest:guest@127.0.0.1:5672/",
+def connect(url: str | ConnectionParameters = DEFAULT_URL, *, robust: bool = False,
             **options: Any) -> Connection:
     """Open a blocking connection. Use as ``with connect(url) as connection:`` (closed on
     exit) or keep it and call ``connection.close()``. See `minimq.client.parse_url` for the
-    URL format; keyword options override URL fields."""
-    connection = Connection(url, **options)
+    URL format; keyword options override URL fields; ``robust=True`` reconnects (see the
+    module docstring), tuned by ``reconnect_interval`` and ``max_reconnect_interval``."""
+    connection = Connection(url, robust=robust, **options)
     connection.connect()
     return connection
 
 
-class IncomingMessage(_ReceivedBase):
-    """A delivered or fetched message of the blocking client; settle it with `ack`, `nack`,
-    `reject` or ``with message.process():``. Settling is thread-safe."""
-
-    __slots__ = ("channel", "delivery_tag", "redelivered", "consumer_tag", "message_count",
-                 "no_ack", "settled")
-
-    def __init__(self, channel: Channel, body: bytes, raw_properties: bytes, delivery_tag: int,
-                 redelivered: bool, exchange: str, routing_key: str,
-                 consumer_tag: str | None, message_count: int | None, no_ack: bool) -> None:
-        self.channel = channel
-        self.body = body
-        self._raw_properties = raw_properties
-        self._properties: BasicProperties | None = None
-        self.delivery_tag = delivery_tag
-        self.redelivered = redelivered
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.consumer_tag = consumer_tag
-        self.message_count = message_count
-        self.no_ack = no_ack
-        self.settled = no_ack
-
-    def _settle(self) -> None:
-        if self.settled:
-            raise RuntimeError(f"message {self.delivery_tag} was already settled (or no_ack)")
-        self.settled = True
-
-    def ack(self, multiple: bool = False) -> None:
-        """Acknowledge (with ``multiple``: and every earlier unsettled message)."""
-        self._settle()
-        self.channel._send(spec.BasicAck(self.delivery_tag, multiple))
-
-    def nack(self, requeue: bool = True, multiple: bool = False) -> None:
-        """Negatively acknowledge; requeued by default."""
-        self._settle()
-        self.channel._send(spec.BasicNack(self.delivery_tag, multiple, requeue))
-
-    def reject(self, requeue: bool = False) -> None:
-        """Reject; dropped (or dead-lettered) unless ``requeue``."""
-        self._settle()
-        self.channel._send(spec.BasicReject(self.delivery_tag, requeue))
-
-    def process(self, requeue: bool = False) -> _Process:
-        """``with message.process():`` acks on success, rejects (requeue optional) on error."""
-        return _Process(self, requeue)
-
-    def __repr__(self) -> str:
-        return (f"IncomingMessage(tag={self.delivery_tag}, rk={self.routing_key!r}, "
-                f"body={self.body[:64]!r})")
-
-
-class _Process:
-    def __init__(self, message: IncomingMessage, requeue: bool) -> None:
-        self.message = message
-        self.requeue = requeue
-
-    def __enter__(self) -> IncomingMessage:
-        return self.message
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        message = self.message
-        if message.settled or message.channel.is_closed:
-            return
-        if exc_type is None:
-            message.ack()
-        else:
-            message.reject(requeue=self.requeue)
-
-
 class _Consumer:
-    __slots__ = ("tag", "no_ack", "buffer", "callback", "cancelled")
+    __slots__ = ("tag", "queue", "no_ack", "exclusive", "arguments", "buffer", "callback",
+                 "cancelled")
 
-    def __init__(self, tag: str, no_ack: bool,
+    def __init__(self, queue: str, no_ack: bool, exclusive: bool,
+                 arguments: dict[str, Any] | None,
                  callback: Callable[[IncomingMessage], None] | None = None) -> None:
-        self.tag = tag
+        self.tag = ""
+        self.queue = queue
         self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.arguments = arguments
         self.buffer: deque[IncomingMessage] = deque()
         self.callback = callback
         self.cancelled = False
 
 
-class Connection:
-    """A blocking AMQP connection (see the module docstring for the threading rules)."""
+class Connection(BaseConnection):
+    """A blocking AMQP connection (see the module docstring for threads and robust mode)."""
 
-    def __init__(self, url: str | ConnectionParameters = "amqp://guest:guest@127.0.0.1:5672/",
+    def __init__(self, url: str | ConnectionParameters = DEFAULT_URL, *, robust: bool = False,
+                 reconnect_interval: float = 0.5, max_reconnect_interval: float = 30.0,
                  **options: Any) -> None:
-        if isinstance(url, ConnectionParameters):
-            self.params = url.with_options(**options) if options else url
-        else:
-            self.params = parse_url(url, **options)
+        super().__init__(url, robust=robust, reconnect_interval=reconnect_interval,
+                         max_reconnect_interval=max_reconnect_interval, **options)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._sock: socket.socket | None = None
-        self._core: ClientConnection | None = None
         self._reading = False
-        self._open = False
-        self._opened = False
-        self._close_exc: ClientError | None = None
-        self._closing = False
-        self._blocked = False
-        self.blocked_reason: str | None = None
+        self._reconnecting = False
         self._channels: dict[int, Channel] = {}
-        self._last_send = 0.0
-        self._last_recv = 0.0
-        #: The broker's connection.start properties.
-        self.server_properties: dict[str, Any] = {}
-
-    def __repr__(self) -> str:
-        return f"<sync.Connection {self.params} {'open' if self._open else 'closed'}>"
+        self._next_tick = 0.0
+        self._backoff = Backoff(reconnect_interval, max_reconnect_interval)
 
     def __enter__(self) -> Connection:
-        if self._sock is None and not self._open:
+        if self._sock is None and not self._connected:
             self.connect()
         return self
 
@@ -214,31 +128,17 @@ class Connection:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    @property
-    def is_closed(self) -> bool:
-        return not self._open
-
-    @property
-    def is_blocked(self) -> bool:
-        """True while the broker blocks publishing (connection.blocked)."""
-        return self._blocked
-
-    @property
-    def close_reason(self) -> ClientError | None:
-        return self._close_exc
-
-    @property
-    def capabilities(self) -> dict[str, Any]:
-        return dict(self.server_properties.get("capabilities") or {})
-
-    @property
-    def heartbeat(self) -> int:
-        return self._core.heartbeat if self._core else 0
-
     # -- opening and closing ---------------------------------------------------------------
 
     def connect(self) -> None:
         """Open the socket and do the AMQP handshake (bounded by ``connection_timeout``)."""
+        with self._cond:
+            self._user_closed = False
+            self._close_exc = None
+            self._connect_once()
+
+    def _connect_once(self) -> None:
+        """Socket, TLS and handshake (lock held); raises `ConnectionLost` and friends."""
         p = self.params
         deadline = time.monotonic() + p.connection_timeout
         try:
@@ -256,84 +156,127 @@ class Connection:
             sock.close()
             raise ConnectionLost(f"TLS handshake with {p.host}:{p.port} failed: {exc}") from exc
         self._sock = sock
-        core = self._core = ClientConnection(
-            username=p.username, password=p.password, virtual_host=p.virtual_host,
-            heartbeat=p.heartbeat, frame_max=p.frame_max, channel_max=p.channel_max,
-            client_properties=p.client_properties)
-        with self._cond:
-            core.start()
-            self._last_recv = time.monotonic()
-            self._flush()
-            try:
-                if not self._wait(lambda: self._opened, deadline - time.monotonic()):
-                    raise ConnectionLost(
-                        f"timed out after {p.connection_timeout}s opening {p.host}:{p.port}")
-            except BaseException:
-                self._teardown(self._close_exc or ConnectionLost("handshake failed"))
-                raise
-            self._open = True
-            self.server_properties = core.server_properties
+        self._close_exc = None
+        core = self._new_core()
+        core.start()
+        self._flush()
+        try:
+            if not self._wait(lambda: core.state == "open", deadline - time.monotonic()):
+                raise ConnectionLost(
+                    f"timed out after {p.connection_timeout}s opening {p.host}:{p.port}")
+        except BaseException:
+            # A failed reconnect attempt keeps the channels for the next one.
+            self._teardown(self._close_exc or ConnectionLost("handshake failed"),
+                           final=not self.will_reconnect)
+            raise
+        self._opened()
+        self._next_tick = time.monotonic() + core.heartbeat / 2
 
     def close(self, timeout: float = 10.0) -> None:
-        """Close channels (waiting for their outstanding confirms), then the connection."""
+        """Close channels (waiting for their outstanding confirms), then the connection.
+        Stops a robust connection reconnecting."""
+        self._user_closed = True
         for channel in list(self._channels.values()):
             try:
                 channel.close(timeout)
             except ClientError:
                 pass
         with self._cond:
-            if not self._open or self._core is None:
-                self._teardown(self._close_exc or ConnectionClosed("closed", code=200))
+            core = self._core
+            if not self._connected or core is None or self._sock is None:
+                self._teardown(self._close_exc or ConnectionClosed("closed", code=200),
+                               final=True)
                 return
-            self._closing = True
             self._close_exc = ConnectionClosed("connection closed by the client", code=200)
-            self._core.close()
+            core.close()
             try:
                 self._flush()
-                self._wait(lambda: self._core is None or self._core.state == "closed", timeout)
+                self._wait(lambda: core.state == "closed", timeout)
             except ClientError:
                 pass
-            self._teardown(self._close_exc)
+            self._teardown(self._close_exc, final=True)
 
-    def _teardown(self, error: ClientError) -> None:
-        """Close the socket and fail every waiter (lock held)."""
+    def _teardown(self, error: ClientError, final: bool = False) -> None:
+        """Close the socket and fail every waiter (lock held). Unless ``final``, a robust
+        connection keeps its channels for the next call to restore."""
         if self._close_exc is None:
             self._close_exc = error
-        self._open = False
+        was_connected = self._connected
+        self._connected = False
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
                 sock.close()
             except OSError:
                 pass
+        error = self._close_exc
+        if was_connected and error.code != 200:
+            log.warning("connection to %s lost: %s", self.params, error)
+        keep = not final and self.will_reconnect
         for channel in list(self._channels.values()):
-            channel._closed(self._close_exc)
-        self._channels.clear()
+            channel._mark_closed(error)
+        if not keep:
+            self._channels.clear()
+            if was_connected or (final and self._ever_opened):
+                self._closed_for_good()
         self._cond.notify_all()
+
+    def _ensure_connected(self, deadline: float | None) -> None:
+        """Robust mode: reconnect and restore the channels if the connection was lost
+        (lock held); raise `ConnectionLost` if ``deadline`` passes first."""
+        if self._sock is not None or not self.will_reconnect:
+            return
+        while self._reconnecting:  # another thread is on it
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise self._close_exc or ConnectionLost("reconnecting")
+            self._cond.wait(remaining)
+        self._reconnecting = True
+        try:
+            while self._sock is None and not self._user_closed:
+                delay = self._backoff.delay
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise self._close_exc or ConnectionLost("reconnecting")
+                self._lock.release()
+                try:
+                    time.sleep(delay)  # backoff between attempts, other threads may proceed
+                finally:
+                    self._lock.acquire()
+                log.info("reconnecting to %s", self.params)
+                try:
+                    self._connect_once()
+                    for number in sorted(self._channels):
+                        channel = self._channels.get(number)
+                        if channel is not None:
+                            channel._restore()
+                except (ClientError, OSError) as exc:
+                    log.warning("reconnect to %s failed: %s", self.params, exc)
+                    self._backoff.failed()
+                    if self._sock is not None:
+                        self._teardown(ConnectionLost(f"restore failed: {exc}"))
+                    continue
+                self._backoff.reset()
+                self._reconnected()
+        finally:
+            self._reconnecting = False
+            self._cond.notify_all()
 
     def channel(self, *, publisher_confirms: bool = False,
                 prefetch_count: int | None = None) -> Channel:
         """Open a channel (``with connection.channel() as ch:`` closes it afterwards)."""
         with self._cond:
+            self._ensure_connected(None)
             self._check()
-            core = self._core
-            assert core is not None
-            limit = core.channel_max or 65535
-            number = next((n for n in range(1, limit + 1) if n not in self._channels), None)
-            if number is None:
-                raise ClientError(f"all {limit} channels are in use")
-            channel = Channel(self, number)
+            number = self._free_channel_number(self._channels)
+            channel = Channel(self, number, publisher_confirms)
             self._channels[number] = channel
-        try:
-            channel._rpc(spec.ChannelOpen())
-            if publisher_confirms:
-                channel.confirm_delivery()
-            if prefetch_count is not None:
-                channel.set_qos(prefetch_count)
-        except BaseException:
-            with self._cond:
+            try:
+                channel._open_locked()
+            except BaseException:
                 self._channels.pop(number, None)
-            raise
+                raise
+        if prefetch_count is not None:
+            channel.set_qos(prefetch_count)
         return channel
 
     def process_data_events(self, time_limit: float = 0.0) -> None:
@@ -346,10 +289,14 @@ class Connection:
         """Wait ``seconds`` while keeping the connection alive (heartbeats, deliveries)."""
         self.process_data_events(seconds)
 
+    def _forget_channel(self, channel: Channel) -> None:
+        if self._channels.get(channel.number) is channel:
+            del self._channels[channel.number]
+
     # -- I/O (all called with the lock held) -----------------------------------------------
 
     def _check(self) -> None:
-        if not self._open:
+        if not self._connected:
             raise self._close_exc or ConnectionClosed("connection is not open", code=0)
 
     def _flush(self) -> None:
@@ -365,25 +312,33 @@ class Connection:
         except OSError as exc:
             self._teardown(ConnectionLost(f"send failed: {exc}"))
             raise self._close_exc from exc  # type: ignore[misc]
-        self._last_send = time.monotonic()
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None,
+              reconnect: bool = False) -> bool:
         """Until ``predicate()`` holds (True) or ``timeout`` passes (False), reading the
-        socket if no other thread is. Raises when the connection dies. Lock held."""
+        socket if no other thread is. Raises when the connection dies, unless ``reconnect``
+        and the connection is robust: then it reconnects and goes on waiting. Lock held."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if predicate():
                 return True
             if self._sock is None:
+                if reconnect and self.will_reconnect:
+                    try:
+                        self._ensure_connected(deadline)
+                    except ConnectionLost:
+                        return False
+                    continue
                 raise self._close_exc or ConnectionClosed("connection is not open", code=0)
             now = time.monotonic()
             remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0:
                 return False
-            hb = self._core.heartbeat if self._core is not None else 0
+            core = self._core
             wait = remaining
-            if hb:
-                wait = hb / 2 if wait is None else min(wait, hb / 2)
+            if core is not None and core.heartbeat:
+                until_tick = max(0.0, self._next_tick - now)
+                wait = until_tick if wait is None else min(wait, until_tick)
             if self._reading:
                 self._cond.wait(wait)
                 continue
@@ -413,108 +368,70 @@ class Connection:
         except ssl.SSLWantReadError:
             return
         except OSError as exc:
-            self._teardown(self._close_exc if self._closing and self._close_exc
+            self._teardown(self._close_exc if self._user_closed and self._close_exc
                            else ConnectionLost(f"connection lost: {exc}"))
             return
         if not data:
-            if self._closing and self._close_exc is not None:
-                self._teardown(self._close_exc)
-            else:
-                self._teardown(self._close_exc or ConnectionLost("connection closed by broker"))
+            self._teardown(self._close_exc or ConnectionLost("connection closed by broker"))
             return
-        self._last_recv = time.monotonic()
         self._on_data(data)
 
     def _service_heartbeat(self) -> None:
         core = self._core
-        if core is None or not core.heartbeat or self._sock is None or not self._open:
+        if core is None or not core.heartbeat or self._sock is None or not self._connected:
             return
         now = time.monotonic()
-        if now - self._last_recv > 2 * core.heartbeat:
+        if now < self._next_tick:
+            return
+        self._next_tick = now + core.heartbeat / 2
+        if not core.heartbeat_tick():
             self._teardown(ConnectionLost(f"missed heartbeats ({core.heartbeat}s interval)"))
             return
-        if now - self._last_send >= core.heartbeat / 2:
-            core.send_heartbeat()
-            self._flush()
+        self._flush()
 
     def _on_data(self, data: bytes) -> None:
-        core = self._core
-        assert core is not None
-        try:
-            events = core.receive_data(data)
-        except CodecAMQPError as exc:
-            log.error("protocol error from %s: %s", self.params, exc)
-            core.close(exc.code, exc.reply_text[:255])
+        events = self._receive(data)
+        if events is None:
             try:
                 self._flush()
             except ClientError:
                 pass
-            self._teardown(connection_error(exc.code, exc.reply_text))
+            self._teardown(self._close_exc)  # type: ignore[arg-type]
             return
+        channels = self._channels
         for event in events:
-            cls = event.__class__
-            if cls is ContentReceived or cls is MethodReceived:
-                channel = self._channels.get(event.channel)  # type: ignore[attr-defined]
-                if channel is None:
-                    continue
-                if cls is ContentReceived:
-                    channel._on_content(event.method, event.header[12:],  # type: ignore
-                                        event.body)  # type: ignore[attr-defined]
-                else:
-                    channel._on_method(event.method)  # type: ignore[attr-defined]
-            elif cls is ConnectionReady:
-                self._opened = True
-            elif cls is ConnectionClosedByServer:
-                assert isinstance(event, ConnectionClosedByServer)
-                if not self._opened and event.reply_code == 403:
-                    err: ClientError = AuthenticationError(event.reply_text)
-                else:
-                    err = connection_error(event.reply_code, event.reply_text, event.class_id,
-                                           event.method_id)
-                log.warning("broker closed the connection: %s", err)
-                self._close_exc = err
+            if isinstance(event, core_events.ChannelEvent):
+                channel = channels.get(event.channel)
+                if channel is not None:
+                    channel._on_event(event)
+            elif event.__class__ is ConnectionReady or event.__class__ is ConnectionCloseCompleted:
+                pass  # the waiters look at core.state
+            elif self._connection_event(event):
                 try:
                     self._flush()
                 except ClientError:
                     pass
-                self._teardown(err)
+                self._teardown(self._close_exc)  # type: ignore[arg-type]
                 return
-            elif cls is ConnectionCloseCompleted:
-                pass
-            elif cls is ConnectionBlocked:
-                assert isinstance(event, ConnectionBlocked)
-                log.warning("broker blocked publishing: %s", event.reason)
-                self._blocked = True
-                self.blocked_reason = event.reason
-            elif cls is ConnectionUnblocked:
-                self._blocked = False
-                self.blocked_reason = None
-        if core.out:
-            self._flush()
+        self._flush()
 
 
-class Channel:
+class Channel(BaseChannel):
     """A channel of a blocking `Connection`."""
 
-    def __init__(self, connection: Connection, number: int) -> None:
-        self.connection = connection
-        self.number = number
-        self.publisher_confirms = False
-        self._rpc_lock = threading.Lock()
-        self._expect: tuple[type[spec.Method], ...] = ()
-        self._reply: Any = _NOTHING
-        self._open = True
-        self._close_exc: ClientError | None = None
-        self._consumers: dict[str, _Consumer] = {}
-        self._seq = 0
-        self._pending: OrderedDict[int, None] = OrderedDict()
-        self._outcomes: dict[int, str | tuple[int, str, str, str]] = {}
-        self._by_message_id: dict[str, int] = {}
-        self._get_no_ack = False
-        self._on_return: list[Callable[[ReturnedMessage], None]] = []
+    connection: Connection
 
-    def __repr__(self) -> str:
-        return f"<sync.Channel {self.number} {'open' if self._open else 'closed'}>"
+    def __init__(self, connection: Connection, number: int,
+                 publisher_confirms: bool = False) -> None:
+        super().__init__(connection, number, publisher_confirms)
+        self._rpc_lock = threading.Lock()
+        self._reply: Any = _NOTHING
+        self._closing = False
+        self._consumers: dict[str, _Consumer] = {}
+        self._pending_consumer: _Consumer | None = None
+        self._waiting: set[int] = set()
+        self._outcomes: dict[int, Any] = {}
+        self._get_no_ack = False
 
     def __enter__(self) -> Channel:
         return self
@@ -523,170 +440,182 @@ class Channel:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    @property
-    def is_closed(self) -> bool:
-        return not self._open
+    # -- lifecycle (lock held) ----------------------------------------------------------------
 
-    @property
-    def close_reason(self) -> ClientError | None:
-        return self._close_exc
+    def _open_locked(self) -> None:
+        self._closing = False
+        try:
+            self._call(None, None)
+            if self.publisher_confirms:
+                self._call(spec.ConfirmSelect(False), None)
+            if self._transactional:
+                self._call(spec.TxSelect(), None)
+        except BaseException:
+            self._open = False
+            raise
 
-    def _check(self) -> None:
-        if not self._open:
-            raise self._close_exc or ChannelClosed("channel is not open", code=0)
+    def _restore(self) -> None:
+        """After a reconnect: re-open and replay qos, declarations, bindings, consumers."""
+        self._open_locked()
+        for key, replay in self.topology.entries():
+            try:
+                replay()
+            except ChannelClosed as exc:
+                log.warning("robust channel %s: could not restore %s: %s", self.number, key, exc)
+                self.topology.forget(key)
+                self._open_locked()
 
-    def _closed(self, error: ClientError, release: bool = True) -> None:
-        """Mark closed (lock held). ``release=False`` keeps the channel number reserved until
-        the broker's close-ok for a channel.close we sent arrives."""
-        conn = self.connection
-        if release and conn._channels.get(self.number) is self:
-            del conn._channels[self.number]
+    def _mark_closed(self, error: ClientError, release: bool = True) -> None:
+        """Mark closed (lock held). ``release=False`` keeps the channel in the connection's
+        table; so does a robust connection's loss (the channel is restored)."""
+        keep = self._keeps_consumers(error)
+        if release and not keep:
+            self.connection._forget_channel(self)
         if not self._open:
             return
         self._open = False
         self._close_exc = error
-        for consumer in self._consumers.values():
-            consumer.cancelled = True
-        if conn._core is not None:
-            conn._core.channel_closed(self.number)
-        conn._cond.notify_all()
+        self._waiting.clear()
+        if not keep:
+            for consumer in self._consumers.values():
+                consumer.cancelled = True
+        self.connection._cond.notify_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for outstanding confirms (up to ``timeout``), then close the channel."""
+        conn = self.connection
+        with conn._cond:
+            if not self._open or self._closing:
+                return
+            try:
+                conn._wait(lambda: not self._waiting or not self._open, timeout)
+            except ClientError:
+                return
+            if not self._open or self._closing:
+                return
+            self._closing = True
+            core = self._core
+            assert core is not None
+            core.close()
+            try:
+                conn._flush()
+                conn._wait(lambda: core.state == "closed" or not self._open, timeout)
+            except ClientError:
+                pass
+            self._mark_closed(ChannelClosed("channel closed by the client", code=200))
 
     # -- incoming (lock held) --------------------------------------------------------------
 
-    def _on_method(self, method: spec.Method) -> None:
-        cls = method.__class__
-        if not self._open:
-            # Abandoned after a timeout: wait for the close-ok, then free the number.
-            if cls is spec.ChannelCloseOk or cls is spec.ChannelClose:
-                self._closed(self._close_exc or ChannelClosed("closed", code=0))
-            return
-        if cls is spec.BasicAck or cls is spec.BasicNack:
-            outcome = "ack" if cls is spec.BasicAck else "nack"
-            if method.multiple:
-                while self._pending:
-                    tag = next(iter(self._pending))
-                    if tag > method.delivery_tag:
-                        break
-                    self._pending.popitem(last=False)
-                    self._outcomes.setdefault(tag, outcome)
-            elif self._pending.pop(method.delivery_tag, _NOTHING) is not _NOTHING:
-                self._outcomes.setdefault(method.delivery_tag, outcome)
-            return
-        if cls is spec.ChannelClose:
-            self._closed(channel_error(method.reply_code, method.reply_text, method.class_id,
-                                       method.method_id))
-            return
-        if cls is spec.BasicCancel:
-            consumer = self._consumers.get(method.consumer_tag)
-            if consumer is not None:
-                consumer.cancelled = True
-            if not method.no_wait:
-                self.connection._core.send_method(  # type: ignore[union-attr]
-                    self.number, spec.BasicCancelOk(method.consumer_tag))
-            return
-        if cls is spec.ChannelFlow:
-            self.connection._core.send_method(  # type: ignore[union-attr]
-                self.number, spec.ChannelFlowOk(method.active))
-            return
-        if cls is spec.BasicConsumeOk and "" in self._consumers:
-            # Register under the real tag now: deliveries may follow in this same read.
-            consumer = self._consumers.pop("")
-            consumer.tag = method.consumer_tag
-            self._consumers[consumer.tag] = consumer
-        if cls in self._expect and self._reply is _NOTHING:
-            self._reply = method
-            return
-        log.debug("ignoring unexpected %s on channel %s", method.NAME, self.number)
-
-    def _on_content(self, method: spec.Method, properties: bytes, body: bytes) -> None:
-        cls = method.__class__
-        if cls is spec.BasicDeliver:
+    def _on_event(self, event: core_events.ChannelEvent) -> None:
+        cls = event.__class__
+        if cls is core_events.Delivered:
+            assert isinstance(event, core_events.Delivered)
+            method = event.method
             consumer = self._consumers.get(method.consumer_tag)
             if consumer is None:
                 return
-            message = IncomingMessage(self, body, properties, method.delivery_tag,
+            message = IncomingMessage(self, event.body, event.properties, method.delivery_tag,
                                       method.redelivered, method.exchange, method.routing_key,
                                       method.consumer_tag, None, consumer.no_ack)
             if consumer.callback is not None:
                 consumer.callback(message)
             else:
                 consumer.buffer.append(message)
-        elif cls is spec.BasicGetOk:
-            if spec.BasicGetOk in self._expect and self._reply is _NOTHING:
-                self._reply = IncomingMessage(self, body, properties, method.delivery_tag,
-                                              method.redelivered, method.exchange,
-                                              method.routing_key, None, method.message_count,
-                                              self._get_no_ack)
-        elif cls is spec.BasicReturn:
-            returned = ReturnedMessage(body, properties, method.reply_code, method.reply_text,
-                                       method.exchange, method.routing_key)
-            tag = self._by_message_id.pop(returned.message_id or "", None)
-            if tag is not None:
-                self._outcomes[tag] = (method.reply_code, method.reply_text, method.exchange,
-                                       method.routing_key)
-            for callback in self._on_return:
-                try:
-                    callback(returned)
-                except Exception:
-                    log.exception("on_return callback failed")
-            if tag is None and not self._on_return:
-                log.warning("message returned by the broker: %r", returned)
+        elif cls is core_events.ConfirmsResolved:
+            assert isinstance(event, core_events.ConfirmsResolved)
+            outcome = "ack" if event.ack else "nack"
+            waiting = self._waiting
+            for tag in event.tags:
+                if tag in waiting:
+                    self._outcomes.setdefault(tag, outcome)
+        elif cls is core_events.Reply:
+            assert isinstance(event, core_events.Reply)
+            method = event.method
+            if method.__class__ is spec.BasicConsumeOk and self._pending_consumer is not None:
+                # Register under the real tag now: deliveries may follow in this same read.
+                consumer, self._pending_consumer = self._pending_consumer, None
+                consumer.tag = method.consumer_tag
+                self._consumers[consumer.tag] = consumer
+            if event.body is None:
+                self._reply = method
+            else:
+                self._reply = IncomingMessage(
+                    self, event.body, event.properties or b"", method.delivery_tag,
+                    method.redelivered, method.exchange, method.routing_key, None,
+                    method.message_count, self._get_no_ack)
+        elif cls is core_events.Returned:
+            assert isinstance(event, core_events.Returned)
+            self._returned(event)
+            if event.delivery_tag in self._waiting:
+                m = event.method
+                self._outcomes[event.delivery_tag] = (m.reply_code, m.reply_text, m.exchange,
+                                                      m.routing_key)
+        elif cls is core_events.ChannelClosedByServer:
+            assert isinstance(event, core_events.ChannelClosedByServer)
+            self._mark_closed(channel_error(event.reply_code, event.reply_text,
+                                            event.class_id, event.method_id))
+        elif cls is core_events.ChannelCloseCompleted:
+            if not self._open:
+                self.connection._forget_channel(self)
+        elif cls is core_events.ConsumerCancelled:
+            assert isinstance(event, core_events.ConsumerCancelled)
+            consumer = self._consumers.get(event.consumer_tag)
+            self.topology.forget(("consumer", event.consumer_tag))
+            if consumer is not None:
+                consumer.cancelled = True
+        # FlowChanged: publishers waiting on it are woken by the read loop's notify_all.
 
     # -- calls -------------------------------------------------------------------------------
 
     def _send(self, method: spec.Method) -> None:
-        conn = self.connection
-        with conn._cond:
-            self._check()
-            conn._core.send_method(self.number, method)  # type: ignore[union-attr]
-            conn._flush()
+        with self.connection._cond:
+            self._send_locked(method)
 
-    def _rpc(self, method: spec.Method, timeout: float | None = None) -> Any:
-        conn = self.connection
-        with self._rpc_lock, conn._cond:
-            self._check()
-            self._expect = method.RESPONSES
-            self._reply = _NOTHING
-            conn._core.send_method(self.number, method)  # type: ignore[union-attr]
-            conn._flush()
-            try:
-                done = conn._wait(lambda: self._reply is not _NOTHING or not self._open, timeout)
-            except ConnectionClosed:
-                self._closed(conn._close_exc or ConnectionLost("connection lost"))
-                raise
-            if self._reply is not _NOTHING:
-                reply, self._reply = self._reply, _NOTHING
-                self._expect = ()
-                return reply
-            if not self._open:
-                raise self._close_exc  # type: ignore[misc]
-            assert not done
-            # State unknown (the reply may still come): give up on this channel.
-            conn._core.send_method(  # type: ignore[union-attr]
-                self.number, spec.ChannelClose(200, "call timed out", 0, 0))
-            conn._flush()
-            self._closed(ChannelClosed(f"{method.NAME} timed out; channel closed", code=0),
-                         release=False)
-            raise TimeoutError(f"{method.NAME} got no reply within {timeout}s")
+    def _send_locked(self, method: spec.Method) -> None:
+        self._check()
+        assert self._core is not None
+        self._core.send(method)
+        self.connection._flush()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Wait for outstanding confirms (up to ``timeout``), then close the channel."""
+    def _call(self, method: spec.Method | None, timeout: float | None,
+              consumer: _Consumer | None = None) -> Any:
+        """Send ``method`` (None: open the channel) and wait for its reply (lock held)."""
         conn = self.connection
-        with conn._cond:
-            if not self._open:
-                return
-            try:
-                conn._wait(lambda: not self._pending or not self._open, timeout)
-            except ClientError:
-                return
-        if not self._open:
-            return
+        core = self._start_call(method)
+        generation = self._generation
+        self._reply = _NOTHING
+        self._pending_consumer = consumer
         try:
-            self._rpc(spec.ChannelClose(200, "Normal shutdown", 0, 0), timeout)
-        except (ClientError, TimeoutError):
-            pass
-        with conn._cond:
-            self._closed(ChannelClosed("channel closed by the client", code=200))
+            conn._flush()
+            done = conn._wait(lambda: self._reply is not _NOTHING or not self._open
+                              or self._generation != generation, timeout)
+        finally:
+            self._pending_consumer = None
+        if self._generation != generation:
+            raise ConnectionLost("the connection was lost during the call")
+        if self._reply is not _NOTHING:
+            reply, self._reply = self._reply, _NOTHING
+            return reply
+        if not self._open:
+            raise self._close_exc  # type: ignore[misc]
+        assert not done
+        # State unknown (the reply may still come): give up on this channel.
+        name = method.NAME if method is not None else "channel.open"
+        core.close(200, "call timed out")
+        self._closing = True
+        conn._flush()
+        self._mark_closed(ChannelClosed(f"{name} timed out; channel closed", code=0),
+                          release=False)
+        raise TimeoutError(f"{name} got no reply within {timeout}s")
+
+    def _rpc(self, method: spec.Method, timeout: float | None = None,
+             consumer: _Consumer | None = None) -> Any:
+        conn = self.connection
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._rpc_lock, conn._cond:
+            conn._ensure_connected(deadline)
+            return self._call(method, None if deadline is None
+                              else max(0.0, deadline - time.monotonic()), consumer)
 
     def confirm_delivery(self) -> None:
         """Turn on publisher confirms: `publish` then waits for the broker's ack."""
@@ -697,91 +626,124 @@ class Channel:
     def set_qos(self, prefetch_count: int = 0, prefetch_size: int = 0,
                 global_: bool = False) -> None:
         """basic.qos: at most ``prefetch_count`` unacked deliveries per consumer."""
-        self._rpc(spec.BasicQos(prefetch_size, prefetch_count, global_))
+        method = spec.BasicQos(prefetch_size, prefetch_count, global_)
+        self._rpc(method)
+        self.topology.remember(("qos", global_), lambda: self._call(method, None))
+
+    def flow(self, active: bool) -> bool:
+        """Ask the broker to pause (False) or resume (True) deliveries on this channel."""
+        return bool(self._rpc(spec.ChannelFlow(active)).active)
+
+    def recover(self, requeue: bool = True) -> None:
+        """Redeliver every unacknowledged message of this channel."""
+        self._rpc(spec.BasicRecover(requeue))
 
     def declare_exchange(self, name: str, type: str = "direct", *, durable: bool = False,
                          auto_delete: bool = False, internal: bool = False,
-                         passive: bool = False, arguments: dict[str, Any] | None = None) -> None:
-        """Declare an exchange."""
-        self._rpc(spec.ExchangeDeclare(0, name, type, passive, durable, auto_delete, internal,
-                                       False, arguments))
+                         passive: bool = False, arguments: dict[str, Any] | None = None,
+                         timeout: float | None = None) -> Exchange:
+        """Declare an exchange (``passive=True`` only checks that it exists)."""
+        method = spec.ExchangeDeclare(0, name, type, passive, durable, auto_delete, internal,
+                                      False, arguments)
+        self._rpc(method, timeout)
+        if name and not passive:
+            self.topology.remember(("exchange", name), lambda: self._call(method, None))
+        return Exchange(self, name, type)
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        """Delete an exchange."""
         self._rpc(spec.ExchangeDelete(0, name, if_unused, False))
+        self.topology.forget(("exchange", name))
 
     def declare_queue(self, name: str = "", *, durable: bool = False, exclusive: bool = False,
                       auto_delete: bool = False, passive: bool = False,
-                      arguments: dict[str, Any] | None = None) -> spec.QueueDeclareOk:
-        """Declare a queue; returns the declare-ok (``.queue``, ``.message_count``,
-        ``.consumer_count``)."""
-        return self._rpc(spec.QueueDeclare(0, name, passive, durable, exclusive, auto_delete,
-                                           False, arguments))
+                      arguments: dict[str, Any] | None = None,
+                      timeout: float | None = None) -> Queue:
+        """Declare a queue; an empty name asks the broker to make one up. The `Queue` has
+        ``name``, ``message_count`` and ``consumer_count`` from the declare-ok."""
+        queue = Queue(self, name, durable=durable, exclusive=exclusive,
+                      auto_delete=auto_delete, passive=passive, arguments=arguments)
+        queue.declare(timeout)
+        return queue
 
     def delete_queue(self, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         """Delete a queue; returns how many messages it held."""
-        return self._rpc(spec.QueueDelete(0, name, if_unused, if_empty, False)).message_count
+        count = self._rpc(spec.QueueDelete(0, name, if_unused, if_empty, False)).message_count
+        self.topology.forget_about(name)
+        return count
 
     def purge_queue(self, name: str) -> int:
+        """Remove every ready message of a queue; returns how many."""
         return self._rpc(spec.QueuePurge(0, name, False)).message_count
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str = "", *,
                    arguments: dict[str, Any] | None = None) -> None:
-        self._rpc(spec.QueueBind(0, queue, exchange, routing_key, False, arguments))
+        """Bind ``queue`` to ``exchange``."""
+        method = spec.QueueBind(0, queue, exchange, routing_key, False, arguments)
+        self._rpc(method)
+        self.topology.remember(("qbind", queue, exchange, routing_key, repr(arguments)),
+                                lambda: self._call(method, None))
 
     def unbind_queue(self, queue: str, exchange: str, routing_key: str = "", *,
                      arguments: dict[str, Any] | None = None) -> None:
+        """Remove a binding made with `bind_queue`."""
         self._rpc(spec.QueueUnbind(0, queue, exchange, routing_key, arguments))
+        self.topology.forget(("qbind", queue, exchange, routing_key, repr(arguments)))
 
     def bind_exchange(self, destination: str, source: str, routing_key: str = "", *,
                       arguments: dict[str, Any] | None = None) -> None:
-        self._rpc(spec.ExchangeBind(0, destination, source, routing_key, False, arguments))
+        """Route messages from exchange ``source`` to exchange ``destination``."""
+        method = spec.ExchangeBind(0, destination, source, routing_key, False, arguments)
+        self._rpc(method)
+        self.topology.remember(("ebind", destination, source, routing_key, repr(arguments)),
+                                lambda: self._call(method, None))
 
-    def add_on_return_callback(self, callback: Callable[[ReturnedMessage], None]) -> None:
-        """``callback(returned)`` for each basic.return (called by the reading thread)."""
-        self._on_return.append(callback)
+    def unbind_exchange(self, destination: str, source: str, routing_key: str = "", *,
+                        arguments: dict[str, Any] | None = None) -> None:
+        """Remove a binding made with `bind_exchange`."""
+        self._rpc(spec.ExchangeUnbind(0, destination, source, routing_key, False, arguments))
+        self.topology.forget(("ebind", destination, source, routing_key, repr(arguments)))
+
+    # -- publishing --------------------------------------------------------------------------
 
     def publish(self, message: Body, routing_key: str = "", exchange: str = "", *,
                 mandatory: bool = False, timeout: float | None = None) -> None:
         """Publish; with publisher confirms, return once the broker acked.
 
-        Raises `MessageNacked` on nack, `MessageReturned` for an unroutable ``mandatory``
-        message (confirm mode), `TimeoutError` if ``timeout`` passes first (while blocked by
-        connection.blocked, or waiting for the confirm).
+        Waits while the broker blocks the connection (connection.blocked) or pauses the
+        channel (channel.flow), and in robust mode while reconnecting. Raises `MessageNacked`
+        on nack, `MessageReturned` for an unroutable ``mandatory`` message (confirm mode),
+        `TimeoutError` if ``timeout`` passes first.
         """
         conn = self.connection
-        body, props = _as_message(message)
+        body, props = body_and_properties(message)
         deadline = None if timeout is None else time.monotonic() + timeout
         with conn._cond:
+            try:
+                conn._ensure_connected(deadline)
+            except ConnectionLost:
+                raise TimeoutError("the connection stayed lost") from None
             self._check()
-            if conn._blocked:
-                if not conn._wait(lambda: not conn._blocked or not self._open,
+            if conn.is_blocked or not self.is_flowing:
+                if not conn._wait(lambda: (not conn.is_blocked and self.is_flowing)
+                                  or not self._open,
                                   None if deadline is None else deadline - time.monotonic()):
-                    raise TimeoutError("the broker kept the connection blocked")
+                    raise TimeoutError("the broker kept publishing paused")
                 self._check()
-            core = conn._core
+            core = self._core
             assert core is not None
+            tag = core.publish(exchange, routing_key, body, props, mandatory)
             if not self.publisher_confirms:
-                core.send_publish(self.number, exchange, routing_key, body, props, mandatory)
                 conn._flush()
                 return
-            self._seq += 1
-            tag = self._seq
-            if mandatory:
-                if props is None:
-                    props = BasicProperties()
-                if not props.message_id:
-                    props.message_id = uuid.uuid4().hex
-                self._by_message_id[props.message_id] = tag
-            self._pending[tag] = None
-            core.send_publish(self.number, exchange, routing_key, body, props, mandatory)
-            conn._flush()
+            self._waiting.add(tag)
             try:
+                conn._flush()
                 if not conn._wait(lambda: tag in self._outcomes or not self._open,
                                   None if deadline is None else deadline - time.monotonic()):
                     raise TimeoutError(f"no publisher confirm within {timeout}s")
             finally:
-                if props is not None and props.message_id:
-                    self._by_message_id.pop(props.message_id, None)
+                self._waiting.discard(tag)
             outcome = self._outcomes.pop(tag, None)
             if outcome is None:
                 self._check()
@@ -790,9 +752,10 @@ class Channel:
                 return
             if outcome == "nack":
                 raise MessageNacked(message, "the broker nacked the message")
-            code, text, ex, rk = outcome  # type: ignore[misc]
-            # The ack for a returned message follows; do not leave it dangling.
+            code, text, ex, rk = outcome
             raise MessageReturned(message, code, text, ex, rk)
+
+    # -- getting and consuming ---------------------------------------------------------------
 
     def get(self, queue: str, *, no_ack: bool = False,
             timeout: float | None = None) -> IncomingMessage | None:
@@ -805,26 +768,16 @@ class Channel:
     def _basic_consume(self, queue: str, no_ack: bool, exclusive: bool,
                        arguments: dict[str, Any] | None, consumer_tag: str = "",
                        callback: Callable[[IncomingMessage], None] | None = None) -> _Consumer:
-        conn = self.connection
-        with self._rpc_lock, conn._cond:
-            self._check()
-            self._expect = (spec.BasicConsumeOk,)
-            self._reply = _NOTHING
-            conn._core.send_method(self.number, spec.BasicConsume(  # type: ignore[union-attr]
-                0, queue, consumer_tag, False, no_ack, exclusive, False, arguments))
-            conn._flush()
-            # Register the consumer as soon as consume-ok is read, before later frames of
-            # the same read (its first deliveries) are dispatched.
-            pending = _Consumer("", no_ack, callback)
-            self._consumers[""] = pending
-            try:
-                conn._wait(lambda: self._reply is not _NOTHING or not self._open, None)
-            finally:
-                self._consumers.pop("", None)
-            if self._reply is _NOTHING:
-                raise self._close_exc or ChannelClosed("channel closed", code=0)
-            self._reply = _NOTHING
-            return pending
+        consumer = _Consumer(queue, no_ack, exclusive, arguments, callback)
+        self._rpc(spec.BasicConsume(0, queue, consumer_tag, False, no_ack, exclusive, False,
+                                    arguments), consumer=consumer)
+        self.topology.remember(("consumer", consumer.tag), lambda: self._reconsume(consumer))
+        return consumer
+
+    def _reconsume(self, consumer: _Consumer) -> None:
+        self._consumers[consumer.tag] = consumer
+        self._call(spec.BasicConsume(0, consumer.queue, consumer.tag, False, consumer.no_ack,
+                                     consumer.exclusive, False, consumer.arguments), None)
 
     def consume(self, queue: str, *, no_ack: bool = False, exclusive: bool = False,
                 arguments: dict[str, Any] | None = None,
@@ -833,19 +786,19 @@ class Channel:
 
         The loop ends when ``inactivity_timeout`` seconds pass without a message, when the
         broker cancels the consumer, or when you ``break``; the consumer is then cancelled
-        and messages received but not yet yielded are requeued.
+        and messages received but not yet yielded are requeued. In robust mode the loop
+        survives a reconnect (the consumer is restored).
         """
         consumer = self._basic_consume(queue, no_ack, exclusive, arguments)
         conn = self.connection
         try:
             while True:
                 with conn._cond:
-                    conn._wait(
-                        lambda: bool(consumer.buffer) or consumer.cancelled or not self._open,
-                        inactivity_timeout)
+                    conn._wait(lambda: bool(consumer.buffer) or consumer.cancelled
+                               or self._gone(), inactivity_timeout, reconnect=True)
                     if consumer.buffer:
                         message = consumer.buffer.popleft()
-                    elif not self._open:
+                    elif self._gone():
                         self._check()
                         return
                     else:
@@ -854,8 +807,14 @@ class Channel:
         finally:
             self._cancel(consumer)
 
+    def _gone(self) -> bool:
+        """Closed, and not about to be restored by a robust reconnect."""
+        return not self._open and not (self._close_exc is not None
+                                       and self._keeps_consumers(self._close_exc))
+
     def _cancel(self, consumer: _Consumer) -> None:
         conn = self.connection
+        self.topology.forget(("consumer", consumer.tag))
         if self._open and not consumer.cancelled:
             try:
                 self._rpc(spec.BasicCancel(consumer.tag, False))
@@ -867,28 +826,123 @@ class Channel:
             leftovers = list(consumer.buffer)
             consumer.buffer.clear()
             if leftovers and not consumer.no_ack and self._open:
-                core = conn._core
-                assert core is not None
                 for message in leftovers:
-                    core.send_method(self.number, spec.BasicNack(message.delivery_tag, False,
-                                                                 True))
-                try:
-                    conn._flush()
-                except ClientError:
-                    pass
+                    if not message.is_stale:
+                        try:
+                            self._send_locked(spec.BasicNack(message.delivery_tag, False, True))
+                        except ClientError:
+                            break
+
+    # -- transactions ------------------------------------------------------------------------
 
     def tx_select(self) -> None:
+        """Put the channel in transaction mode."""
         self._rpc(spec.TxSelect())
+        self._transactional = True
 
     def tx_commit(self) -> None:
+        """Commit the publishes and acks made since the last commit or rollback."""
         self._rpc(spec.TxCommit())
 
     def tx_rollback(self) -> None:
+        """Discard the publishes and acks made since the last commit or rollback."""
         self._rpc(spec.TxRollback())
 
     def rpc(self, *, direct_reply_to: bool = True) -> RPC:
         """An `RPC` caller on this channel."""
         return RPC(self, direct_reply_to=direct_reply_to)
+
+
+class Exchange:
+    """An exchange on a blocking channel (from `Channel.declare_exchange`)."""
+
+    def __init__(self, channel: Channel, name: str, type: str = "direct") -> None:
+        self.channel = channel
+        self.name = name
+        self.type = type
+
+    def __repr__(self) -> str:
+        return f"<sync.Exchange {self.name!r} ({self.type})>"
+
+    def publish(self, message: Body, routing_key: str = "", *, mandatory: bool = False,
+                timeout: float | None = None) -> None:
+        """Publish to this exchange; see `Channel.publish`."""
+        self.channel.publish(message, routing_key, self.name, mandatory=mandatory,
+                             timeout=timeout)
+
+    def bind(self, source: Exchange | str, routing_key: str = "", *,
+             arguments: dict[str, Any] | None = None) -> None:
+        """Route messages from exchange ``source`` to this exchange."""
+        src = source.name if isinstance(source, Exchange) else source
+        self.channel.bind_exchange(self.name, src, routing_key, arguments=arguments)
+
+    def unbind(self, source: Exchange | str, routing_key: str = "", *,
+               arguments: dict[str, Any] | None = None) -> None:
+        """Remove a binding made with `bind`."""
+        src = source.name if isinstance(source, Exchange) else source
+        self.channel.unbind_exchange(self.name, src, routing_key, arguments=arguments)
+
+    def delete(self, *, if_unused: bool = False) -> None:
+        """Delete this exchange."""
+        self.channel.delete_exchange(self.name, if_unused=if_unused)
+
+
+class Queue(BaseQueue):
+    """A queue on a blocking channel (from `Channel.declare_queue`); see `BaseQueue` for
+    ``name``, ``message_count`` and ``consumer_count``."""
+
+    channel: Channel
+
+    @property
+    def queue(self) -> str:
+        """The queue's name, under the declare-ok field's name (code written when
+        `declare_queue` returned the declare-ok itself keeps working)."""
+        return self.name
+
+    def declare(self, timeout: float | None = None) -> Queue:
+        """(Re-)declare; updates ``name``, ``message_count`` and ``consumer_count``."""
+        self._declared(self.channel._rpc(self._declaration(), timeout))
+        if not self.passive:
+            self.channel.topology.remember(
+                ("queue", id(self)),
+                lambda: self._declared(self.channel._call(self._declaration(), None)))
+        return self
+
+    def bind(self, exchange: Exchange | str, routing_key: str | None = None, *,
+             arguments: dict[str, Any] | None = None) -> None:
+        """Bind to ``exchange``; the routing key defaults to the queue name."""
+        ex = exchange.name if isinstance(exchange, Exchange) else exchange
+        key = self.name if routing_key is None else routing_key
+        self.channel.bind_queue(self.name, ex, key, arguments=arguments)
+
+    def unbind(self, exchange: Exchange | str, routing_key: str | None = None, *,
+               arguments: dict[str, Any] | None = None) -> None:
+        """Remove a binding."""
+        ex = exchange.name if isinstance(exchange, Exchange) else exchange
+        key = self.name if routing_key is None else routing_key
+        self.channel.unbind_queue(self.name, ex, key, arguments=arguments)
+
+    def get(self, *, no_ack: bool = False, timeout: float | None = None,
+            ) -> IncomingMessage | None:
+        """basic.get one message, or None when the queue is empty."""
+        return self.channel.get(self.name, no_ack=no_ack, timeout=timeout)
+
+    def consume(self, *, no_ack: bool = False, exclusive: bool = False,
+                arguments: dict[str, Any] | None = None,
+                inactivity_timeout: float | None = None) -> Iterator[IncomingMessage]:
+        """Yield messages; see `Channel.consume`."""
+        return self.channel.consume(self.name, no_ack=no_ack, exclusive=exclusive,
+                                    arguments=arguments, inactivity_timeout=inactivity_timeout)
+
+    def purge(self) -> int:
+        """Remove every ready message; returns how many."""
+        return self.channel.purge_queue(self.name)
+
+    def delete(self, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        """Delete the queue; returns how many messages it held."""
+        count = self.channel.delete_queue(self.name, if_unused=if_unused, if_empty=if_empty)
+        self.channel.topology.forget_about(id(self))
+        return count
 
 
 class RPC:
@@ -905,7 +959,7 @@ class RPC:
         if direct_reply_to:
             self.reply_to = DIRECT_REPLY_TO
         else:
-            self.reply_to = channel.declare_queue("", exclusive=True, auto_delete=True).queue
+            self.reply_to = channel.declare_queue("", exclusive=True, auto_delete=True).name
         self._consumer = channel._basic_consume(self.reply_to, True, False, None,
                                                 callback=self._on_reply)
 
@@ -939,12 +993,12 @@ class RPC:
 
         with conn._cond:
             self._waiting.add(correlation_id)
-            channel._on_return.append(on_return)
+            channel.add_on_return_callback(on_return)
         try:
             channel.publish(message, routing_key, exchange, mandatory=True, timeout=timeout)
             with conn._cond:
                 ok = conn._wait(lambda: correlation_id in self._replies or bool(returned)
-                                or not channel._open, timeout)
+                                or channel.is_closed, timeout)
                 if returned:
                     r = returned[0]
                     raise MessageReturned(r, r.reply_code, r.reply_text, r.exchange,
@@ -963,5 +1017,7 @@ class RPC:
             with conn._cond:
                 self._waiting.discard(correlation_id)
                 self._replies.pop(correlation_id, None)
-                if on_return in channel._on_return:
-                    channel._on_return.remove(on_return)
+                try:
+                    channel.remove_on_return_callback(on_return)
+                except ValueError:
+                    pass

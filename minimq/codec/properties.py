@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from .errors import CodecError
-from .values import _as_bytes, decode_shortstr, decode_table, encode_shortstr, encode_table
+from .values import as_bytes, decode_shortstr, decode_table, encode_shortstr, encode_table
 
 __all__ = [
     "BasicProperties",
@@ -179,7 +179,7 @@ class BasicProperties:
     def decode(cls, buf: bytes | memoryview, offset: int = 0) -> BasicProperties:
         """Decode flags + properties starting at ``offset`` (trailing bytes are ignored)."""
         if buf.__class__ is not bytes:
-            buf = _as_bytes(buf)
+            buf = as_bytes(buf)
         self = cls.__new__(cls)
         try:
             flags, offset = _read_flags(buf, offset)
@@ -303,7 +303,7 @@ def _skip_to_headers(buf, flags: int, offset: int) -> int:
 def decode_headers_only(prop_bytes: bytes | memoryview) -> dict | None:
     """The ``headers`` table alone (or None if absent), for the headers exchange."""
     if prop_bytes.__class__ is not bytes:
-        prop_bytes = _as_bytes(prop_bytes)
+        prop_bytes = as_bytes(prop_bytes)
     try:
         flags, offset = _read_flags(prop_bytes, 0)
         if not flags & _F_HEADERS:

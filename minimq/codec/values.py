@@ -145,7 +145,8 @@ _DECODE_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError
 # ---------------------------------------------------------------- strings
 
 
-def _as_bytes(buf: object) -> bytes:
+def as_bytes(buf: object) -> bytes:
+    """Any buffer as bytes for decoding; anything else is a CodecError, not a TypeError."""
     try:
         return bytes(buf)  # type: ignore[call-overload]
     except TypeError:
@@ -565,7 +566,7 @@ def _read_array(buf, offset: int, depth: int) -> tuple[list, int]:
 def decode_table(buf: bytes | memoryview, offset: int = 0) -> tuple[dict, int]:
     """Decode a length-prefixed field table at ``offset``; returns (dict, new offset)."""
     if buf.__class__ is not bytes:
-        buf = _as_bytes(buf)
+        buf = as_bytes(buf)
     try:
         return _read_table(buf, offset, 1)
     except CodecError:
@@ -577,7 +578,7 @@ def decode_table(buf: bytes | memoryview, offset: int = 0) -> tuple[dict, int]:
 def decode_array(buf: bytes | memoryview, offset: int = 0) -> tuple[list, int]:
     """Decode a length-prefixed field array at ``offset``; returns (list, new offset)."""
     if buf.__class__ is not bytes:
-        buf = _as_bytes(buf)
+        buf = as_bytes(buf)
     try:
         return _read_array(buf, offset, 1)
     except CodecError:
@@ -589,7 +590,7 @@ def decode_array(buf: bytes | memoryview, offset: int = 0) -> tuple[list, int]:
 def decode_value(buf: bytes | memoryview, offset: int = 0) -> tuple[object, int]:
     """Decode one tagged field value at ``offset``; returns (value, new offset)."""
     if buf.__class__ is not bytes:
-        buf = _as_bytes(buf)
+        buf = as_bytes(buf)
     try:
         return _read_value(buf, offset, len(buf), 1)
     except CodecError:

@@ -44,7 +44,6 @@ from minimq.codec.spec import FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_M
 
 from .assembler import ContentAssembler
 from .client_channel import ChannelEvent, ClientChannel
-from .events import ContentReceived, MethodReceived
 
 __all__ = [
     "ClientConnection",
@@ -330,9 +329,8 @@ class ClientConnection:
                         continue
                     channel = channels.get(number)
                     if channel is None:
-                        event = self._legacy_method(number, method)
-                    else:
-                        event = channel.method_received(method)
+                        continue  # a channel already closed and forgotten
+                    event = channel.method_received(method)
             elif frame_type == FRAME_HEADER:
                 event = assembler.header(number, payload)
             elif frame_type == FRAME_HEARTBEAT:
@@ -351,18 +349,8 @@ class ClientConnection:
             return None
         channel = self.channels.get(number)
         if channel is None:
-            return ContentReceived(number, method, header, body)
+            return None  # assembled only to keep the frame sequence checked
         return channel.content_received(method, header, body)
-
-    # Until both drivers run on ClientChannel: channels without one get the raw events.
-    def _legacy_method(self, number: int, method: spec.Method) -> MethodReceived:
-        if method.__class__ is spec.ChannelClose:
-            self.send_method(number, spec.ChannelCloseOk())
-        return MethodReceived(number, method)
-
-    def channel_closed(self, number: int) -> None:
-        """Forget half-received content of a channel the layer above considers closed."""
-        self._assembler.discard(number)
 
     def _on_connection_method(self, method: spec.Method) -> ClientEvent | None:
         cls = method.__class__

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from minimq.codec import spec
 from minimq.codec.errors import CommandInvalid

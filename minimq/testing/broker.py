@@ -643,7 +643,7 @@ class Broker:
                 if destination not in (None, dest.name):
                     continue
                 kind = "exchange" if isinstance(dest, Exchange) else "queue"
-                rows.append(BindingInfo(v.name, xname, dest.name, kind, key, views._args(args)))
+                rows.append(BindingInfo(v.name, xname, dest.name, kind, key, views.copy_arguments(args)))
             rows.sort(key=lambda b: (b.destination_type, b.destination, b.routing_key))
             out.extend(rows)
         return out
@@ -672,7 +672,7 @@ class Broker:
                         exclusive=bool(c.exclusive),
                         prefetch_count=c.limit,
                         unacked=c.unacked,
-                        arguments=views._args(c.arguments),
+                        arguments=views.copy_arguments(c.arguments),
                     )
                 )
         return out
@@ -712,7 +712,7 @@ class Broker:
                     heartbeat=conn.heartbeat,
                     channels=len(session.channels),
                     blocked=proto.alarm is not None,
-                    client_properties=views._args(props),
+                    client_properties=views.copy_arguments(props),
                 )
             )
         return out

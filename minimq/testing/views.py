@@ -166,7 +166,8 @@ def message_view(msg: "Message") -> MessageView:
     return MessageView(msg.exchange, msg.routing_key, bytes(msg.body), props, bool(msg.redelivered))
 
 
-def _args(arguments: Any) -> dict:
+def copy_arguments(arguments: Any) -> dict:
+    """A deep copy of an arguments table (None: empty), so a view never aliases live state."""
     return copy.deepcopy(dict(arguments or {}))
 
 
@@ -177,7 +178,7 @@ def queue_info(vhost: str, q: Any, unacked: int) -> QueueInfo:
         durable=bool(q.durable),
         exclusive=bool(q.exclusive),
         auto_delete=bool(q.auto_delete),
-        arguments=_args(q.arguments),
+        arguments=copy_arguments(q.arguments),
         messages_ready=len(q.ready),
         messages_unacknowledged=unacked,
         consumers=len(q.consumers),
@@ -193,5 +194,5 @@ def exchange_info(vhost: str, ex: Any) -> ExchangeInfo:
         durable=bool(ex.durable),
         auto_delete=bool(ex.auto_delete),
         internal=bool(ex.internal),
-        arguments=_args(ex.arguments),
+        arguments=copy_arguments(ex.arguments),
     )
