@@ -631,7 +631,8 @@ class Channel(BaseChannel):
         self.topology.remember(("qos", global_), lambda: self._call(method, None))
 
     def flow(self, active: bool) -> bool:
-        """Ask the broker to pause (False) or resume (True) deliveries on this channel."""
+        """Send channel.flow. RabbitMQ (and minimq) acknowledge ``True`` and close the
+        connection with 540 NOT_IMPLEMENTED for ``False``: throttle with ``set_qos``."""
         return bool(self._rpc(spec.ChannelFlow(active)).active)
 
     def recover(self, requeue: bool = True) -> None:
