@@ -172,6 +172,10 @@ class BaseConnection:
     # -- for the drivers --------------------------------------------------------------------
 
     def _new_core(self) -> ClientConnection:
+        """A fresh protocol core for a connection attempt. A new connection starts unblocked:
+        connection.blocked may follow open-ok in the same read, before `_opened`."""
+        self._blocked = False
+        self.blocked_reason = None
         p = self.params
         self._core = ClientConnection(
             username=p.username, password=p.password, virtual_host=p.virtual_host,
@@ -185,8 +189,6 @@ class BaseConnection:
         self.server_properties = self._core.server_properties
         self._connected = True
         self._ever_opened = True
-        self._blocked = False
-        self.blocked_reason = None
 
     def _free_channel_number(self, taken: Any) -> int:
         """The lowest channel number neither in ``taken`` nor still closing in the core."""
