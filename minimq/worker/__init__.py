@@ -22,14 +22,17 @@ gracefully on SIGTERM/SIGINT and reloads them one by one on SIGHUP. See README.m
 """
 from __future__ import annotations
 
-from .app import (App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, RetryPolicy,
-                  WorkerCrashed, load_app)
+from .app import (App, Binding, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry,
+                  RetryPolicy, WorkerCrashed, load_app)
+from .context import HandlerMessage
 from .cron import CronSchedule
 from .supervisor import Supervisor, SupervisorConfig
 
 __all__ = [
     "App",
+    "Binding",
     "ConsumerSpec",
+    "HandlerMessage",
     "PeriodicSpec",
     "RetryPolicy",
     "Reject",

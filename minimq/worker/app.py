@@ -20,6 +20,7 @@ from .cron import CronSchedule
 
 __all__ = [
     "App",
+    "Binding",
     "ConsumerSpec",
     "PeriodicSpec",
     "RetryPolicy",
@@ -122,6 +123,33 @@ class RetryPolicy:
         return sorted({self.delay_ms(n) for n in range(1, self.retries + 1)})
 
 
+@dataclass(frozen=True)
+class Binding:
+    """One binding of a consumer's queue: ``queue.bind(exchange, routing_key, arguments)``.
+
+    ``exchange_type`` declares the exchange too (durable, like the consumer's own); without
+    it the exchange must exist already (or be an ``amq.*`` one). For a headers exchange the
+    routing key is ignored and ``arguments`` (``{"x-match": "all", "kind": "photo"}``) decide.
+    """
+
+    exchange: str
+    routing_key: str = ""
+    arguments: dict[str, Any] | None = None
+    exchange_type: str | None = None
+
+    @classmethod
+    def of(cls, value: Binding | tuple[Any, ...] | dict[str, Any]) -> Binding:
+        """Accept a Binding, ``(exchange, key[, arguments])`` or a dict of the fields."""
+        if isinstance(value, Binding):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if isinstance(value, (tuple, list)) and 1 <= len(value) <= 3:
+            return cls(*value)
+        raise TypeError(f"a binding is a Binding, (exchange, routing_key[, arguments]) or a "
+                        f"dict, not {value!r}")
+
+
 @dataclass
 class ConsumerSpec:
     """One ``@app.consumer``: which queue, how it is bound, how many processes, what to call."""
@@ -140,21 +168,45 @@ class ConsumerSpec:
     exchange_arguments: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_crashes: int = 3
+    broadcast: bool = False
+    binding_arguments: dict[str, Any] = field(default_factory=dict)
+    extra_bindings: tuple[Binding, ...] = ()
+    rpc_errors: bool = False
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.handler)
 
+    @property
+    def bindings(self) -> list[Binding]:
+        """Every binding of the queue: ``routing_keys`` on ``exchange`` (each with the
+        ``binding_arguments``), then the ``bindings=`` given explicitly."""
+        own = [Binding(self.exchange, key, self.binding_arguments or None)
+               for key in self.routing_keys]
+        return own + list(self.extra_bindings)
+
+    @property
+    def base(self) -> str:
+        """What the retry and dead queues are named after: the queue, or for a broadcast
+        consumer (whose queues are per process and server-named) ``<exchange>.<name>``."""
+        if self.broadcast:
+            return f"{self.exchange or self.extra_bindings[0].exchange}.{self.name}"
+        return self.queue
+
+    @property
+    def describe_queue(self) -> str:
+        return f"(a queue per process) {self.base}" if self.broadcast else self.queue
+
     def retry_queue(self, delay_ms: int) -> str:
-        return f"{self.queue}.retry.{delay_ms}"
+        return f"{self.base}.retry.{delay_ms}"
 
     @property
     def retry_exchange(self) -> str:
-        return f"{self.queue}.retry"
+        return f"{self.base}.retry"
 
     @property
     def dead_queue(self) -> str:
-        return f"{self.queue}.dead"
+        return f"{self.base}.dead"
 
 
 @dataclass
@@ -209,6 +261,21 @@ class App:
         self.scheduler_lock_retry = scheduler_lock_retry
         self.consumers: dict[str, ConsumerSpec] = {}
         self.periodics: dict[str, PeriodicSpec] = {}
+        #: Set in a worker process once it is connected (a `minimq.worker.context.Publisher`).
+        self.publisher: Any = None
+
+    def publish(self, value: Any, routing_key: str = "", exchange: str = "", *,
+                mandatory: bool = False, **properties: Any) -> Any:
+        """Publish from inside a handler or periodic job (bytes, str, JSON-able or a
+        `minimq.client.Message`; keyword arguments are message properties), confirmed by the
+        broker. From a sync function it blocks until confirmed; in a coroutine, await it.
+        Outside a running worker process there is no connection to publish on: use
+        `minimq.client` there."""
+        if self.publisher is None:
+            raise RuntimeError("app.publish works inside a running worker (a handler or a "
+                               "periodic job); elsewhere use minimq.client")
+        return self.publisher.publish(value, routing_key, exchange, mandatory=mandatory,
+                                      **properties)
 
     def __repr__(self) -> str:
         return f"<minimq.worker.App {self.name!r} consumers={list(self.consumers)} " \
@@ -220,11 +287,14 @@ class App:
 
     def consumer(
         self,
-        queue: str,
+        queue: str = "",
         *,
         exchange: str = "",
         exchange_type: str = "direct",
         routing_key: str | list[str] | tuple[str, ...] | None = None,
+        binding_arguments: dict[str, Any] | None = None,
+        bindings: list[Binding | tuple[Any, ...] | dict[str, Any]] | None = None,
+        broadcast: bool = False,
         prefetch: int = 10,
         processes: int = 1,
         concurrency: int | None = None,
@@ -237,23 +307,42 @@ class App:
         max_backoff: timedelta | float | None = None,
         retry: RetryPolicy | None = None,
         max_crashes: int = 3,
+        rpc_errors: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for ``queue``: ``@app.consumer(queue="mail")``.
 
-        The handler gets the `minimq.client.IncomingMessage`; a coroutine function runs in the
-        worker's event loop, a plain function in a thread. Returning acks the message;
+        The handler gets the message (a `minimq.worker.HandlerMessage`: the client's
+        `IncomingMessage` plus ``reply``/``publish``); a coroutine function runs in the
+        worker's event loop, a plain function in a thread. Returning acks the message (and,
+        if it has ``reply_to``, publishes the return value there, see README "RPC");
         raising retries it (see `RetryPolicy`), `Reject` dead-letters it, `Requeue` puts it
-        back. The runner declares ``queue`` (durable unless ``durable=False``), and when
-        ``exchange`` is given the exchange (of ``exchange_type``) and the binding(s) with
-        ``routing_key`` (default: the queue name). ``prefetch`` is the unacked window per
-        process; ``concurrency`` how many messages a process handles at once (default: the
-        prefetch for async handlers, 1 for sync ones, whose code may not be thread-safe).
-        ``retries``/``backoff``/``max_backoff`` adjust the app's default retry policy.
-        ``max_crashes``: after this many worker deaths while handling one message, its next
-        delivery is dead-lettered (`WorkerCrashed`) instead of crashing another worker.
+        back. The runner declares ``queue`` (durable unless ``durable=False``, with
+        ``queue_arguments``), and when ``exchange`` is given the exchange (of
+        ``exchange_type``, with ``exchange_arguments``) and the binding(s) with
+        ``routing_key`` (default: the queue name) and ``binding_arguments`` (e.g. a headers
+        exchange's ``x-match``); ``bindings=[(exchange, key, arguments), ...]`` adds bindings
+        of their own. ``broadcast=True`` (no queue name) gives every worker process its own
+        exclusive, auto-delete queue with those bindings, so each process sees each message.
+        ``prefetch`` is the unacked window per process; ``concurrency`` how many messages a
+        process handles at once (default: the prefetch for async handlers, 1 for sync ones,
+        whose code may not be thread-safe). ``retries``/``backoff``/``max_backoff`` adjust
+        the app's default retry policy. ``max_crashes``: after this many worker deaths
+        while handling one message, its next delivery is dead-lettered (`WorkerCrashed`)
+        instead of crashing another worker. ``rpc_errors=True`` answers a request whose
+        handler raised with an error reply instead of retrying it.
         """
-        if not queue:
-            raise ValueError("a consumer needs a queue name")
+        extra = tuple(Binding.of(b) for b in bindings or ())
+        if broadcast:
+            if queue:
+                raise ValueError("a broadcast consumer gets a server-named queue per process; "
+                                 "give no queue name")
+            if not exchange and not extra:
+                raise ValueError("a broadcast consumer needs an exchange (or bindings)")
+            if retries or (retry is not None and retry.retries):
+                raise ValueError("a broadcast consumer cannot retry: its queue is its "
+                                 "process's own and goes away with it")
+        elif not queue:
+            raise ValueError("a consumer needs a queue name (or broadcast=True)")
         if processes < 1 or prefetch < 1:
             raise ValueError("processes and prefetch must be >= 1")
         if max_crashes < 1:
@@ -261,8 +350,12 @@ class App:
         if routing_key is not None and not exchange:
             raise ValueError("routing_key needs an exchange (the default exchange routes by "
                              "queue name and cannot be bound)")
+        if binding_arguments and not exchange:
+            raise ValueError("binding_arguments needs an exchange")
+        if any(not b.exchange for b in extra):
+            raise ValueError("bindings need an exchange (the default exchange cannot be bound)")
         if routing_key is None:
-            keys: tuple[str, ...] = (queue,) if exchange else ()
+            keys: tuple[str, ...] = ((queue or "",) if exchange else ())
         elif isinstance(routing_key, str):
             keys = (routing_key,)
         else:
@@ -275,6 +368,8 @@ class App:
             changes["backoff"] = _seconds(backoff)
         if max_backoff is not None:
             changes["max_backoff"] = _seconds(max_backoff)
+        if broadcast:
+            changes["retries"] = 0
         if changes:
             policy = RetryPolicy(**{**policy.__dict__, **changes})
 
@@ -298,6 +393,10 @@ class App:
                 exchange_arguments=dict(exchange_arguments or {}),
                 retry=policy,
                 max_crashes=max_crashes,
+                broadcast=broadcast,
+                binding_arguments=dict(binding_arguments or {}),
+                extra_bindings=extra,
+                rpc_errors=rpc_errors,
             )
             return handler
 

@@ -74,10 +74,12 @@ def describe(app: App) -> str:
     """The --list output: one line per consumer and periodic job."""
     lines = []
     for c in app.consumers.values():
-        bind = f" <- {c.exchange} ({c.exchange_type}) {','.join(c.routing_keys)}" \
-            if c.exchange else ""
+        binds = [f"{b.exchange}{f' ({c.exchange_type})' if b.exchange == c.exchange else ''} "
+                 f"{b.routing_key!r}{f' {b.arguments}' if b.arguments else ''}"
+                 for b in c.bindings]
+        bind = f" <- {'; '.join(binds)}" if binds else ""
         r = c.retry
-        lines.append(f"consumer {c.name}: queue {c.queue}{bind}; processes={c.processes} "
+        lines.append(f"consumer {c.name}: queue {c.describe_queue}{bind}; processes={c.processes} "
                      f"prefetch={c.prefetch} concurrency={c.concurrency} "
                      f"{'async' if c.is_async else 'sync'}; retries={r.retries} "
                      f"backoff={r.backoff}s x{r.factor} max {r.max_backoff}s ({r.mode})")

@@ -36,6 +36,7 @@ from minimq.client import ClientError, IncomingMessage, Message, ResourceLocked
 from minimq.codec.properties import BasicProperties
 
 from .app import App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, load_app
+from .context import HandlerMessage, Publisher, error_reply
 
 __all__ = ["WorkerSpec", "worker_main", "declare_consumer_topology", "delivery_key",
            "EXIT_CONNECT", "COUNTERS"]
@@ -53,7 +54,8 @@ _TRACEBACK_LIMIT = 4000
 #: runs the handler anyway (the supervisor answers within one loop turn when it is healthy).
 VERDICT_TIMEOUT = 10.0
 #: The per-consumer counters, in the order status lines show them.
-COUNTERS = ("processed", "failed", "retried", "dead", "requeued", "rejected", "crashed")
+COUNTERS = ("processed", "failed", "retried", "dead", "requeued", "rejected", "crashed",
+            "replied")
 _DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
                   "x-last-death-reason")
@@ -251,33 +253,40 @@ def _copy_properties(message: IncomingMessage, headers: dict[str, Any]) -> Basic
         user_id=old.user_id, app_id=old.app_id)
 
 
-async def declare_consumer_topology(channel: minimq.client.Channel,
-                                    spec: ConsumerSpec) -> minimq.client.Queue:
-    """Declare the work queue, its exchange and bindings, the retry path and the dead queue.
+async def declare_consumer_topology(channel: minimq.client.Channel, spec: ConsumerSpec, *,
+                                    broadcast_queue: bool = True
+                                    ) -> minimq.client.Queue | None:
+    """Declare the consumer's exchanges, its work queue and the queue's bindings.
 
     Idempotent: the supervisor runs it once before starting workers (so a mistake such as an
     inequivalent existing queue is reported once, clearly) and every worker runs it again at
-    start (so workers recover a broker that lost its non-durable state).
+    start (so workers recover a broker that lost its non-durable state). A broadcast
+    consumer's queue is per process, so only a worker declares it (``broadcast_queue``): exclusive,
+    auto-delete and server-named. Retry queues and the dead-letter queue are declared when a
+    message first needs them (`ConsumerWorker`), not here.
     """
+    declared: set[str] = set()
     if spec.exchange and not spec.exchange.startswith("amq."):
         await channel.declare_exchange(spec.exchange, spec.exchange_type, durable=spec.durable,
                                        arguments=spec.exchange_arguments or None)
-    queue = await channel.declare_queue(spec.queue, durable=spec.durable,
-                                        arguments=spec.queue_arguments or None)
-    for key in spec.routing_keys:
-        await queue.bind(spec.exchange, key)
-    policy = spec.retry
-    if policy.retries:
-        if policy.mode == "delayed":
-            await channel.declare_exchange(spec.retry_exchange, "x-delayed-message", durable=True,
-                                           arguments={"x-delayed-type": "direct"})
-            await queue.bind(spec.retry_exchange, spec.queue)
-        else:
-            for ms in policy.delays_ms():
-                await declare_retry_queue(channel, spec, ms)
-    if policy.dead_letter:
-        await channel.declare_queue(spec.dead_queue, durable=True)
-    return queue
+        declared.add(spec.exchange)
+    for binding in spec.extra_bindings:
+        if binding.exchange_type and binding.exchange not in declared \
+                and not binding.exchange.startswith("amq."):
+            await channel.declare_exchange(binding.exchange, binding.exchange_type,
+                                           durable=spec.durable)
+            declared.add(binding.exchange)
+    if spec.broadcast:
+        if not broadcast_queue:
+            return None
+        work = await channel.declare_queue("", exclusive=True, auto_delete=True,
+                                           arguments=spec.queue_arguments or None)
+    else:
+        work = await channel.declare_queue(spec.queue, durable=spec.durable,
+                                           arguments=spec.queue_arguments or None)
+    for binding in spec.bindings:
+        await work.bind(binding.exchange, binding.routing_key, arguments=binding.arguments)
+    return work
 
 
 async def declare_retry_queue(channel: minimq.client.Channel, spec: ConsumerSpec,
@@ -347,7 +356,9 @@ class ConsumerWorker(_Base):
         self.app = app
         self.consumer = consumer
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self.retry_queues: set[int] = set(consumer.retry.delays_ms())
+        #: Retry delays (ms) whose queue this process has declared; "delayed" and "dead"
+        #: for the delayed-message exchange and the dead-letter queue.
+        self.declared: set[int | str] = set()
         self.publisher: minimq.client.Channel | None = None
         self.tokens = itertools.count(1)
 
@@ -359,9 +370,11 @@ class ConsumerWorker(_Base):
         try:
             channel = await connection.channel(prefetch_count=c.prefetch)
             self.publisher = await connection.channel(publisher_confirms=True)
+            self.app.publisher = Publisher(self.publisher, asyncio.get_running_loop())
             queue = await declare_consumer_topology(channel, c)
+            assert queue is not None
         except ClientError as exc:
-            log.error("cannot declare %s: %s", c.queue, exc)
+            log.error("cannot declare %s: %s", c.describe_queue, exc)
             await connection.close()
             return EXIT_CONNECT
         if not c.is_async:
@@ -372,7 +385,8 @@ class ConsumerWorker(_Base):
         slots = asyncio.Semaphore(c.concurrency)
         iterator = queue.iterator()
         await iterator.start()
-        log.info("consuming %s (prefetch %d, concurrency %d)", c.queue, c.prefetch, c.concurrency)
+        log.info("consuming %s (prefetch %d, concurrency %d)", queue.name, c.prefetch,
+                 c.concurrency)
         self.control.send(("ready",))
         try:
             while not self.stop.is_set():
@@ -383,7 +397,8 @@ class ConsumerWorker(_Base):
                     got, message = await _first(iterator.__anext__(), self.stop)
                 except (StopAsyncIteration, ClientError) as exc:
                     slots.release()
-                    log.error("consumer on %s ended: %s", c.queue, exc or "cancelled by the broker")
+                    log.error("consumer on %s ended: %s", queue.name,
+                              exc or "cancelled by the broker")
                     code = EXIT_LOST
                     break
                 if not got:
@@ -421,12 +436,15 @@ class ConsumerWorker(_Base):
         log.info("stopped: %s", self.stats)
         return code
 
-    async def _call(self, message: IncomingMessage) -> None:
+    async def _call(self, message: HandlerMessage) -> Any:
         handler = self.consumer.handler
         if self.executor is None:
-            await handler(message)
+            result = await handler(message)
         else:
-            await asyncio.get_running_loop().run_in_executor(self.executor, handler, message)
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, handler,
+                                                                      message)
+        await message.flush()
+        return result
 
     async def _handle(self, message: IncomingMessage) -> None:
         """Tell the supervisor, run the handler, settle by its outcome, tell the supervisor.
@@ -462,31 +480,44 @@ class ConsumerWorker(_Base):
         """Run the handler; return the counters its outcome adds. 'failed' is counted as
         soon as the handler raised, even if recording the retry fails after it."""
         failed: list[str] = []
+        wrapped = HandlerMessage(message, self.publisher, asyncio.get_running_loop())
         try:
-            await self._call(message)
+            result = await self._call(wrapped)
         except Requeue:
             if not message.settled:
                 await message.nack(requeue=True)
             return ["requeued"]
-        except Reject as exc:
-            if not message.settled:
-                await self._dead_letter(message, exc, message.headers.get("x-retry-count", 0))
-            return ["rejected", "dead"]
         except Exception as exc:
-            failed.append("failed")
-            log.warning("%s failed on message %s: %s: %s", self.consumer.name,
-                        message.message_id or message.delivery_tag, type(exc).__name__, exc)
+            if isinstance(exc, Reject):
+                failed.append("rejected")
+            else:
+                failed.append("failed")
+                log.warning("%s failed on message %s: %s: %s", self.consumer.name,
+                            message.message_id or message.delivery_tag, type(exc).__name__, exc)
             if message.settled:
                 return failed
             try:
+                if self.consumer.rpc_errors and message.reply_to and not isinstance(exc, Retry):
+                    await wrapped.reply(error_reply(exc))
+                    await message.ack()
+                    return failed + ["replied"]
+                if isinstance(exc, Reject):
+                    await self._dead_letter(message, exc,
+                                            message.headers.get("x-retry-count", 0))
+                    return failed + ["dead"]
                 return failed + [await self._retry(message, exc)]
             except ClientError:
                 self.stats.add(failed)
                 self.control.send(("count", tuple(failed)))
                 raise
+        counted = ["processed"]
+        if message.reply_to and result is not None and not wrapped.replied:
+            await wrapped.reply(result)
+        if wrapped.replied:
+            counted.append("replied")
         if not message.settled:
             await message.ack()
-        return ["processed"]
+        return counted
 
     def _headers(self, message: IncomingMessage, exc: BaseException | None,
                  attempts: int) -> dict[str, Any]:
@@ -515,13 +546,20 @@ class ConsumerWorker(_Base):
         assert self.publisher is not None
         if policy.mode == "delayed":
             headers["x-delay"] = delay_ms
+            if "delayed" not in self.declared:
+                await self.publisher.declare_exchange(
+                    c.retry_exchange, "x-delayed-message", durable=True,
+                    arguments={"x-delayed-type": "direct"})
+                work = await self.publisher.get_queue(c.queue)
+                await work.bind(c.retry_exchange, c.queue)
+                self.declared.add("delayed")
             await self.publisher.publish(
                 Message(message.body, properties=_copy_properties(message, headers)),
                 c.queue, c.retry_exchange)
         else:
-            if delay_ms not in self.retry_queues:
+            if delay_ms not in self.declared:
                 await declare_retry_queue(self.publisher, c, delay_ms)
-                self.retry_queues.add(delay_ms)
+                self.declared.add(delay_ms)
             await self.publisher.publish(
                 Message(message.body, properties=_copy_properties(message, headers)),
                 c.retry_queue(delay_ms))
@@ -547,6 +585,9 @@ class ConsumerWorker(_Base):
 
     async def _publish_dead(self, message: IncomingMessage, headers: dict[str, Any]) -> None:
         assert self.publisher is not None
+        if "dead" not in self.declared:
+            await self.publisher.declare_queue(self.consumer.dead_queue, durable=True)
+            self.declared.add("dead")
         await self.publisher.publish(
             Message(message.body, properties=_copy_properties(message, headers)),
             self.consumer.dead_queue)
@@ -646,6 +687,7 @@ class SchedulerWorker(_Base):
                      ", ".join(self.app.periodics))
             self.control.send(("leader",))
             publisher = await connection.channel(publisher_confirms=True)
+            self.app.publisher = Publisher(publisher, asyncio.get_running_loop())
             await self._schedule(publisher, lost)
         except ClientError as exc:
             log.error("scheduler connection failed: %s", exc)

@@ -176,7 +176,8 @@ class Supervisor:
         async with minimq.client.connect(self.config.url) as connection:
             for name in self.config.processes:
                 channel = await connection.channel()
-                await declare_consumer_topology(channel, self.app.consumers[name])
+                await declare_consumer_topology(channel, self.app.consumers[name],
+                                                broadcast_queue=False)
                 await channel.close()
 
     def preflight(self) -> bool:

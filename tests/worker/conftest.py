@@ -175,12 +175,16 @@ class Workspace:
             return connection.channel().declare_queue(queue, passive=True).message_count
 
     def get_all(self, queue: str) -> list:
-        """Take every ready message off ``queue`` (acked)."""
+        """Take every ready message off ``queue`` (acked); none if it does not exist (yet:
+        the runner declares retry and dead queues when it first needs them)."""
         out = []
         with minimq.client.sync.connect(self.url) as connection:
             channel = connection.channel()
             while True:
-                message = channel.get(queue)
+                try:
+                    message = channel.get(queue)
+                except minimq.client.NotFound:
+                    return out
                 if message is None:
                     return out
                 message.ack()
@@ -197,7 +201,7 @@ class Workspace:
                         channel.delete_queue(name)
                     except minimq.client.ClientError:
                         channel = connection.channel()
-                for name in (f"{self.unique}.x", f"{self.unique}.retry"):
+                for name in (f"{self.unique}.x", f"{self.unique}.t", f"{self.unique}.retry"):
                     try:
                         channel.delete_exchange(name)
                     except minimq.client.ClientError:
@@ -207,7 +211,8 @@ class Workspace:
 
 
 def _queues_of(unique: str) -> list[str]:
-    names = [unique, f"{unique}.dead", f"{unique}.out"]
+    names = [unique, f"{unique}.dead", f"{unique}.out", f"{unique}.out.dead",
+             f"{unique}.audit", f"{unique}.topic"]
     names += [f"{unique}.retry.{ms}" for ms in (100, 200, 300, 400, 600, 800, 1000, 1200, 1600)]
     return names
 
