@@ -156,6 +156,8 @@ class AccessControl:
         self.vhost_limits: dict[str, dict[str, int]] = {}
         self.user_limits: dict[str, dict[str, int]] = {}
         self.on_change: Callable[[], None] | None = None
+        # The broker's hook to forget cached answers (set by the Broker using this model).
+        self.on_invalidate: Callable[[], None] | None = None
         self.version = 0
 
     @classmethod
@@ -168,6 +170,8 @@ class AccessControl:
 
     def changed(self) -> None:
         self.version += 1
+        if self.on_invalidate is not None:
+            self.on_invalidate()
         if self.on_change is not None:
             self.on_change()
 
@@ -332,6 +336,10 @@ class AccessControl:
         if not self.allowed(user, vhost, permission, name):
             raise AccessRefused(f"access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'")
 
+    def topic_restricted(self, user: str, vhost: str, exchange: str) -> bool:
+        """Whether routing keys on `exchange` are checked at all for this user."""
+        return bool(self.topic_permissions) and (vhost, user, exchange) in self.topic_permissions
+
     def topic_allowed(self, user: str, vhost: str, exchange: str, permission: str, routing_key: str) -> bool:
         """Topic authorisation: no topic permission for the exchange means allowed.
 
@@ -348,8 +356,8 @@ class AccessControl:
     def check_topic(self, user: str, vhost: str, exchange: str, permission: str, routing_key: str) -> None:
         if not self.topic_allowed(user, vhost, exchange, permission, routing_key):
             raise AccessRefused(
-                f"{permission} access to topic '{routing_key}' in exchange '{exchange}' in vhost "
-                f"'{vhost}' refused for user '{user}'"
+                f"access to topic '{routing_key}' in exchange '{exchange}' in vhost '{vhost}' "
+                f"refused for user '{user}'"
             )
 
 

@@ -88,6 +88,7 @@ class Broker:
                     access.add_user(name, password, tags=("administrator",) if name == "guest" else ())
                 self.open_users = tuple(users)
         self.access = access
+        access.on_invalidate = self._access_changed
         # Users refused unless they connect through a loopback address (RabbitMQ's
         # loopback_users); empty lets everyone in from anywhere.
         self.loopback_users = frozenset(loopback_users)
@@ -332,10 +333,29 @@ class Broker:
         if access.user_limits:
             limit = access.user_limit(user, "max-connections")
             if limit is not None and self.connection_count(user=user) >= limit:
-                raise NotAllowed(
-                    f"access to vhost '{vhost}' refused for user '{user}': user connection limit "
-                    f"({limit}) is reached"
-                )
+                raise NotAllowed(f"connection refused for user '{user}': user connection limit ({limit}) is reached")
+
+    def _access_changed(self) -> None:
+        """Permissions changed: sessions forget what they were allowed (new operations are
+        checked again at once)."""
+        for session in self.sessions:
+            session.acl_cache.clear()
+            session.write_ok.clear()
+
+    def channel_opening(self, session: Session) -> None:
+        """Raise RabbitMQ's 530 if the session's user is at its max-channels limit."""
+        access = self.access
+        if not access.user_limits:
+            return
+        user = session.user
+        limit = access.user_limit(user, "max-channels")
+        if limit is None:
+            return
+        count = sum(len(s.channels) for s in self.sessions if s.user == user and not s.closed)
+        if count >= limit:
+            raise NotAllowed(
+                f"number of channels opened for user '{user}' has reached the maximum allowed user limit of ({limit})"
+            )
 
     def connection_count(self, *, vhost: str | None = None, user: str | None = None) -> int:
         return sum(

@@ -23,8 +23,9 @@ from minimq.broker.channel import Channel
 from minimq.broker.exchange import Exchange
 from minimq.broker.message import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG, Message
 from minimq.broker.queue import Consumer, Queue
+from minimq.broker.exchange_types import EXCHANGE_TYPES
 from minimq.broker.teardown import guarded
-from minimq.broker.vhost import generated_name
+from minimq.broker.vhost import DELAYED_TYPE, generated_name
 
 from minimq.codec import spec
 from minimq.codec.errors import (
@@ -58,6 +59,7 @@ _USER_ID_FLAG = 1 << 4
 _SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
 _ROUTE_CACHE_MAX = 65536
+_ACL_CACHE_MAX = 4096
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = REPLY_TO + "."
 
@@ -83,6 +85,12 @@ class Session:
         self.wake_pending = False
         self.published = False  # a basic.publish arrived (the transport resets it per read)
         self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
+        # Access control answers already given on this connection: (permission, kind, name)
+        # allowed, and exchanges it may publish to without a per-message topic check. The
+        # broker clears both whenever users or permissions change.
+        self.acl_cache: set[tuple[str, str, str]] = set()
+        self.write_ok: set[str] = set()
+        self.client_name = ""
         self._last_header = b""
         # While a queue.delete runs: the deleting channel, whose own consumers' basic.cancel
         # RabbitMQ sends after queue.delete-ok (other channels' cancels go out at once).
@@ -157,8 +165,11 @@ class Session:
             elif cls is ConnectionOpened:
                 self._opened(ev)
             elif cls is ConnectionClosed:
-                if ev.error is not None:
-                    log.info("closing connection %s: %s", self.peer, ev.error.reply_text)
+                if self.vhost is not None and not self.closed:
+                    if ev.error is not None:
+                        log.info("closing AMQP connection %s: %s", self.describe(), ev.error.reply_text)
+                    else:
+                        log.info("closing AMQP connection %s: client closed the connection", self.describe())
                 self.release()
         if self.confirming:
             self.flush_confirms()
@@ -168,7 +179,7 @@ class Session:
             exc.class_id = method.CLASS_ID
             exc.method_id = method.METHOD_ID
         if exc.HARD:
-            log.info("connection error on %s: %s", self.peer, exc.reply_text)
+            log.info("closing AMQP connection %s: %s", self.describe(), exc.reply_text)
             try:
                 self.conn.close(exc)
             finally:
@@ -225,9 +236,31 @@ class Session:
     def _opened(self, ev: ConnectionOpened) -> None:
         self.user = ev.user
         self.vhost = self.broker.vhosts[ev.vhost]
-        caps = ev.client_properties.get("capabilities") or {}
+        props = ev.client_properties
+        caps = props.get("capabilities") or {}
         self.cancel_notify = bool(caps.get("consumer_cancel_notify"))
+        name = props.get("connection_name")
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        self.client_name = name[:255] if isinstance(name, str) else ""
         self.broker.sessions.add(self)
+        self.conn.before_channel_open = self._channel_opening
+        log.info(
+            "accepted AMQP connection %s: user '%s' authenticated and granted access to vhost '%s'",
+            self.describe(with_user=False), self.user, self.vhost.name,
+        )
+
+    def describe(self, with_user: bool = True) -> str:
+        """How logs name this connection: peer, client-provided name, vhost and user."""
+        text = self.peer or "(in-process)"
+        if self.client_name:
+            text += f" ({self.client_name!r})"
+        if with_user and self.vhost is not None:
+            text += f" (vhost '{self.vhost.name}', user '{self.user}')"
+        return text
+
+    def _channel_opening(self, channel: int) -> None:
+        self.broker.channel_opening(self)
 
     def release(self) -> None:
         """The connection is gone: release every channel, drop exclusive queues.
@@ -259,6 +292,8 @@ class Session:
 
     def connection_lost(self) -> None:
         """The socket went away without a close handshake."""
+        if not self.closed and self.vhost is not None:
+            log.warning("closing AMQP connection %s: client unexpectedly closed TCP connection", self.describe())
         self.conn.state = ConnState.CLOSED
         self.release()
 
@@ -340,6 +375,8 @@ class Session:
             if len(self._route_cache) >= _ROUTE_CACHE_MAX:
                 self._route_cache.clear()
             self._route_cache[key] = cached
+        if cached[0] not in self.write_ok:
+            self._check_publish(cached[0], cached[1])
         ex = vhost.exchanges.get(cached[0])
         if ex is None:
             raise NotFound(f"no exchange '{m.exchange}' in vhost '{vhost.name}'")
@@ -363,6 +400,43 @@ class Session:
         refused, pos = self._route(ch, ex, msg, m.mandatory)
         if ch.confirm:
             self._confirm(ch, not refused, pos)
+
+    def _check_publish(self, exchange: str, routing_key: str) -> None:
+        """basic.publish's checks: write on the exchange, then (topic exchanges) on the key.
+
+        Remembered per exchange in `write_ok` unless the routing key must be checked on
+        every message (the user has topic permissions on that exchange).
+        """
+        access = self.broker.access
+        vname = self.vhost.name
+        access.check(self.user, vname, "write", "exchange", exchange)
+        if access.topic_restricted(self.user, vname, exchange):
+            ex = self.vhost.exchanges.get(exchange)
+            if ex is not None and not ex.internal and ex.type_name == "topic":
+                access.check_topic(self.user, vname, exchange, "write", routing_key)
+            return
+        if len(self.write_ok) >= _ACL_CACHE_MAX:
+            self.write_ok.clear()
+        self.write_ok.add(exchange)
+
+    def _allow(self, permission: str, kind: str, name: str) -> None:
+        """Raise RabbitMQ's 403 unless this connection's user may do `permission` on it."""
+        key = (permission, kind, name)
+        cache = self.acl_cache
+        if key in cache:
+            return
+        self.broker.access.check(self.user, self.vhost.name, permission, kind, name)
+        if len(cache) >= _ACL_CACHE_MAX:
+            cache.clear()
+        cache.add(key)
+
+    def _allow_topic_read(self, ex: Exchange | None, routing_key: str) -> None:
+        """Binding to a topic exchange: read permission on the binding key (topic permissions)."""
+        if ex is None or ex.type_name != "topic":
+            return
+        access = self.broker.access
+        if access.topic_restricted(self.user, self.vhost.name, ex.name):
+            access.check_topic(self.user, self.vhost.name, ex.name, "read", routing_key)
 
     def _confirm(self, ch: Channel, ok: bool, pos: int) -> None:
         """Confirm the channel's latest publish now, or once the store has synced `pos`.
@@ -465,6 +539,17 @@ class Session:
     # ------------------------------------------------------------ exchanges
 
     def _exchange_declare(self, ch: Channel, m: spec.ExchangeDeclare) -> None:
+        name = m.exchange
+        if not m.passive and name and (m.type in EXCHANGE_TYPES or m.type == DELAYED_TYPE):
+            # RabbitMQ's order: type, default exchange, configure; a new exchange with an
+            # alternate exchange also needs read on itself and write on the AE.
+            self._allow("configure", "exchange", name)
+            alternate = (m.arguments or {}).get("alternate-exchange")
+            if isinstance(alternate, bytes):
+                alternate = alternate.decode("utf-8", "surrogateescape")
+            if isinstance(alternate, str) and name not in self.vhost.exchanges:
+                self._allow("read", "exchange", name)
+                self._allow("write", "exchange", alternate)
         self.vhost.declare_exchange(
             m.exchange, m.type, passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
             internal=m.internal, arguments=m.arguments,
@@ -473,18 +558,14 @@ class Session:
             self.send(ch.number, spec.ExchangeDeclareOk())
 
     def _exchange_delete(self, ch: Channel, m: spec.ExchangeDelete) -> None:
+        if m.exchange and not m.exchange.startswith("amq."):
+            self._allow("configure", "exchange", m.exchange)
         self.vhost.delete_exchange(m.exchange, m.if_unused)
         if not m.no_wait:
             self.send(ch.number, spec.ExchangeDeleteOk())
 
-    @staticmethod
-    def _not_default(*names: str) -> None:
-        """RabbitMQ refuses the default exchange at either end before looking anything up."""
-        if "" in names:
-            raise AccessRefused("operation not permitted on the default exchange")
-
     def _exchange_bind(self, ch: Channel, m: spec.ExchangeBind) -> None:
-        self._not_default(m.source, m.destination)
+        self._allow_binding(m.destination, "exchange", m.source, m.routing_key)
         vhost = self.vhost
         source = vhost.get_exchange(m.source)  # RabbitMQ names a missing source first
         dest = vhost.get_exchange(m.destination)
@@ -493,7 +574,7 @@ class Session:
             self.send(ch.number, spec.ExchangeBindOk())
 
     def _exchange_unbind(self, ch: Channel, m: spec.ExchangeUnbind) -> None:
-        self._not_default(m.source, m.destination)
+        self._allow_binding(m.destination, "exchange", m.source, m.routing_key)
         vhost = self.vhost
         source = vhost.exchanges.get(m.source)
         dest = vhost.exchanges.get(m.destination)
@@ -503,14 +584,28 @@ class Session:
         if not m.no_wait:
             self.send(ch.number, spec.ExchangeUnbindOk())
 
+    def _allow_binding(self, dest: str, kind: str, source: str, routing_key: str) -> None:
+        """Bind/unbind as RabbitMQ's binding_action: write on the destination, the default
+        exchange refused, read on the source, then topic read on the binding key."""
+        self._allow("write", kind, dest)
+        if source == "" or (kind == "exchange" and dest == ""):
+            raise AccessRefused("operation not permitted on the default exchange")
+        self._allow("read", "exchange", source)
+        self._allow_topic_read(self.vhost.exchanges.get(source), routing_key)
+
     # --------------------------------------------------------------- queues
 
-    def _queue_named(self, ch: Channel, name: str) -> Queue:
-        """A queue by name; the empty name means the channel's last declared queue."""
+    def _queue_named(self, ch: Channel, name: str, permission: str | None = None) -> Queue:
+        """A queue by name; the empty name means the channel's last declared queue.
+
+        With `permission`, the user must have it on the queue (checked before the lookup,
+        as RabbitMQ does: no permission means 403 even for a queue that does not exist)."""
         if name == "":
             if ch.last_queue is None:
                 raise NotFound("no previously declared queue")
             name = ch.last_queue
+        if permission is not None:
+            self._allow(permission, "queue", name)
         return self.vhost.get_queue(name, self)
 
     def _queue_declare(self, ch: Channel, m: spec.QueueDeclare) -> None:
@@ -521,9 +616,19 @@ class Session:
             if not m.no_wait:
                 self.send(ch.number, spec.QueueDeclareOk(m.queue, 0, 1))
             return
-        q, created = self.vhost.declare_queue(
-            m.queue, self, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
-            auto_delete=m.auto_delete, arguments=m.arguments,
+        name, server_named = m.queue, False
+        vhost = self.vhost
+        if not m.passive:
+            if name == "":
+                name, server_named = generated_name("amq.gen-"), True
+            elif name.startswith("amq."):
+                raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+            self._allow("configure", "queue", name)
+            if name not in vhost.queues:
+                self._new_queue_checks(name, m.arguments)
+        q, created = vhost.declare_queue(
+            name, self, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+            auto_delete=m.auto_delete, arguments=m.arguments, server_named=server_named,
         )
         if created and q.exclusive:
             self.exclusive_queues.append(q)
@@ -531,19 +636,34 @@ class Session:
         if not m.no_wait:
             self.send(ch.number, spec.QueueDeclareOk(q.name, len(q.ready), len(q.consumers)))
 
-    def _binding_ends(self, ch: Channel, queue: str, exchange: str) -> tuple[Exchange, Queue]:
+    def _new_queue_checks(self, name: str, arguments: dict | None) -> None:
+        """A queue about to be created: the vhost's max-queues, and with a dead-letter
+        exchange, read on the queue and write on that exchange (RabbitMQ's order)."""
+        access = self.broker.access
+        vname = self.vhost.name
+        if access.vhost_limits:
+            limit = access.vhost_limit(vname, "max-queues")
+            if limit is not None and len(self.vhost.queues) >= limit:
+                raise PreconditionFailed(f"cannot declare queue '{name}': queue limit in vhost '{vname}' ({limit}) is reached")
+        dlx = (arguments or {}).get("x-dead-letter-exchange")
+        if isinstance(dlx, bytes):
+            dlx = dlx.decode("utf-8", "surrogateescape")
+        if isinstance(dlx, str):
+            self._allow("read", "queue", name)
+            self._allow("write", "exchange", dlx)
+
+    def _binding_ends(self, ch: Channel, queue: str, exchange: str, routing_key: str) -> tuple[Exchange, Queue]:
         """Resolve a queue binding's ends in RabbitMQ's order of checks."""
         if queue == "":
             if ch.last_queue is None:
                 raise NotFound("no previously declared queue")
             queue = ch.last_queue
-        if exchange == "":
-            raise AccessRefused("operation not permitted on the default exchange")
+        self._allow_binding(queue, "queue", exchange, routing_key)
         ex = self.vhost.get_exchange(exchange)
         return ex, self.vhost.get_queue(queue, self)
 
     def _queue_bind(self, ch: Channel, m: spec.QueueBind) -> None:
-        ex, q = self._binding_ends(ch, m.queue, m.exchange)
+        ex, q = self._binding_ends(ch, m.queue, m.exchange, m.routing_key)
         key = m.routing_key
         if m.queue == "" and key == "":
             key = q.name
@@ -557,7 +677,7 @@ class Session:
             if ch.last_queue is None:
                 raise NotFound("no previously declared queue")
             name = ch.last_queue
-        self._not_default(m.exchange)
+        self._allow_binding(name, "queue", m.exchange, m.routing_key)
         vhost = self.vhost
         ex = vhost.exchanges.get(m.exchange)
         q = vhost.queues.get(name)
@@ -569,13 +689,14 @@ class Session:
         self.send(ch.number, spec.QueueUnbindOk())
 
     def _queue_purge(self, ch: Channel, m: spec.QueuePurge) -> None:
-        q = self._queue_named(ch, m.queue)
+        q = self._queue_named(ch, m.queue, "read")
         count = q.purge()
         if not m.no_wait:
             self.send(ch.number, spec.QueuePurgeOk(count))
 
     def _queue_delete(self, ch: Channel, m: spec.QueueDelete) -> None:
         name = m.queue or ch.last_queue or ""
+        self._allow("configure", "queue", name)
         q = self.vhost.queues.get(name)
         if q is None:
             # RabbitMQ: deleting an absent queue succeeds with a count of 0.
@@ -616,7 +737,7 @@ class Session:
         if m.queue == REPLY_TO:
             self._consume_reply_to(ch, m)
             return
-        q = self._queue_named(ch, m.queue)
+        q = self._queue_named(ch, m.queue, "read")
         vname = self.vhost.name
         args = m.arguments or {}
         priority = args.get("x-priority", 0)
@@ -674,7 +795,7 @@ class Session:
             self.wake()
 
     def _basic_get(self, ch: Channel, m: spec.BasicGet) -> None:
-        q = self._queue_named(ch, m.queue)
+        q = self._queue_named(ch, m.queue, "read")
         msg = q.get()
         if msg is None:
             ch.stat_get_empty += 1

@@ -128,6 +128,9 @@ class ServerConnection:
         self.client_properties: dict = {}
         self.channels: dict[int, ChanState] = {}
         self.close_error: AMQPError | None = None
+        # Called with the channel number before a channel.open is accepted; may raise an
+        # AMQPError to refuse it (the broker's per-user channel limit).
+        self.before_channel_open: Callable[[int], None] | None = None
 
         self._header = b""
         self._parser = FrameParser(frame_max)
@@ -350,6 +353,8 @@ class ServerConnection:
                         f"number of channels opened ({len(self.channels)}) has reached the "
                         f"negotiated channel_max ({self.channel_max})"
                     )
+                if self.before_channel_open is not None:
+                    self.before_channel_open(channel)
                 self.channels[channel] = ChanState.OPEN
                 self.send_method(channel, spec.ChannelOpenOk())
                 return ChannelOpened(channel)

@@ -92,7 +92,7 @@ def test_topic_permissions_expand_username_and_default_to_allowed():
     assert access.topic_allowed("alice", "/", "other.topic", "write", "bob.x")
     with pytest.raises(AccessRefused) as ei:
         access.check_topic("alice", "/", "amq.topic", "write", "bob.x")
-    assert ei.value.text == "write access to topic 'bob.x' in exchange 'amq.topic' in vhost '/' refused for user 'alice'"
+    assert ei.value.text == "access to topic 'bob.x' in exchange 'amq.topic' in vhost '/' refused for user 'alice'"
     assert access.clear_topic_permissions("alice", "/")
     assert access.topic_allowed("alice", "/", "amq.topic", "write", "bob.x")
 
