@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -12,10 +13,14 @@ import time
 
 import minimq
 from minimq.broker import Broker
+from minimq.broker.access import FULL, AccessControl
+from minimq.broker.definitions import DefinitionsError, export_definitions, import_definitions
+from minimq.config import Config, ConfigError, apply_access, load_config
 from minimq.server import Server, make_ssl_context
 from minimq.server.alarms import DEFAULT_DISK_FREE_LIMIT, parse_disk_free_limit
 from minimq.server.app import physical_memory
 from minimq.store import DurableStore, StoreLocked
+from minimq.store.definitions_file import load_definitions, save_definitions
 
 log = logging.getLogger("minimq")
 
@@ -45,12 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
         "0 disables",
     )
     p.add_argument(
+        "--config", metavar="FILE",
+        help="a TOML file with any of these options (same names) plus users, vhosts, permissions "
+        "and limits; flags win over it (see README, Access control)",
+    )
+    p.add_argument(
         "--user", action="append", default=[], metavar="NAME:PASSWORD",
-        help="add a user (repeatable); guest/guest is always there",
+        help="add a user (repeatable) with full permissions on every --vhost (on / without --vhost); "
+        "a fresh broker also has guest/guest, with full permissions on /",
     )
     p.add_argument(
         "--vhost", action="append", default=[], metavar="NAME",
         help="add a virtual host besides / (repeatable)",
+    )
+    p.add_argument(
+        "--loopback-users", metavar="NAMES", default=None,
+        help="comma-separated users who may only connect through a loopback address (default "
+        "guest, as RabbitMQ; an empty value lets everyone connect from anywhere)",
+    )
+    p.add_argument(
+        "--definitions", metavar="FILE",
+        help="load a RabbitMQ definitions JSON at start (what `rabbitmqctl export_definitions` "
+        "writes): users, vhosts, permissions, limits, exchanges, queues, bindings",
     )
     p.add_argument(
         "--management-port", type=int, default=None, metavar="PORT",
@@ -91,7 +112,8 @@ def memory_limit(watermark: float) -> int | None:
 
 
 def users_from(specs: list[str]) -> dict[str, str]:
-    users = {"guest": "guest"}
+    """--user NAME:PASSWORD flags (the password may contain ':')."""
+    users: dict[str, str] = {}
     for spec_ in specs:
         name, sep, password = spec_.partition(":")
         if not sep or not name:
@@ -164,6 +186,67 @@ async def start_management(server: Server, args: argparse.Namespace):
     return management
 
 
+def loopback_users(args: argparse.Namespace, config: Config | None) -> tuple[str, ...]:
+    if args.loopback_users is not None:
+        return tuple(n.strip() for n in args.loopback_users.split(",") if n.strip())
+    if config is not None and config.loopback_users is not None:
+        return tuple(config.loopback_users)
+    return ("guest",)
+
+
+def configure_access(broker: Broker, args: argparse.Namespace) -> None:
+    """What the start asks for, over what the data dir kept: --definitions, then the config
+    file, then the flags (each wins over the one before).
+
+    A --user gets full permissions on every --vhost (on '/' when no --vhost is given), so
+    the flags keep meaning what they did before access control: the user can use the
+    vhosts it was started with, and nothing else.
+    """
+    access = broker.access
+    if args.definitions:
+        try:
+            with open(args.definitions, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"minimq: cannot read definitions {args.definitions}: {exc}") from None
+        try:
+            import_definitions(broker, data)
+        except DefinitionsError as exc:
+            raise SystemExit(f"minimq: {args.definitions}: {exc}") from None
+        log.info("loaded definitions from %s", args.definitions)
+    if args.config_file is not None:
+        created: list[str] = []
+        try:
+            apply_access(access, args.config_file, created)
+        except (ValueError, KeyError) as exc:
+            raise SystemExit(f"minimq: config file: {exc}") from None
+        for name in created:
+            broker.add_vhost(name)
+    for name in args.vhost:
+        broker.add_vhost(name)
+    targets = args.vhost or ["/"]
+    for name, password in users_from(args.user).items():
+        old = access.users.get(name)
+        access.add_user(name, password, tags=old.tags if old is not None else ())
+        for vhost in targets:
+            broker.add_vhost(vhost)
+            access.set_permissions(name, vhost, FULL.configure, FULL.write, FULL.read)
+
+
+def keep_access_in(broker: Broker, data_dir: str) -> None:
+    """Save users, vhosts, permissions and limits in the data dir now and after every change."""
+
+    def save() -> None:
+        try:
+            save_definitions(data_dir, export_definitions(broker, topology=False))
+        except OSError as exc:
+            log.error("cannot save access control to %s: %s (the change holds until restart)", data_dir, exc)
+            raise
+
+    save()
+    broker.access.on_change = save
+
+
 async def serve(args: argparse.Namespace) -> None:
     # Recovery builds millions of long-lived objects: the cyclic GC would rescan them over
     # and over (recovery time grows faster than the log). Pause it, then freeze what was
@@ -172,13 +255,21 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         data_dir = None if args.in_memory else (args.data_dir or default_data_dir(args.port))
         store, recovered = open_store(data_dir) if data_dir else (None, None)
+        saved = load_definitions(data_dir) if data_dir else None
+        # A fresh node starts as RabbitMQ's does (guest, '/'); a known one as it was left.
         broker = Broker(
             clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
-            store=store, users=users_from(args.user), vhosts=("/", *args.vhost),
+            store=store, access=AccessControl() if saved is not None else AccessControl.default(),
+            vhosts=() if saved is not None else ("/",), loopback_users=loopback_users(args, args.config_file),
         )
+        if saved is not None:
+            import_definitions(broker, saved)
         if recovered is not None:
             broker.restore(recovered)
             del recovered
+        configure_access(broker, args)
+        if data_dir:
+            keep_access_in(broker, data_dir)
     finally:
         gc.enable()
     gc.freeze()
@@ -207,13 +298,38 @@ async def serve(args: argparse.Namespace) -> None:
         store.close()
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Flags over the --config file over the built-in defaults."""
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    config = load_config(known.config) if known.config else None
+    if config is not None:
+        options = dict(config.options)
+        if any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv):
+            options.pop("in_memory", None)  # the flag wins over the file's in-memory
+        if "--in-memory" in argv:
+            options.pop("data_dir", None)
+        parser.set_defaults(**options)
+    args = parser.parse_args(argv)
+    if args.log_level not in ("debug", "info", "warning", "error", "critical"):
+        parser.error(f"invalid log-level {args.log_level!r}")
+    args.config_file = config
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "worker":  # `minimq worker module:app ...`: the worker runner
         from minimq.worker.cli import main as worker_main
 
         return worker_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        print(f"minimq: {exc}", file=sys.stderr)
+        return 2
     if args.tls_key and not args.tls_cert:
         print("minimq: --tls-key needs --tls-cert", file=sys.stderr)
         return 2

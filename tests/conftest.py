@@ -56,16 +56,18 @@ class BrokerProcess:
                 self.proc.wait(10)
 
 
-def start_broker(*extra_args: str, timeout: float = 15.0) -> BrokerProcess:
-    """Start `python -m minimq --port 0` and wait for its one "listening on" line."""
+def start_broker(*extra_args: str, timeout: float = 15.0, stderr=None, log_level: str = "warning") -> BrokerProcess:
+    """Start `python -m minimq --port 0` and wait for its one "listening on" line.
+
+    `stderr`: where its log goes (an open file, to read the log back; default: inherited)."""
     if "--data-dir" not in extra_args and "--in-memory" not in extra_args:
         extra_args = ("--in-memory", *extra_args)  # test brokers share no default data dir
-    cmd = [sys.executable, "-m", "minimq", "--port", "0", "--log-level", "warning", *extra_args]
+    cmd = [sys.executable, "-m", "minimq", "--port", "0", "--log-level", log_level, *extra_args]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=None,
+        stderr=stderr,
         text=True,
     )
     found: dict[str, str] = {}
