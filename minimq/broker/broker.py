@@ -59,7 +59,7 @@ class Broker:
     starts as a fresh RabbitMQ node does: guest/guest, administrator, full rights on '/'.
     `users` (name -> clear-text password) is the older, open way kept for embedding and
     tests: each of those users gets full permissions on every vhost of the broker, also on
-    vhosts added later.
+    vhosts added later (as `open_users` do with a given `access`).
     """
 
     def __init__(
@@ -74,11 +74,12 @@ class Broker:
         store: Any = None,
         access: AccessControl | None = None,
         loopback_users: Iterable[str] = ("guest",),
+        open_users: Iterable[str] = (),
     ) -> None:
         self.clock = clock if clock is not None else _no_clock
         vhosts = tuple(vhosts)
         # Users that get full permissions on every vhost this broker adds (see above).
-        self.open_users: tuple[str, ...] = ()
+        self.open_users: tuple[str, ...] = tuple(open_users)
         if access is None:
             if users is None:
                 access = AccessControl.default()

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from minimq.broker import Broker as CoreBroker
+from minimq.broker.access import AccessControl
 from minimq.broker.exchange import Exchange
 from minimq.codec.errors import AMQPError, ConnectionForced, error_for_code
 from minimq.protocol.states import ConnState
@@ -130,7 +131,17 @@ class Broker:
             start: a new Broker on the same directory sees what the last one left there.
             Without it the broker is in memory; `restart()` keeps durable state either way.
         vhost: the default vhost of `url` and of the inspection helpers.
-        vhosts, users, heartbeat, frame_max, channel_max: as the broker core takes them.
+        users: name -> password (or -> {"password": ..., "tags": [...]}); `url` logs in as the
+            first one. Default: guest/guest.
+        permissions: user -> {vhost: (configure, write, read)} (or ".*" for all three). Without
+            it (and without `definitions`) every user may do anything on every vhost, also on
+            vhosts added later: a test broker is open unless you ask for access control.
+            With it, users have exactly these permissions, as in RabbitMQ.
+        definitions: a RabbitMQ definitions export (path or dict), loaded at start: users,
+            vhosts, permissions, limits, exchanges, queues, bindings (a fresh node's guest is
+            there too, with full permissions on '/', unless the file replaces it).
+        loopback_users: users refused unless they connect through loopback (default guest).
+        vhosts, heartbeat, frame_max, channel_max: as the broker core takes them.
         reorder_confirms: False (default) confirms in publish order; True, or a seed, turns
             on the confirm-reordering fault from the start (see `reorder_confirms`).
     """
@@ -144,7 +155,10 @@ class Broker:
         data_dir: str | Path | None = None,
         vhost: str = "/",
         vhosts: Iterable[str] = ("/",),
-        users: dict[str, str] | None = None,
+        users: dict[str, Any] | None = None,
+        permissions: dict[str, dict[str, Any]] | None = None,
+        definitions: str | Path | dict | None = None,
+        loopback_users: Iterable[str] = ("guest",),
         heartbeat: int = 60,
         frame_max: int = 131072,
         channel_max: int = 2047,
@@ -162,9 +176,19 @@ class Broker:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.vhost = vhost
         self._vhosts = list(dict.fromkeys([*vhosts, vhost]))
-        self.users = dict(users) if users is not None else {"guest": "guest"}
-        self.user, self.password = next(iter(self.users.items()))
-        self._core_options = {"heartbeat": heartbeat, "frame_max": frame_max, "channel_max": channel_max}
+        self.users = {
+            name: (spec_ if isinstance(spec_, str) else str(spec_.get("password", "")))
+            for name, spec_ in (users if users is not None else {"guest": "guest"}).items()
+        }
+        self.user, self.password = next(iter(self.users.items()), ("guest", "guest"))
+        self.access = _access_for(users, permissions)
+        self._definitions = _read_definitions(definitions)
+        # An open broker (no permissions, no definitions): every user on every vhost.
+        self._open_users = tuple(self.users) if permissions is None and definitions is None else ()
+        self._core_options = {
+            "heartbeat": heartbeat, "frame_max": frame_max, "channel_max": channel_max,
+            "loopback_users": tuple(loopback_users),
+        }
         self.core: CoreBroker | None = None
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -328,12 +352,19 @@ class Broker:
             except BaseException:
                 store.close()
                 raise
+        # The access model outlives restarts (as RabbitMQ keeps users and permissions).
         core = CoreBroker(
-            clock=self.clock, users=self.users, vhosts=tuple(vhosts), store=store, **self._core_options
+            clock=self.clock, access=self.access, open_users=self._open_users, vhosts=tuple(vhosts),
+            store=store, **self._core_options,
         )
         if recovered is not None:
             core.restore(recovered)
         core.confirm_order = self._confirm_order
+        if self._definitions is not None:
+            from minimq.broker.definitions import import_definitions
+
+            import_definitions(core, self._definitions)
+            self._definitions = None  # once: a restart keeps what it made
         return core
 
     async def _start_server(self) -> None:
@@ -786,6 +817,50 @@ class Broker:
         if name not in self._vhosts:
             self._vhosts.append(name)
 
+    # ========================================================= access control
+
+    def add_user(self, name: str, password: str, tags: Iterable[str] = ()) -> None:
+        """Add (or replace) a user; it has no permissions until given some."""
+        self._call(lambda: self.access.add_user(name, password, tags=tags))
+
+    def delete_user(self, name: str) -> None:
+        self._call(lambda: self.access.delete_user(name))
+
+    def set_permissions(
+        self, user: str, vhost: str | None = None, configure: str = ".*", write: str = ".*", read: str = ".*"
+    ) -> None:
+        """Permissions of `user` in `vhost` (default: this broker's vhost); takes effect at once."""
+        where = self.vhost if vhost is None else vhost
+        self._call(lambda: self.access.set_permissions(user, where, configure, write, read))
+
+    def clear_permissions(self, user: str, vhost: str | None = None) -> None:
+        where = self.vhost if vhost is None else vhost
+        self._call(lambda: self.access.clear_permissions(user, where))
+
+    def set_topic_permissions(self, user: str, exchange: str, write: str = ".*", read: str = ".*",
+                              vhost: str | None = None) -> None:
+        where = self.vhost if vhost is None else vhost
+        self._call(lambda: self.access.set_topic_permissions(user, where, exchange, write, read))
+
+    def copy_permissions(self, source_vhost: str, target_vhost: str) -> None:
+        """Give every user in `target_vhost` the permissions it has in `source_vhost`."""
+        def run() -> None:
+            access = self.access
+            for (vhost, user), p in list(access.permissions.items()):
+                if vhost == source_vhost:
+                    access.set_permissions(user, target_vhost, p.configure, p.write, p.read)
+            for (vhost, user, exchange), (w, r) in list(access.topic_permissions.items()):
+                if vhost == source_vhost:
+                    access.set_topic_permissions(user, target_vhost, exchange, w, r)
+
+        self._call(run)
+
+    def export_definitions(self) -> dict:
+        """The broker's definitions, in RabbitMQ's JSON shape (as `rabbitmqctl export_definitions`)."""
+        from minimq.broker.definitions import export_definitions
+
+        return self._call(lambda: export_definitions(self._core()))
+
     def delete_vhost(self, name: str) -> None:
         """Delete a vhost and everything in it; its connections are closed (320)."""
         def run() -> None:
@@ -1019,3 +1094,38 @@ def _timeout(waiter: _Waiter, timeout: float, what: str | None) -> TimeoutError:
     if waiter.error is not None:
         text += f" (last error: {waiter.error!r})"
     return TimeoutError(text)
+
+
+def _access_for(users: dict[str, Any] | None, permissions: dict | None) -> AccessControl:
+    """The access model a test broker starts with (see Broker's docstring)."""
+    if users is None:
+        access = AccessControl.default()
+    else:
+        access = AccessControl()
+        for name, spec_ in users.items():
+            if isinstance(spec_, str):
+                password, tags = spec_, ("administrator",) if name == "guest" else ()
+            else:
+                password, tags = str(spec_.get("password", "")), tuple(spec_.get("tags", ()))
+            access.add_user(name, password, tags=tags)
+    if permissions is not None:
+        # Exactly these permissions: forget the fresh node's defaults.
+        access.permissions.clear()
+        for user, per_vhost in permissions.items():
+            if user not in access.users:
+                raise ValueError(f"permissions for unknown user {user!r} (add it to users=)")
+            for vhost, perms in per_vhost.items():
+                if isinstance(perms, str):
+                    perms = (perms, perms, perms)
+                configure, write, read = perms
+                access.set_permissions(user, vhost, configure, write, read)
+    return access
+
+
+def _read_definitions(definitions: str | Path | dict | None) -> dict | None:
+    if definitions is None or isinstance(definitions, dict):
+        return copy.deepcopy(definitions)
+    import json
+
+    with open(definitions, "rb") as f:
+        return json.loads(f.read())

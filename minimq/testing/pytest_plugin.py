@@ -18,9 +18,17 @@ option `minimq_isolation`):
 A fresh broker, started for one test and stopped after it: `@pytest.mark.minimq(fresh=True)`,
 or any Broker argument in the marker, e.g. `@pytest.mark.minimq(clock="virtual", heartbeat=10)`;
 for every test: `--minimq-fresh` (ini `minimq_fresh = true`).
+
+Access control: a broker is open by default (every user may do anything). To test with the
+production users, permissions and topology, load a RabbitMQ definitions export into the
+session broker with `--minimq-definitions FILE` (ini `minimq_definitions`), or give one test
+its own broker: `@pytest.mark.minimq(users={"alice": "pw"}, permissions={"alice": {"/": ".*"}})`
+or `@pytest.mark.minimq(definitions="defs.json")`. A per-test vhost gets the permissions
+users have on '/'.
 """
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from typing import TYPE_CHECKING, Iterator
@@ -48,6 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="start a fresh minimq broker for every test instead of one per session",
     )
+    group.addoption(
+        "--minimq-definitions",
+        default=None,
+        metavar="FILE",
+        help="load this RabbitMQ definitions export (users, permissions, topology) into the session broker",
+    )
+    parser.addini("minimq_definitions", "a RabbitMQ definitions export for the session broker", default="")
     parser.addini("minimq_isolation", "vhost, reset or none (see --minimq-isolation)", default="vhost")
     parser.addini("minimq_fresh", "a fresh minimq broker for every test", type="bool", default=False)
 
@@ -74,11 +89,15 @@ def _vhost_name(node_name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def minimq_session_broker() -> Iterator["Broker"]:
+def minimq_session_broker(request: pytest.FixtureRequest) -> Iterator["Broker"]:
     """One broker for the whole session (one per pytest-xdist worker), on a free port."""
     from minimq.testing import Broker
 
-    broker = Broker()
+    config = request.config
+    definitions = config.getoption("minimq_definitions") or config.getini("minimq_definitions") or None
+    if definitions and not os.path.isabs(definitions):
+        definitions = os.path.join(str(config.rootpath), definitions)
+    broker = Broker(definitions=definitions)
     broker.start()
     try:
         yield broker
@@ -112,6 +131,7 @@ def minimq_broker(request: pytest.FixtureRequest) -> Iterator["Broker"]:
     if isolation == "vhost":
         vhost = _vhost_name(request.node.name)
         broker.add_vhost(vhost)
+        broker.copy_permissions("/", vhost)
         broker.vhost = vhost
     try:
         yield broker

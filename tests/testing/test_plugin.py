@@ -223,3 +223,58 @@ def test_readme_examples_pass_as_written(pytester: pytest.Pytester) -> None:
         pytester.makepyfile(**{f"test_readme_{i}": code})
     result = pytester.runpytest_inprocess(*plugin_args(), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_marker_gives_a_test_users_and_exact_permissions(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pika, pytest
+
+        @pytest.mark.minimq(users={"alice": "pw", "guest": "guest"},
+                            permissions={"alice": {"/": ("^alice-", ".*", ".*")}})
+        def test_alice(minimq_broker):
+            assert minimq_broker.url.startswith("amqp://alice:pw@")
+            c = pika.BlockingConnection(pika.URLParameters(minimq_broker.url))
+            c.channel().queue_declare("alice-jobs")
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+                c.channel().queue_declare("bob-jobs")
+            assert info.value.reply_code == 403
+            with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+                pika.BlockingConnection(pika.URLParameters(minimq_broker.url.replace("alice:pw", "guest:guest")))
+        """
+    )
+    result = pytester.runpytest(*plugin_args())
+    result.assert_outcomes(passed=1)
+
+
+def test_session_broker_loads_definitions_and_isolation_vhosts_keep_permissions(pytester: pytest.Pytester) -> None:
+    defs = {
+        "users": [{"name": "guest", "password": "guest", "tags": ["administrator"]},
+                  {"name": "app", "password": "app-pw", "tags": []}],
+        "vhosts": [{"name": "/"}, {"name": "prod"}],
+        "permissions": [
+            {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+            {"user": "app", "vhost": "prod", "configure": "^app-", "write": ".*", "read": ".*"},
+        ],
+        "queues": [{"name": "app-orders", "vhost": "prod", "durable": True, "auto_delete": False, "arguments": {}}],
+    }
+    pytester.makefile(".json", defs=json.dumps(defs))
+    pytester.makeini("[pytest]\nminimq_definitions = defs.json\n")
+    pytester.makepyfile(
+        """
+        import pika, pytest
+
+        def test_production_topology(minimq_broker):
+            url = minimq_broker.url_for("prod").replace("guest:guest", "app:app-pw")
+            c = pika.BlockingConnection(pika.URLParameters(url))
+            c.channel().queue_declare("app-orders", passive=True)
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+                c.channel().queue_declare("other")
+            assert info.value.reply_text == "ACCESS_REFUSED - access to queue 'other' in vhost 'prod' refused for user 'app'"
+
+        def test_isolated_vhost_still_open_to_guest(minimq_url):
+            pika.BlockingConnection(pika.URLParameters(minimq_url)).channel().queue_declare("q")
+        """
+    )
+    result = pytester.runpytest(*plugin_args())
+    result.assert_outcomes(passed=2)
