@@ -29,10 +29,12 @@ from minimq.codec.errors import (
 
 log = logging.getLogger("minimq.vhost")
 
-# Dead-letter hops handled in one go before the rest wait for the next turn of the event
+# Dead-letter work done in one go before the rest waits for the next turn of the event
 # loop: a DLX cycle that RabbitMQ lets run forever (TTL queues after a rejection) or a huge
-# fan-out must not freeze the broker. A hop costs about its message's x-death length.
-DEAD_LETTER_SLICE = 50_000
+# fan-out must not freeze the broker. A hop costs DEAD_LETTER_HOP plus its message's x-death
+# length (re-encoding that history is most of a long chain's work); a slice is ~0.1 s here.
+DEAD_LETTER_SLICE = 20_000
+DEAD_LETTER_HOP = 8
 # When a slice is used up: the remaining hops run this much later (clock seconds), so the
 # driver serves sockets in between.
 DEAD_LETTER_PAUSE = 0.001
@@ -100,6 +102,7 @@ class VirtualHost:
         self._dead_letters: deque[tuple[Queue, Message, str]] = deque()
         self._draining = False
         self._drain_timer: Any = None
+        self._backlog = False  # a drain ran out of its slice (logged once per episode)
 
     # ------------------------------------------------------------- lookups
 
@@ -428,13 +431,28 @@ class VirtualHost:
                 msg.store_id, pos = store.message_published(self.name, names, msg)
         if len(queues) == 1:
             return not queues[0].enqueue(msg), pos
-        # Every copy is taken before any queue sees the message: a queue changes its own
-        # copy (its TTL deadline, a quorum queue's delivery count), never the others'.
-        copies = [msg.copy() for _ in range(len(queues) - 1)]
+        # Every queue but the last gets a copy made before any queue has seen the message,
+        # the last one the message itself: a queue changes only its own copy (its TTL
+        # deadline, a quorum queue's delivery count), never the others'.
         refused = False
-        for q, m in zip(queues, (msg, *copies)):
-            if not q.enqueue(m):
+        if self._draining:
+            for q in queues[:-1]:
+                if not q.enqueue(msg.copy()):
+                    refused = True
+            return not queues[-1].enqueue(msg) or refused, pos
+        # Every queue gets its copy before any of them dead-letters one (as in RabbitMQ,
+        # where the copies reach all queues before a queue process republishes its own).
+        self._draining = True
+        try:
+            for q in queues[:-1]:
+                if not q.enqueue(msg.copy()):
+                    refused = True
+            if not queues[-1].enqueue(msg):
                 refused = True
+        finally:
+            self._draining = False
+            if self._dead_letters and self._drain_timer is None:
+                self._drain_dead_letters()
         return refused, pos
 
     def _route_cc(self, ex: Exchange, msg: Message) -> tuple[list[Queue], Message]:
@@ -495,19 +513,27 @@ class VirtualHost:
                     return
                 queue, msg, reason = pending.popleft()
                 try:
-                    budget -= self._republish_dead(queue, msg, reason)
+                    budget -= DEAD_LETTER_HOP + self._republish_dead(queue, msg, reason)
                 except Exception:
-                    budget -= 1
+                    budget -= DEAD_LETTER_HOP
                     log.error(
                         "dead-lettering a message from queue %r (%s) failed; message dropped",
                         queue.name, reason, exc_info=True,
                     )
         finally:
             self._draining = False
+        if self._backlog:
+            self._backlog = False
+            log.info("vhost %r: the run of dead-lettering is over", self.name)
 
     def _schedule_drain(self) -> None:
         if self._drain_timer is None and self.broker is not None:
-            log.info("%d dead-letters pending: the rest continues shortly", len(self._dead_letters))
+            if not self._backlog:
+                self._backlog = True
+                log.info(
+                    "vhost %r: a long run of dead-lettering (a long DLX chain, a cycle allowed "
+                    "after a rejection, a large fan-out) continues in slices", self.name,
+                )
             self._drain_timer = self.broker.timers.call_at(
                 self.broker.clock() + DEAD_LETTER_PAUSE, self._drain_later
             )
@@ -526,15 +552,16 @@ class VirtualHost:
 
         Adds the x-death history as RabbitMQ does; a message that would come back to a queue
         it already died in, with no rejection anywhere in its history, is dropped (RabbitMQ's
-        cycle rule), so TTL-only loops stop. Returns the hop's cost for the drain's budget.
+        cycle rule), so TTL-only loops stop. Returns the length of the x-death history (the
+        hop's variable cost, for the drain's budget).
         """
         dlx_name = queue.args.dlx
         if dlx_name is None:
-            return 1
+            return 0
         ex = self.exchanges.get(dlx_name)
         if ex is None:
             log.debug("dead-letter exchange %r of queue %r missing; message dropped", dlx_name, queue.name)
-            return 1
+            return 0
         props = copy.copy(msg.properties)
         headers = dict(props.headers or {})
         keys = [msg.routing_key]
@@ -589,7 +616,7 @@ class VirtualHost:
             live.append(q)
         if live:
             self.deliver_to(live, new)
-        return 1 + len(deaths)
+        return len(deaths)
 
     def _route_graph(self, ex: Exchange, message: Any, key: str) -> list[Queue]:
         """Follow exchange-to-exchange bindings and alternate exchanges, cycles included."""

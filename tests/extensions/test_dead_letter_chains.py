@@ -138,3 +138,79 @@ def test_long_chain_of_auto_delete_exchanges_goes_when_its_queue_goes(conn, ch, 
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
             probe.exchange_declare(name, passive=True)
         assert info.value.reply_code == 404
+
+
+HOLDER = r"""
+import sys, pika
+url, work, mine = sys.argv[1:4]
+conn = pika.BlockingConnection(pika.URLParameters(url))
+ch = conn.channel()
+ch.queue_declare(mine, exclusive=True)
+def held(_ch, method, _props, body):
+    print("holding", body.decode(), flush=True)
+ch.basic_consume(work, held)
+print("consuming", flush=True)
+while True:
+    conn.process_data_events(time_limit=1)
+"""
+
+
+def test_consumer_dying_mid_dead_letter_chain(amqp_url, conn, ch, unique, tmp_path):
+    """A consumer process is killed while it holds a message from a quorum queue with
+    x-delivery-limit 0: the return counts as a delivery, so the queue dead-letters the
+    message into a 1000-queue TTL chain while the dead connection is being torn down.
+    The message arrives at the chain's end, and the dead connection's exclusive queue is
+    gone, so another connection can declare it."""
+    import subprocess
+    import sys
+
+    names, sink = build_chain(ch, unique, 1000)
+    work, mine = unique + "-work", unique + "-mine"
+    ch.queue_declare(work, durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 0,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": names[0],
+    })
+    col = watch(ch, sink)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, amqp_url, work, mine], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "consuming"
+        ch.basic_publish("", work, b"through")
+        assert holder.stdout.readline().strip() == "holding through"
+        holder.kill()  # no connection.close: the socket just goes away
+        holder.wait(10)
+        check_arrival(conn, col, [work] + names, "delivery_limit", {"delivery_limit", "expired"})
+        # The dead connection's exclusive queue went with it: no 405 RESOURCE_LOCKED.
+        other = conn.channel()
+        other.queue_declare(mine, exclusive=True)
+        other.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+        ch.queue_delete(work)
+
+
+@pytest.mark.parametrize("start", ["publish", "dead-letter"])
+def test_every_copy_is_enqueued_before_one_is_dead_lettered(conn, ch, unique, start):
+    # A fanout to a TTL-0 queue (dead-lettering into the sink) and to the sink itself: the
+    # sink gets the direct copy first, then the one that died on the way, as in RabbitMQ
+    # (checked against 3.10), whether the fanout is published to or dead-lettered into.
+    fan, drop, sink, first = (unique + s for s in ("-fan", "-drop", "-sink", "-first"))
+    ch.exchange_declare(fan, "fanout", auto_delete=True)
+    ch.queue_declare(sink, exclusive=True)
+    ch.queue_declare(drop, exclusive=True, arguments={
+        "x-message-ttl": 0, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": sink})
+    ch.queue_bind(drop, fan)
+    ch.queue_bind(sink, fan)
+    ch.queue_declare(first, exclusive=True, arguments={"x-message-ttl": 0, "x-dead-letter-exchange": fan})
+    col = watch(ch, sink)
+    if start == "publish":
+        ch.basic_publish(fan, "", b"m")
+    else:
+        ch.basic_publish("", first, b"m")
+    pump_until(conn, lambda: len(col) == 2, what="both copies in the sink")
+    paths = [[text(d["queue"]) for d in (p.headers or {}).get("x-death", [])] for _m, p, _b in col.items]
+    before = [] if start == "publish" else [first]
+    assert paths == [before, [drop] + before]

@@ -222,3 +222,33 @@ def _get(ch, queue: str):
 def setup_info(mq: Broker):
     [info] = mq.connections()
     return info
+
+
+def test_endless_dead_letter_cycle_keeps_the_broker_serving(mq: Broker) -> None:
+    # RabbitMQ's cycle rule lets a message cycle forever once it was rejected: here through
+    # two TTL-0 queues, with no pause at all. The broker works through it in slices and
+    # goes on serving everyone else meanwhile.
+    a = connect(mq.url)
+    ach = a.channel()
+    ach.queue_declare("start", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "ping"})
+    ach.queue_declare("ping", arguments={
+        "x-message-ttl": 0, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "pong"})
+    ach.queue_declare("pong", arguments={
+        "x-message-ttl": 0, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "ping"})
+    ach.basic_publish("", "start", b"spin")
+    method, _p, _b = ach.basic_get("start")
+    ach.basic_reject(method.delivery_tag, requeue=False)  # sets it off
+
+    b = connect(mq.url)
+    bch = b.channel()
+    for i in range(10):  # round trips while the cycle spins
+        bch.queue_declare("other")
+        bch.basic_publish("", "other", b"%d" % i)
+        got, _p, body = bch.basic_get("other", auto_ack=True)
+        assert got is not None and body == b"%d" % i
+    assert mq.call_in_loop(lambda: mq.core.vhosts["/"].pending_dead_letters) == 1  # still going
+
+    ach.queue_delete("ping")  # breaks the cycle: pong's dead-letters route nowhere now
+    mq.wait_for(lambda: mq.core.vhosts["/"].pending_dead_letters == 0, timeout=10)
+    a.close()
+    b.close()
