@@ -213,8 +213,9 @@ class Session:
         and basic.nack for every publish not yet confirmed (the one that failed included),
         then connection.close: no publish is left unanswered, so none is lost silently.
         """
+        open_ = self.conn.state is ConnState.OPEN
         for ch in list(self.channels.values()):
-            if ch.confirm and not ch.closed:
+            if open_ and ch.confirm and not ch.closed:
                 guarded(f"nacking the unconfirmed publishes of channel {ch.number}", self._nack_unconfirmed, ch)
         try:
             self.conn.close(InternalError(f"internal error: {type(exc).__name__}"))
