@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 
 import minimq
 from minimq.admin.stats import unacked_by_queue
-from minimq.admin.views import NODE, _disk_free, _fd_count, _fd_limit
+from minimq.admin.views import NODE, disk_free, fd_count, fd_limit
 from minimq.server.app import rss_bytes
 
 CHUNK = 200  # queues per loop iteration
@@ -91,10 +91,10 @@ def node_metrics(mgmt: Any) -> str:
             "is 1 if free disk space watermark alarm is in effect", 0)
     _family(lines, "rabbitmq_alarms_file_descriptor_limit", "gauge",
             "is 1 if file descriptor limit alarm is in effect", 0)
-    _family(lines, "rabbitmq_process_open_fds", "gauge", "Open file descriptors", _fd_count())
-    _family(lines, "rabbitmq_process_max_fds", "gauge", "Open file descriptors limit", _fd_limit())
+    _family(lines, "rabbitmq_process_open_fds", "gauge", "Open file descriptors", fd_count())
+    _family(lines, "rabbitmq_process_max_fds", "gauge", "Open file descriptors limit", fd_limit())
     data_dir = getattr(getattr(broker, "store", None), "path", None) or os.getcwd()
-    _family(lines, "rabbitmq_disk_space_available_bytes", "gauge", "Disk space available in bytes", _disk_free(data_dir))
+    _family(lines, "rabbitmq_disk_space_available_bytes", "gauge", "Disk space available in bytes", disk_free(data_dir))
     return "\n".join(lines) + "\n"
 
 

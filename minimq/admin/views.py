@@ -343,7 +343,7 @@ class Context:
         rss = rss_bytes()
         limit = getattr(self.server, "memory_limit", None) or 0
         started = self.sampler.started if self.sampler is not None else time.time()
-        disk = _disk_free(getattr(getattr(self.broker, "store", None), "path", None) or ".")
+        disk = disk_free(getattr(getattr(self.broker, "store", None), "path", None) or ".")
         return {
             "name": NODE,
             "type": "disc",
@@ -359,10 +359,10 @@ class Context:
             "disk_free_details": {"rate": 0.0},
             "disk_free_limit": 50_000_000,
             "disk_free_alarm": False,
-            "fd_used": _fd_count(),
-            "fd_total": _fd_limit(),
+            "fd_used": fd_count(),
+            "fd_total": fd_limit(),
             "sockets_used": len(getattr(self.server, "connections", ()) or ()),
-            "sockets_total": _fd_limit(),
+            "sockets_total": fd_limit(),
             "proc_used": 1,
             "proc_total": 1,
             "processors": os.cpu_count() or 1,
@@ -527,14 +527,14 @@ def _int(text: str) -> int | str:
         return text
 
 
-def _fd_count() -> int:
+def fd_count() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
 
 
-def _fd_limit() -> int:
+def fd_limit() -> int:
     try:
         import resource
 
@@ -543,7 +543,7 @@ def _fd_limit() -> int:
         return 1024
 
 
-def _disk_free(path: str) -> int:
+def disk_free(path: str) -> int:
     try:
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize
