@@ -19,6 +19,7 @@ from minimq.config import Config, ConfigError, apply_access, load_config
 from minimq.server import Server, make_ssl_context
 from minimq.server.alarms import DEFAULT_DISK_FREE_LIMIT, parse_disk_free_limit
 from minimq.server.app import physical_memory
+from minimq.server.limits import ServerLimits
 from minimq.store import DurableStore, StoreLocked
 from minimq.store.definitions_file import load_definitions, save_definitions
 
@@ -53,6 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE",
         help="a TOML file with any of these options (same names) plus users, vhosts, permissions "
         "and limits; flags win over it (see README, Access control)",
+    )
+    p.add_argument(
+        "--max-message-size", type=int, default=128 * 1024 * 1024, metavar="BYTES",
+        help="largest message body accepted (default 134217728, 128 MiB, as RabbitMQ 3.10); "
+        "a larger one closes the channel with 406 PRECONDITION_FAILED",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=0, metavar="N",
+        help="most open connections; more are closed at once (default 0: unlimited)",
+    )
+    p.add_argument(
+        "--max-unauthenticated", type=int, default=1024, metavar="N",
+        help="most connections still in the handshake; a new one beyond it drops the oldest "
+        "(default 1024)",
+    )
+    p.add_argument(
+        "--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="time from accept to connection.open (default 10, as RabbitMQ)",
+    )
+    p.add_argument(
+        "--tls-handshake-timeout", type=float, default=5.0, metavar="SECONDS",
+        help="time a TLS client has to finish its handshake (default 5, as RabbitMQ)",
     )
     p.add_argument(
         "--user", action="append", default=[], metavar="NAME:PASSWORD",
@@ -261,6 +284,7 @@ async def serve(args: argparse.Namespace) -> None:
             clock=time.time, heartbeat=args.heartbeat, frame_max=args.frame_max, channel_max=args.channel_max,
             store=store, access=AccessControl() if saved is not None else AccessControl.default(),
             vhosts=() if saved is not None else ("/",), loopback_users=loopback_users(args, args.config_file),
+            max_message_size=args.max_message_size,
         )
         if saved is not None:
             import_definitions(broker, saved)
@@ -278,6 +302,12 @@ async def serve(args: argparse.Namespace) -> None:
         broker, args.host, args.port, ssl_context=ssl_context, tls_port=args.tls_port,
         memory_limit=memory_limit(args.memory_high_watermark),
         disk_free_limit=args.disk_free_limit or None,
+        limits=ServerLimits(
+            handshake_timeout=args.handshake_timeout,
+            tls_handshake_timeout=args.tls_handshake_timeout,
+            max_connections=max(0, args.max_connections),
+            max_unauthenticated=max(1, args.max_unauthenticated),
+        ),
     )
     await server.start()
     management = await start_management(server, args)

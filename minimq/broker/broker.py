@@ -75,6 +75,7 @@ class Broker:
         access: AccessControl | None = None,
         loopback_users: Iterable[str] = ("guest",),
         open_users: Iterable[str] = (),
+        max_message_size: int = 128 * 1024 * 1024,
     ) -> None:
         self.clock = clock if clock is not None else _no_clock
         vhosts = tuple(vhosts)
@@ -103,6 +104,7 @@ class Broker:
         self.frame_max = frame_max
         self.channel_max = channel_max
         self.heartbeat = heartbeat
+        self.max_message_size = max_message_size  # RabbitMQ 3.10's default: 128 MiB
         self.server_properties = server_properties()
         # Deadlines of the core (TTL, expiry, ...), in the time of `clock`. The server (or a
         # test's virtual clock) waits for `timers.next_deadline()` and calls `tick()`.
@@ -386,6 +388,7 @@ class Broker:
             frame_max=self.frame_max,
             channel_max=self.channel_max,
             heartbeat=self.heartbeat,
+            max_message_size=self.max_message_size,
         )
         session = Session(self, conn, peer)
         return session

@@ -125,7 +125,11 @@ class FrameParser:
             while total - pos >= 7:
                 frame_type, channel, size = unpack(buf, pos)
                 if limit >= 0 and size > limit:
-                    error = CodecError(f"frame size {size + _OVERHEAD} exceeds frame_max {self.frame_max}")
+                    # RabbitMQ's wording for the same condition.
+                    error = CodecError(
+                        f"type {frame_type}, all octets = <<>>: "
+                        f"{{frame_too_large,{size},{self.frame_max - _OVERHEAD}}}"
+                    )
                     break
                 end = pos + 7 + size
                 if end >= total:

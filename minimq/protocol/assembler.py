@@ -79,8 +79,11 @@ class ContentAssembler:
                 f"{class_id} instead", pending.method.CLASS_ID, pending.method.METHOD_ID)
         if size > self.max_size:
             del self._pending[channel]
+            # RabbitMQ's text, on basic.publish; it judges the whole body, we the announced
+            # size, so an oversized message is never buffered.
             raise PreconditionFailed(
-                f"message size {size} is larger than configured max size {self.max_size}"
+                f"message size {size} is larger than configured max size {self.max_size}",
+                pending.method.CLASS_ID, pending.method.METHOD_ID,
             )
         if size == 0:
             del self._pending[channel]

@@ -133,7 +133,9 @@ class ServerConnection:
         self.before_channel_open: Callable[[int], None] | None = None
 
         self._header = b""
-        self._parser = FrameParser(frame_max)
+        # Until tune-ok negotiates frame_max, frames are at most FRAME_MIN_SIZE (as RabbitMQ):
+        # a peer that has not logged in cannot make the broker buffer a large frame.
+        self._parser = FrameParser(FRAME_MIN_SIZE)
         self._frames: list = []
         self._pos = 0
         self._assembling = ContentAssembler(ContentReceived, max_message_size)
@@ -176,6 +178,14 @@ class ServerConnection:
         try:
             frames = self._parser.feed(data)
         except CodecError as exc:
+            if self.state is ConnState.AWAIT_START_OK or self.state is ConnState.AWAIT_TUNE_OK:
+                # Before tune-ok RabbitMQ does not trust the peer with a reply: it drops the
+                # socket without a connection.close.
+                self.close_error = exc
+                self.state = ConnState.CLOSED
+                self._frames = []
+                self._pos = 0
+                return
             # Frames before the bad one are still handled; then the connection closes.
             frames = getattr(exc, "frames", [])
             self._pending_error = exc

@@ -10,6 +10,7 @@ import time
 
 from minimq.broker import Broker
 from minimq.server.alarms import disk_limit_bytes, format_bytes, reason_text
+from minimq.server.limits import ServerLimits
 from minimq.server.transport import AMQPServerProtocol
 
 log = logging.getLogger("minimq.server")
@@ -32,6 +33,7 @@ class Server:
         memory_check_interval: float = 1.0,
         disk_free_limit: int | float | None = None,
         disk_check_interval: float = 1.0,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.broker = broker if broker is not None else Broker(clock=time.time)
         # drive_timers=False: something else calls broker.tick() (minimq.testing's virtual
@@ -42,7 +44,9 @@ class Server:
         self.requested_port = port
         self.ssl_context = ssl_context
         self.requested_tls_port = tls_port
+        self.limits = limits if limits is not None else ServerLimits()
         self.connections: set[AMQPServerProtocol] = set()
+        self.handshaking: dict[AMQPServerProtocol, None] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self.port: int | None = None
         self.tls_port: int | None = None
@@ -94,6 +98,8 @@ class Server:
 
     def _factory(self) -> AMQPServerProtocol:
         proto = self.protocol_class(self.broker, self.connections)
+        proto.limits = self.limits
+        proto.handshaking = self.handshaking
         proto.alarm = self.alarm
         return proto
 
@@ -114,7 +120,8 @@ class Server:
         self.port = server.sockets[0].getsockname()[1]
         if self.ssl_context is not None:
             tls = await loop.create_server(
-                self._factory, self.host, self.requested_tls_port, ssl=self.ssl_context, backlog=1024
+                self._factory, self.host, self.requested_tls_port, ssl=self.ssl_context, backlog=1024,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout,
             )
             self._servers.append(tls)
             self.tls_port = tls.sockets[0].getsockname()[1]

@@ -17,6 +17,7 @@ from minimq.broker.teardown import guarded
 from minimq.codec import spec
 from minimq.codec.errors import ConnectionForced
 from minimq.protocol.states import ConnState
+from minimq.server.limits import ServerLimits
 
 if TYPE_CHECKING:
     from minimq.broker import Broker
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minimq.server")
 
-HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to connection.open, as RabbitMQ's default
 CLOSE_OK_TIMEOUT = 3.0  # how long to wait for the peer's close-ok before dropping it
 # After close-ok, how long to keep reading (and discarding) until the peer hangs up. RabbitMQ
 # waits too: closing with unread bytes in the socket would answer the peer's in-flight writes
@@ -35,6 +35,11 @@ WRITE_LOW_WATER = 256 * 1024
 
 
 class AMQPServerProtocol(asyncio.Protocol):
+    # Set by the Server for each connection it accepts (before connection_made).
+    limits: ServerLimits = ServerLimits()
+    # Connections still in the handshake, oldest first (shared by the Server's connections).
+    handshaking: "dict[AMQPServerProtocol, None] | None" = None
+
     def __init__(self, broker: "Broker", connections: set) -> None:
         self.broker = broker
         self.connections = connections
@@ -60,6 +65,29 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        limits = self.limits
+        if limits.max_connections and len(self.connections) >= limits.max_connections:
+            # As RabbitMQ's connection_max: the node takes no more connections.
+            log.warning(
+                "connection limit (%d) reached: closing new connection from %s",
+                limits.max_connections, self.peer,
+            )
+            transport.abort()
+            return
+        handshaking = self.handshaking
+        if handshaking is not None:
+            if len(handshaking) >= limits.max_unauthenticated:
+                # Unauthenticated peers cost memory and sockets: keep a bounded number,
+                # dropping the one that has waited longest (honest clients log in within
+                # milliseconds, so the oldest is the likeliest idle one).
+                oldest = next(iter(handshaking))
+                log.warning(
+                    "%d connections in the handshake: dropping the oldest (%s)",
+                    len(handshaking), oldest.peer,
+                )
+                oldest.abort()
+                handshaking.pop(oldest, None)
+            handshaking[self] = None
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         session = self.broker.new_session(self.peer)
         session.on_wake = self._on_wake
@@ -69,7 +97,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         # broker's timers, so a virtual clock (minimq.testing) drives heartbeats too.
         now = self.broker.clock()
         self._last_recv = self._last_sent = now
-        self._timers["handshake"] = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._timers["handshake"] = self.loop.call_later(limits.handshake_timeout, self._handshake_timeout)
         log.debug("accepted %s", self.peer)
 
     def data_received(self, data: bytes) -> None:
@@ -89,7 +117,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             self._apply_alarm()
         self.flush()
         if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
-            self._start_heartbeat()
+            self._opened()
 
     # ----------------------------------------------------------- memory alarm
 
@@ -131,6 +159,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshaking is not None:
+            self.handshaking.pop(self, None)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -174,6 +204,10 @@ class AMQPServerProtocol(asyncio.Protocol):
             if transport.is_closing():
                 pass
             elif session.conn.hangup:
+                if not self._heartbeat_started and session.conn.close_error is not None:
+                    log.info(
+                        "closing %s in the handshake: %s", self.peer, session.conn.close_error.reply_text
+                    )
                 transport.close()
             elif "linger" not in self._timers:
                 # Keep reading until the peer closes (eof_received) or the linger runs out.
@@ -210,6 +244,15 @@ class AMQPServerProtocol(asyncio.Protocol):
         if session is not None and session.conn.state not in (ConnState.OPEN, ConnState.CLOSED):
             log.info("handshake timeout for %s", self.peer)
             self.abort()
+
+    def _opened(self) -> None:
+        """connection.open-ok went out: the peer is no longer a handshake to bound."""
+        if self.handshaking is not None:
+            self.handshaking.pop(self, None)
+        timer = self._timers.pop("handshake", None)
+        if timer is not None:
+            timer.cancel()
+        self._start_heartbeat()
 
     def _start_heartbeat(self) -> None:
         self._heartbeat_started = True
