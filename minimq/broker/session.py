@@ -60,6 +60,9 @@ _SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
 _ROUTE_CACHE_MAX = 65536
 _ACL_CACHE_MAX = 4096
+_CONTENT_OVERHEAD = 48  # frame headers and ends around one message's content, roughly
+FEED_SLICE = 2048
+"""Events handled per feed() call: one connection's input never holds the loop for long."""
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = REPLY_TO + "."
 
@@ -75,7 +78,13 @@ class Session:
         self.vhost = None
         self.user = ""
         self.channels: dict[int, Channel] = {}
+        # Credit: deliveries flow while the socket takes them (`transport_writable`) and
+        # while less than `output_high_water` bytes wait in `out`. Content written to `out`
+        # is counted in `out_bytes`; the transport resets it when it takes `out`.
         self.writable = True
+        self.transport_writable = True
+        self.out_bytes = 0
+        self.output_high_water = 1024 * 1024
         self.cancel_notify = False
         self.closed = False
         self.exclusive_queues: list[Queue] = []
@@ -126,13 +135,27 @@ class Session:
 
     # ------------------------------------------------------------- driving
 
-    def feed(self, data: bytes) -> None:
-        """Process bytes from the peer; output accumulates in `out`."""
+    def feed(self, data: bytes = b"") -> bool:
+        """Process bytes from the peer; output accumulates in `out`.
+
+        Handles at most FEED_SLICE events, and stops early once the connection is not writable
+        (`output_high_water` bytes wait in `out`, or the socket's buffer is full: a client that sends basic.get or mandatory publishes but does not read its
+        socket must not make replies pile up). True when input is left over: the transport
+        stops reading and calls feed() again (without data) when the output has drained or,
+        for a used-up slice, on the next loop iteration.
+        """
         conn = self.conn
-        conn.receive_data(data)
+        if data:
+            conn.receive_data(data)
         handlers = self._handlers
         channels = self.channels
+        budget = FEED_SLICE
+        more = False
         while True:
+            if not self.writable or budget <= 0:
+                more = conn.has_pending()
+                break
+            budget -= 1
             ev = conn.next_event()
             if ev is NEED_DATA:
                 break
@@ -173,6 +196,7 @@ class Session:
                 self.release()
         if self.confirming:
             self.flush_confirms()
+        return more
 
     def _fail(self, channel: int, method, exc: AMQPError) -> None:
         if not exc.class_id and method is not None:
@@ -307,6 +331,9 @@ class Session:
         """Header and body frames, split by the negotiated frame_max."""
         out = self.out
         size = len(body)
+        self.out_bytes += size + len(header) + _CONTENT_OVERHEAD
+        if self.out_bytes >= self.output_high_water and self.writable:
+            self._update_writable()
         out.append(_FRAME.pack(2, channel, len(header)))
         out.append(header)
         if not size:
@@ -350,7 +377,19 @@ class Session:
         self.confirming.clear()
 
     def set_writable(self, writable: bool) -> None:
-        """Transport backpressure: stop or resume deliveries to this connection."""
+        """Transport backpressure (the socket's buffer is full, or drained again)."""
+        self.transport_writable = writable
+        self._update_writable()
+
+    def output_taken(self) -> None:
+        """The transport took everything in `out`: that output no longer counts here."""
+        self.out_bytes = 0
+        if not self.writable:
+            self._update_writable()
+
+    def _update_writable(self) -> None:
+        """Stop or resume deliveries to every channel (no-ack consumers included)."""
+        writable = self.transport_writable and self.out_bytes < self.output_high_water
         if writable == self.writable:
             return
         self.writable = writable

@@ -197,6 +197,10 @@ class ServerConnection:
         else:
             self._frames = frames
 
+    def has_pending(self) -> bool:
+        """Whether received frames (or a framing error) still wait for next_event."""
+        return self._pos < len(self._frames) or self._pending_error is not None
+
     def next_event(self):
         """The next event, or NEED_DATA when every complete frame has been consumed."""
         frames = self._frames

@@ -30,8 +30,6 @@ CLOSE_OK_TIMEOUT = 3.0  # how long to wait for the peer's close-ok before droppi
 # waits too: closing with unread bytes in the socket would answer the peer's in-flight writes
 # with a TCP reset (ECONNRESET) instead of a clean end of stream.
 CLOSED_LINGER = 10.0
-WRITE_HIGH_WATER = 1024 * 1024
-WRITE_LOW_WATER = 256 * 1024
 
 
 class AMQPServerProtocol(asyncio.Protocol):
@@ -57,6 +55,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         self._last_sent = 0.0
         self._closing = False
         self.connected_at = time.time()  # wall-clock, for the management API
+        # Input left unhandled (a used-up slice, or output above the high-water mark):
+        # reading is paused until the session has worked through it.
+        self._input_pending = False
+        self._continue_scheduled = False
+        self._reading = True
 
     # ------------------------------------------------------------ asyncio API
 
@@ -88,8 +91,11 @@ class AMQPServerProtocol(asyncio.Protocol):
                 oldest.abort()
                 handshaking.pop(oldest, None)
             handshaking[self] = None
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        # Output credit: at most about twice the high-water mark waits for one connection
+        # (in the session's `out` and in the socket's buffer) before it gets no more.
+        transport.set_write_buffer_limits(limits.output_high_water, limits.output_low_water)
         session = self.broker.new_session(self.peer)
+        session.output_high_water = limits.output_high_water
         session.on_wake = self._on_wake
         self.session = session
         self.connections.add(self)
@@ -105,19 +111,65 @@ class AMQPServerProtocol(asyncio.Protocol):
         if session is None:
             return
         self._last_recv = self.broker.clock()
+        self._feed(session, data)
+        if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
+            self._opened()
+
+    def _feed(self, session: "Session", data: bytes) -> None:
         session.wake_pending = True  # we flush below; no need to schedule one
         session.published = False
         try:
-            session.feed(data)
+            more = session.feed(data)
         except Exception as exc:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.peer)
             # Unconfirmed publishes are nacked before the 541 connection.close.
             guarded(f"closing connection {self.peer} after an internal error", session.fail_internal, exc)
+            more = False
         if self.alarm is not None:
             self._apply_alarm()
+        if more != self._input_pending:
+            self._input_pending = more
+            self._update_reading()
         self.flush()
-        if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
-            self._opened()
+        if more:
+            self._continue_soon()
+
+    # ------------------------------------------------------- input in slices
+
+    def _continue_soon(self) -> None:
+        """Handle the rest of the input on a later loop iteration, once output allows.
+
+        Other connections get their turn in between; a connection whose output is above its
+        high-water mark waits for its socket to drain (resume_writing calls this again).
+        """
+        session = self.session
+        if self._continue_scheduled or session is None or not session.writable:
+            return
+        self._continue_scheduled = True
+        self.loop.call_soon(self._continue_input)
+
+    def _continue_input(self) -> None:
+        self._continue_scheduled = False
+        session = self.session
+        transport = self.transport
+        if session is None or transport is None or transport.is_closing() or not self._input_pending:
+            return
+        if not session.writable:
+            return  # resume_writing calls _continue_soon
+        self._feed(session, b"")
+
+    def _update_reading(self) -> None:
+        """Read from the socket unless the memory alarm or unhandled input says not to."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        want = not (self._alarm_paused or self._input_pending)
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
     # ----------------------------------------------------------- memory alarm
 
@@ -136,8 +188,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self._alarm_notified = False
         if self._alarm_paused:
             self._alarm_paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+            self._update_reading()
 
     def _apply_alarm(self) -> None:
         session = self.session
@@ -150,10 +201,8 @@ class AMQPServerProtocol(asyncio.Protocol):
                 session.conn.send_method(0, spec.ConnectionBlocked(self.alarm or ""))
         # As RabbitMQ: only a connection that publishes is blocked; consumers keep going.
         if session.published and not self._alarm_paused:
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                self._alarm_paused = True
-                transport.pause_reading()
+            self._alarm_paused = True
+            self._update_reading()
 
     def eof_received(self) -> bool:
         return False
@@ -180,6 +229,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         if self.session is not None:
             self.session.set_writable(True)
             self.flush()
+            if self._input_pending:
+                self._continue_soon()
 
     # ----------------------------------------------------------------- output
 
@@ -199,6 +250,9 @@ class AMQPServerProtocol(asyncio.Protocol):
             if not transport.is_closing():
                 transport.write(data)
                 self._last_sent = self.broker.clock()
+            session.output_taken()
+            if self._input_pending and session.writable:
+                self._continue_soon()
         state = session.conn.state
         if state is ConnState.CLOSED:
             if transport.is_closing():
@@ -274,7 +328,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         if session.conn.state is ConnState.CLOSED:
             return  # nothing more goes out after close-ok
         now = self.broker.clock()
-        if self._alarm_paused:
+        if not self._reading:
             self._last_recv = now  # not reading it on purpose: its silence is ours
         if now - self._last_recv > 2 * interval:
             log.warning(
