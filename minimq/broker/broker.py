@@ -16,6 +16,8 @@ import minimq
 from minimq.broker.access import FULL, AccessControl, User
 from minimq.broker.arguments import parse_expiration
 from minimq.broker.channel import STAT_FIELDS
+from minimq.broker.caches import BoundedCache
+from minimq.broker.exchange_types import TopicExchangeType
 from minimq.broker.message import EXPIRATION_FLAG
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
@@ -50,6 +52,12 @@ def server_properties() -> dict:
 
 
 log = logging.getLogger("minimq.broker")
+
+ROUTE_CACHE_BYTES = 4 * 1024 * 1024
+# What a message costs besides its body (the Message object, its slot in a queue or in a
+# channel's unacked map): an estimate, so that many small messages count too.
+READY_OVERHEAD = 200
+UNACKED_OVERHEAD = 320
 
 
 class Broker:
@@ -111,6 +119,8 @@ class Broker:
         self.timers = Timers()
         # Direct reply-to: token -> the channel consuming from amq.rabbitmq.reply-to.
         self.reply_channels: dict = {}
+        # Publishes' (exchange, routing key) -> deliver route bytes, for every connection.
+        self.route_cache = BoundedCache(ROUTE_CACHE_BYTES)
         # Durability (minimq.store.DurableStore or None). Channels whose publisher confirms
         # wait for the store to sync, and callbacks waiting for a store position.
         self.store = store
@@ -133,6 +143,26 @@ class Broker:
 
     def now(self) -> float:
         return self.clock()
+
+    def held_memory(self) -> dict[str, int]:
+        """Bytes the core holds, by kind: what the memory alarm counts (with the output).
+
+        Messages ready in queues and delivered but unacked (bodies plus an estimate per
+        message), content still being received, and the caches. Costs one pass over queues
+        and channels, so the server calls it a few times a second, not per message.
+        """
+        ready = unacked = receiving = caches = 0
+        for vhost in self.vhosts.values():
+            for q in vhost.queues.values():
+                ready += q.ready_bytes + len(q.ready) * READY_OVERHEAD
+        for session in self.sessions:
+            for ch in session.channels.values():
+                unacked += ch.unacked_bytes + len(ch.unacked) * UNACKED_OVERHEAD
+            conn = session.conn
+            receiving += conn.content_in_progress()
+            caches += conn.cache_bytes
+        caches += self.route_cache.bytes + TopicExchangeType.cache_bytes()
+        return {"ready": ready, "unacked": unacked, "receiving": receiving, "caches": caches}
 
     def tick(self, now: float | None = None) -> int:
         """Run the core's due timers; the driver calls this at each deadline."""

@@ -51,6 +51,7 @@ class Channel:
         self.prefetch = 0  # given to consumers created from now on
         self.global_limit = 0
         self.unacked_total = 0  # consumer deliveries awaiting ack (for the global limit)
+        self.unacked_bytes = 0  # body bytes of `unacked` (and of acks held by a transaction)
         self.flow_active = True
         self.active = session.writable
         self.confirm = False
@@ -100,6 +101,7 @@ class Channel:
         queue = consumer.queue
         if not consumer.no_ack:
             self.unacked[tag] = (msg, queue, consumer)
+            self.unacked_bytes += len(msg.body)
             consumer.unacked += 1
             self.unacked_total += 1
             self.stat_deliver += 1
@@ -141,6 +143,7 @@ class Channel:
                 self._first_delivery(queue, msg)
         if not no_ack:
             self.unacked[tag] = (msg, queue, None)
+            self.unacked_bytes += len(msg.body)
             self.stat_get += 1
             queue.stat_get += 1
         else:
@@ -214,11 +217,14 @@ class Channel:
     def settle(self, taken: list[tuple[int, Unacked]], requeue: bool | None) -> None:
         """Finish deliveries: requeue=None acks, True requeues, False drops."""
         queues: set[Queue] = set()
+        freed = 0
         for _tag, (msg, queue, consumer) in taken:
+            freed += len(msg.body)
             if consumer is not None:
                 consumer.unacked -= 1
                 self.unacked_total -= 1
                 queues.add(consumer.queue)
+        self.unacked_bytes -= freed
         if requeue:
             requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
         else:
@@ -290,6 +296,7 @@ class Channel:
         entries.extend(self.unacked.items())
         self.unacked.clear()
         self.unacked_total = 0
+        self.unacked_bytes = 0
         entries.sort(key=_first)
         requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in entries)
 

@@ -14,6 +14,7 @@ to it only once.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Hashable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -288,10 +289,21 @@ def split_topic_words(key: str) -> list[str]:
     return key.split(".")
 
 
-class _TrieNode:
-    __slots__ = ("children", "star", "hash", "destinations")
+def _pattern_words(key: str) -> list[str]:
+    """A binding key's words with runs of '#' collapsed: '#.#' matches what '#' does."""
+    words: list[str] = []
+    for word in split_topic_words(key):
+        if word == "#" and words and words[-1] == "#":
+            continue
+        words.append(word)
+    return words
 
-    def __init__(self) -> None:
+
+class _TrieNode:
+    __slots__ = ("children", "star", "hash", "destinations", "swallows")
+
+    def __init__(self, swallows: bool = False) -> None:
+        self.swallows = swallows  # a '#' node: it may consume any number of words
         self.children: dict[str, _TrieNode] = {}
         self.star: _TrieNode | None = None
         self.hash: _TrieNode | None = None
@@ -307,67 +319,96 @@ class TopicExchangeType(ExchangeType):
     """Pattern matching on dot-separated words via a trie.
 
     Walking a trie makes routing cost depend on the key's length and on the
-    branches that actually match, not on the number of bindings.  ``#`` is
-    handled by trying every number of words it could swallow; a visited set
-    of (node, position) pairs bounds that to O(nodes x words) even for
-    patterns like ``#.#.#``, and results are memoised per routing key until
-    the bindings change, since publishers tend to reuse a few keys.
+    branches that actually match, not on the number of bindings.  A ``#``
+    node either passes on (zero words) or swallows one more word and stays,
+    and a visited set of (node, position) pairs bounds a publish to
+    O(nodes x words) with O(1) work per pair, even for 127 ``#`` words; runs
+    of ``#`` collapse into one node.  Results are memoised per routing key
+    until the bindings change, since publishers tend to reuse a few keys.
     """
 
     name = "topic"
-    #: Bounded so that publishers cycling through unique keys cannot grow
-    #: memory without limit; the cache is simply reset when it fills up.
-    CACHE_SIZE = 65536
+    #: The memo of every topic exchange together is bounded in bytes, so that
+    #: publishers cycling through unique keys (or many exchanges) cannot grow
+    #: memory without limit: when it would go over, the memos are reset.
+    CACHE_BYTES = 4 * 1024 * 1024
+    _ENTRY_COST = 200  # key object, result tuple, dict slot
+    _all: "weakref.WeakSet[TopicExchangeType]" = weakref.WeakSet()
+    _total = 0
 
     def __init__(self) -> None:
         super().__init__()
         self._root = _TrieNode()
         self._cache: dict[str, tuple] = {}
+        self._cache_bytes = 0
+        TopicExchangeType._all.add(self)
+
+    @classmethod
+    def cache_bytes(cls) -> int:
+        """What the memos of all topic exchanges hold, approximately."""
+        return cls._total
+
+    def _forget(self) -> None:
+        self._cache.clear()
+        TopicExchangeType._total -= self._cache_bytes
+        self._cache_bytes = 0
+
+    def __del__(self) -> None:
+        TopicExchangeType._total -= self._cache_bytes
 
     def route(self, routing_key: str, headers: dict | None = None) -> Iterable:
         cached = self._cache.get(routing_key)
         if cached is not None:
             return cached
         result = self._match(split_topic_words(routing_key))
-        cache = self._cache
-        if len(cache) >= self.CACHE_SIZE:
-            cache.clear()
-        cache[routing_key] = result
+        cost = len(routing_key) + self._ENTRY_COST + 8 * len(result)
+        if TopicExchangeType._total + cost > self.CACHE_BYTES:
+            for kind in list(TopicExchangeType._all):
+                kind._forget()
+        self._cache[routing_key] = result
+        self._cache_bytes += cost
+        TopicExchangeType._total += cost
         return result
 
     def _match(self, words: list[str]) -> tuple:
+        """Destinations whose pattern matches `words`, in at most O(nodes x words) steps.
+
+        A state is (node, position). A '#' node may swallow one more word and stay where it
+        is, so every state has at most four successors; the visited set makes each state
+        count once, whatever the number of '#' in the patterns (no backtracking blow-up).
+        """
         n = len(words)
         found: dict[Hashable, None] = {}
         seen: set[tuple[int, int]] = set()
         stack: list[tuple[_TrieNode, int]] = [(self._root, 0)]
+        pop, push = stack.pop, stack.append
         while stack:
-            node, i = stack.pop()
+            node, i = pop()
             marker = (id(node), i)
             if marker in seen:
                 continue
             seen.add(marker)
+            if node.swallows and i < n:
+                push((node, i + 1))
             if node.hash is not None:
-                # '#' may swallow words i..j-1 for any j in [i, n].
-                h = node.hash
-                for j in range(i, n + 1):
-                    stack.append((h, j))
+                push((node.hash, i))  # '#' matching zero words
             if i == n:
                 if node.destinations:
                     found.update(dict.fromkeys(node.destinations))
                 continue
             child = node.children.get(words[i])
             if child is not None:
-                stack.append((child, i + 1))
+                push((child, i + 1))
             if node.star is not None:
-                stack.append((node.star, i + 1))
+                push((node.star, i + 1))
         return tuple(found)
 
     def _index_add(self, destination, routing_key, arguments, ident) -> None:
         node = self._root
-        for word in split_topic_words(routing_key):
+        for word in _pattern_words(routing_key):
             if word == "#":
                 if node.hash is None:
-                    node.hash = _TrieNode()
+                    node.hash = _TrieNode(swallows=True)
                 node = node.hash
             elif word == "*":
                 if node.star is None:
@@ -379,12 +420,12 @@ class TopicExchangeType(ExchangeType):
                     child = node.children[word] = _TrieNode()
                 node = child
         if _incr(node.destinations, destination):
-            self._cache.clear()
+            self._forget()
 
     def _index_remove(self, destination, routing_key, arguments, ident) -> None:
         path: list[tuple[_TrieNode, str]] = []
         node = self._root
-        for word in split_topic_words(routing_key):
+        for word in _pattern_words(routing_key):
             if word == "#":
                 nxt = node.hash
             elif word == "*":
@@ -397,7 +438,7 @@ class TopicExchangeType(ExchangeType):
             node = nxt
         if not _decr(node.destinations, destination):
             return
-        self._cache.clear()
+        self._forget()
         # Prune now-empty nodes bottom-up so the trie never outgrows its bindings.
         for parent, word in reversed(path):
             if not node.is_empty():

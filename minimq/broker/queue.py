@@ -226,6 +226,7 @@ class Queue:
             self.special = True
         if not self.special:
             self.ready.append(message)
+            self.ready_bytes += len(message.body)
             if self.consumers:
                 self.dispatch()
             return True
@@ -305,7 +306,7 @@ class Queue:
                 messages = keep
                 if not messages:
                     return
-            self.ready_bytes += sum(len(m.body) for m in messages)
+        self.ready_bytes += sum(len(m.body) for m in messages)
         if isinstance(ready, PriorityReady):
             ready.requeue(messages)
         else:
@@ -344,7 +345,9 @@ class Queue:
             else:
                 return
             self._rr = i
-            c.channel.deliver(c, ready.popleft())
+            msg = ready.popleft()
+            self.ready_bytes -= len(msg.body)
+            c.channel.deliver(c, msg)
 
     def _dispatch_special(self) -> None:
         while self.ready and self.consumers:
@@ -403,7 +406,11 @@ class Queue:
         """The next live message: expired heads are dead-lettered on the way."""
         ready = self.ready
         if not self.special:
-            return ready.popleft() if ready else None
+            if not ready:
+                return None
+            msg = ready.popleft()
+            self.ready_bytes -= len(msg.body)
+            return msg
         now = None
         while ready:
             msg = self._pop()

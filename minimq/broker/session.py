@@ -58,8 +58,8 @@ _FRAME = struct.Struct(">BHI")
 _USER_ID_FLAG = 1 << 4
 _SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
-_ROUTE_CACHE_MAX = 65536
 _ACL_CACHE_MAX = 4096
+_ROUTE_ENTRY_COST = 320  # the key tuple, the cached tuple, the route bytes' header, dict slot
 _CONTENT_OVERHEAD = 48  # frame headers and ends around one message's content, roughly
 FEED_SLICE = 2048
 """Events handled per feed() call: one connection's input never holds the loop for long."""
@@ -93,7 +93,9 @@ class Session:
         self.on_wake: Callable[["Session"], None] | None = None
         self.wake_pending = False
         self.published = False  # a basic.publish arrived (the transport resets it per read)
-        self._route_cache: dict[tuple[str, str], tuple[str, str, bytes]] = {}
+        # (exchange, routing key) -> (interned names, basic.deliver's route tail), shared by
+        # every connection and bounded in bytes (the broker's).
+        self._route_cache = broker.route_cache
         # Access control answers already given on this connection: (permission, kind, name)
         # allowed, and exchanges it may publish to without a per-message topic check. The
         # broker clears both whenever users or permissions change.
@@ -135,14 +137,15 @@ class Session:
 
     # ------------------------------------------------------------- driving
 
-    def feed(self, data: bytes = b"") -> bool:
+    def feed(self, data: bytes = b"", deadline: float | None = None) -> bool:
         """Process bytes from the peer; output accumulates in `out`.
 
         Handles at most FEED_SLICE events, and stops early once the connection is not writable
         (`output_high_water` bytes wait in `out`, or the socket's buffer is full: a client that sends basic.get or mandatory publishes but does not read its
         socket must not make replies pile up). True when input is left over: the transport
         stops reading and calls feed() again (without data) when the output has drained or,
-        for a used-up slice, on the next loop iteration.
+        for a used-up slice, on the next loop iteration. With a `deadline` (broker clock time)
+        the slice also ends once it has passed, checked every 32 events.
         """
         conn = self.conn
         if data:
@@ -156,6 +159,8 @@ class Session:
                 more = conn.has_pending()
                 break
             budget -= 1
+            if deadline is not None and not budget & 31 and self.broker.clock() >= deadline:
+                budget = 0
             ev = conn.next_event()
             if ev is NEED_DATA:
                 break
@@ -412,9 +417,7 @@ class Session:
             eb = ex_name.encode("utf-8", "surrogateescape")
             rb = rk.encode("utf-8", "surrogateescape")
             cached = (ex_name, rk, bytes((len(eb),)) + eb + bytes((len(rb),)) + rb)
-            if len(self._route_cache) >= _ROUTE_CACHE_MAX:
-                self._route_cache.clear()
-            self._route_cache[key] = cached
+            self._route_cache.put(key, cached, 2 * (len(eb) + len(rb)) + _ROUTE_ENTRY_COST)
         if cached[0] not in self.write_ok:
             self._check_publish(cached[0], cached[1])
         ex = vhost.exchanges.get(cached[0])

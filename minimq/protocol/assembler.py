@@ -114,6 +114,10 @@ class ContentAssembler:
         pending.parts.append(payload)
         return None
 
+    def in_progress(self) -> int:
+        """Body bytes received for messages not complete yet (every channel)."""
+        return sum(p.received for p in self._pending.values())
+
     def discard(self, channel: int) -> None:
         """Forget a half-received message (its channel closed)."""
         self._pending.pop(channel, None)

@@ -60,7 +60,8 @@ NEED_DATA = object()
 """Sentinel from next_event: every complete frame has been consumed."""
 
 _PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
-_PUBLISH_CACHE_MAX = 1024
+_PUBLISH_CACHE_MAX = 256
+_PUBLISH_ENTRY_COST = 400  # the decoded method object and its dict slot, besides the key
 
 Authenticator = Callable[[str, str, str], bool]  # (user, password, mechanism)
 """check(user, password, mechanism) -> whether the credentials are valid (and may log in)."""
@@ -140,6 +141,7 @@ class ServerConnection:
         self._pos = 0
         self._assembling = ContentAssembler(ContentReceived, max_message_size)
         self._publish_cache: dict[bytes, spec.BasicPublish] = {}
+        self.cache_bytes = 0  # what _publish_cache holds, approximately
         self._pending_error: AMQPError | None = None
         # Set when the socket must be dropped at once, without a close handshake (RabbitMQ's
         # answer to an unknown method or a bad protocol header). Otherwise, once CLOSED, the
@@ -196,6 +198,14 @@ class ServerConnection:
             self._frames.extend(frames)
         else:
             self._frames = frames
+
+    def receiving_content(self) -> bool:
+        """Whether some channel is in the middle of a message (method, header, body...)."""
+        return bool(self._assembling)
+
+    def content_in_progress(self) -> int:
+        """Body bytes received for messages not complete yet (all channels)."""
+        return self._assembling.in_progress()
 
     def has_pending(self) -> bool:
         """Whether received frames (or a framing error) still wait for next_event."""
@@ -336,7 +346,9 @@ class ServerConnection:
                         method = self._decode(payload)
                         if len(self._publish_cache) >= _PUBLISH_CACHE_MAX:
                             self._publish_cache.clear()
+                            self.cache_bytes = 0
                         self._publish_cache[payload] = method
+                        self.cache_bytes += len(payload) + _PUBLISH_ENTRY_COST
                     self._assembling.start(channel, method)
                     return None
                 method = self._decode(payload)

@@ -52,10 +52,15 @@ class Server:
         self.tls_port: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
-        # Memory alarm: above `memory_limit` bytes of RSS (with messages waiting in queues),
-        # publishing connections are blocked, as RabbitMQ's vm_memory_high_watermark does.
+        # Memory alarm: above `memory_limit` bytes held (messages ready and unacked, content
+        # being received, output waiting, caches: see held_memory), or of RSS while messages
+        # wait in queues, publishing connections are blocked, as RabbitMQ's
+        # vm_memory_high_watermark does. Checked every `memory_check_interval` seconds and
+        # whenever `input_check` bytes have arrived since the last check.
         self.memory_limit = memory_limit
         self.memory_check_interval = memory_check_interval
+        self.input_bytes = 0
+        self.input_check = max(1 << 20, (memory_limit or 0) // 32)
         self._memory_timer: asyncio.TimerHandle | None = None
         # Disk alarm: below `disk_free_limit` free bytes on the data dir's filesystem (an int,
         # or a float fraction of its size), as RabbitMQ's disk_free_limit. Only with a store.
@@ -100,6 +105,8 @@ class Server:
         proto = self.protocol_class(self.broker, self.connections)
         proto.limits = self.limits
         proto.handshaking = self.handshaking
+        if self.memory_limit:
+            proto.memory_watch = self
         proto.alarm = self.alarm
         return proto
 
@@ -113,7 +120,7 @@ class Server:
             self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minimq-fsync")
             if self.broker.store.pending:
                 self._store_dirty()
-        if self.memory_limit and rss_bytes() is not None:
+        if self.memory_limit:
             self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
         server = await loop.create_server(self._factory, self.host, self.requested_port, backlog=1024)
         self._servers.append(server)
@@ -166,28 +173,42 @@ class Server:
             log.exception("error in a broker timer")
         self._arm_next()
 
-    def _check_memory(self) -> None:
-        """Raise or clear the memory alarm.
+    def held_memory(self) -> dict[str, int]:
+        """Bytes held, by kind: the core's (ready, unacked, receiving, caches) and output."""
+        held = self.broker.held_memory()
+        held["output"] = sum(conn.pending_output() for conn in self.connections)
+        return held
 
-        RSS does not shrink reliably once Python has freed memory, so the alarm also clears
-        when no message waits in any queue: then the memory is not messages, and blocking
-        publishers would only stall the system.
-        """
+    def _check_memory(self) -> None:
         loop = asyncio.get_running_loop()
         self._memory_timer = loop.call_later(self.memory_check_interval, self._check_memory)
-        rss = rss_bytes()
+        self.check_memory_now()
+
+    def check_memory_now(self) -> None:
+        """Raise or clear the memory alarm.
+
+        The count of what the broker holds decides, whatever kind of memory grows. RSS is a
+        backstop for what the count misses; it does not shrink reliably once Python has freed
+        memory, so it only holds the alarm while messages wait in queues.
+        """
+        self.input_bytes = 0
         limit = self.memory_limit
-        if rss is None or not limit:
+        if not limit:
             return
-        waiting = any(q.ready for vhost in self.broker.vhosts.values() for q in vhost.queues.values())
+        held = self.held_memory()
+        total = sum(held.values())
+        rss = rss_bytes()
+        waiting = held["ready"] > 0
         on = "memory" in self.alarms
-        if not on and rss > limit and waiting:
+        if not on and (total > limit or (rss is not None and rss > limit and waiting)):
             log.warning(
-                "memory alarm: %d MB used, limit %d MB: publishers blocked", rss >> 20, limit >> 20
+                "memory alarm: %d MB held (%s), %s MB resident, limit %d MB: publishers blocked",
+                total >> 20, ", ".join(f"{k} {v >> 20} MB" for k, v in held.items()),
+                "?" if rss is None else rss >> 20, limit >> 20,
             )
             self.set_alarm("memory", True)
-        elif on and (rss < limit * 0.9 or not waiting):
-            log.info("memory alarm cleared: %d MB used", rss >> 20)
+        elif on and total < limit * 0.9 and not (rss is not None and rss >= limit * 0.9 and waiting):
+            log.info("memory alarm cleared: %d MB held", total >> 20)
             self.set_alarm("memory", False)
 
     def _disk_limit_text(self) -> str:

@@ -25,3 +25,5 @@ class ServerLimits:
     """Bytes waiting to be written to one connection above which it gets no more."""
     output_low_water: int = 256 * 1024
     """...and below which it is served again."""
+    input_slice: float = 0.01
+    """Seconds of work on one connection's input before the others get their turn."""

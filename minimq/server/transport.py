@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from minimq.broker.teardown import guarded
 from minimq.codec import spec
@@ -37,6 +37,8 @@ class AMQPServerProtocol(asyncio.Protocol):
     limits: ServerLimits = ServerLimits()
     # Connections still in the handshake, oldest first (shared by the Server's connections).
     handshaking: "dict[AMQPServerProtocol, None] | None" = None
+    # The Server, when it has a memory limit: told how much input arrived (check_memory_now).
+    memory_watch: Any = None
 
     def __init__(self, broker: "Broker", connections: set) -> None:
         self.broker = broker
@@ -111,6 +113,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         if session is None:
             return
         self._last_recv = self.broker.clock()
+        watch = self.memory_watch
+        if watch is not None:
+            watch.input_bytes += len(data)
+            if watch.input_bytes >= watch.input_check:
+                watch.check_memory_now()
         self._feed(session, data)
         if not self._heartbeat_started and session.conn.state is ConnState.OPEN:
             self._opened()
@@ -119,7 +126,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         session.wake_pending = True  # we flush below; no need to schedule one
         session.published = False
         try:
-            more = session.feed(data)
+            more = session.feed(data, self.broker.clock() + self.limits.input_slice)
         except Exception as exc:  # a bug must cost one connection, never the broker
             log.exception("internal error on connection %s", self.peer)
             # Unconfirmed publishes are nacked before the 541 connection.close.
@@ -199,8 +206,9 @@ class AMQPServerProtocol(asyncio.Protocol):
             if caps.get("connection.blocked"):
                 self._alarm_notified = True
                 session.conn.send_method(0, spec.ConnectionBlocked(self.alarm or ""))
-        # As RabbitMQ: only a connection that publishes is blocked; consumers keep going.
-        if session.published and not self._alarm_paused:
+        # As RabbitMQ: only a connection that publishes (or is sending a message's content)
+        # is blocked; consumers keep going.
+        if (session.published or session.conn.receiving_content()) and not self._alarm_paused:
             self._alarm_paused = True
             self._update_reading()
 
@@ -233,6 +241,14 @@ class AMQPServerProtocol(asyncio.Protocol):
                 self._continue_soon()
 
     # ----------------------------------------------------------------- output
+
+    def pending_output(self) -> int:
+        """Bytes waiting to go to this peer: in the session's `out` and the socket buffer."""
+        session, transport = self.session, self.transport
+        pending = session.out_bytes if session is not None else 0
+        if transport is not None and not transport.is_closing():
+            pending += transport.get_write_buffer_size()
+        return pending
 
     def _on_wake(self, session: "Session") -> None:
         self.loop.call_soon(self.flush)

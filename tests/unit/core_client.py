@@ -160,9 +160,16 @@ class CoreClient:
     # ---------------------------------------------------------------- raw I/O
 
     def feed(self, data: bytes) -> None:
-        """Hand bytes to the broker session and collect what it answered."""
-        self.session.feed(data)
+        """Hand bytes to the broker session and collect what it answered.
+
+        As the transport does: the session handles input in slices and stops while its
+        output is full, so collect and feed again until it has handled everything.
+        """
+        more = self.session.feed(data)
         self.collect()
+        while more:
+            more = self.session.feed()
+            self.collect()
 
     def collect(self) -> None:
         """Parse everything waiting in the session's output into the inbox."""
@@ -171,6 +178,7 @@ class CoreClient:
             return
         data = b"".join(bytes(x) for x in out)
         out.clear()
+        self.session.output_taken()
         self.session.wake_pending = False
         for ftype, channel, payload in self.parser.feed(data):
             self._frame(ftype, channel, payload)

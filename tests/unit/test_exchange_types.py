@@ -335,13 +335,35 @@ def test_topic_result_cache_invalidated_on_changes():
     assert routed(x, "a.b") == set()
 
 
-def test_topic_cache_is_bounded():
-    x = TopicExchangeType()
+def test_topic_cache_is_bounded_in_bytes_across_exchanges():
+    x, y = TopicExchangeType(), TopicExchangeType()
     q = Dest("q")
     x.add_binding(q, "#", {})
-    for i in range(x.CACHE_SIZE * 3):
-        assert routed(x, f"k.{i}") == {q}
-    assert len(x._cache) <= x.CACHE_SIZE
+    y.add_binding(q, "#", {})
+    for i in range(60000):
+        key = f"k.{i}." + "w" * 200
+        assert routed(x, key) == {q}
+        assert routed(y, key) == {q}
+        assert TopicExchangeType.cache_bytes() <= TopicExchangeType.CACHE_BYTES
+    assert TopicExchangeType.cache_bytes() > 0
+
+
+def test_topic_matching_many_hashes_is_polynomial():
+    x = TopicExchangeType()
+    q1, q2 = Dest("q1"), Dest("q2")
+    x.add_binding(q1, ".".join(["#"] * 127), {})
+    x.add_binding(q2, ".".join(["#", "a"] * 63 + ["#"]), {})
+    assert routed(x, ".".join(["a"] * 120)) == {q1, q2}
+    assert routed(x, ".".join(["a"] * 62)) == {q1}
+    assert routed(x, ".".join(["a"] * 63)) == {q1, q2}
+    assert routed(x, ".".join(["b"] * 120)) == {q1}
+    assert routed(x, "") == {q1}
+    # Runs of '#' share one trie node: 127 of them cost what one does.
+    y = TopicExchangeType()
+    y.add_binding(q1, ".".join(["#"] * 127), {})
+    assert y.node_count() == 2
+    y.remove_binding(q1, ".".join(["#"] * 127), {})
+    assert y.node_count() == 1
 
 
 def test_topic_trie_is_pruned_on_removal():
