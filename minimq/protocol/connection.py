@@ -182,7 +182,10 @@ class ServerConnection:
         except CodecError as exc:
             if self.state is ConnState.AWAIT_START_OK or self.state is ConnState.AWAIT_TUNE_OK:
                 # Before tune-ok RabbitMQ does not trust the peer with a reply: it drops the
-                # socket without a connection.close.
+                # socket without a connection.close. (The traceback would keep the bytes
+                # just read alive as long as this connection object.)
+                exc.__traceback__ = None
+                exc.frames = []
                 self.close_error = exc
                 self.state = ConnState.CLOSED
                 self._frames = []

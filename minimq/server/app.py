@@ -188,8 +188,10 @@ class Server:
         """Raise or clear the memory alarm.
 
         The count of what the broker holds decides, whatever kind of memory grows. RSS is a
-        backstop for what the count misses; it does not shrink reliably once Python has freed
-        memory, so it only holds the alarm while messages wait in queues.
+        backstop for what the count misses: above the limit it raises the alarm once the
+        messages held (ready and unacked) are at least half of it. Alone it could not: Python
+        rarely gives freed memory back, so RSS would keep publishers blocked long after the
+        queues drained.
         """
         self.input_bytes = 0
         limit = self.memory_limit
@@ -197,17 +199,20 @@ class Server:
             return
         held = self.held_memory()
         total = sum(held.values())
-        rss = rss_bytes()
-        waiting = held["ready"] > 0
+        messages = held["ready"] + held["unacked"]
         on = "memory" in self.alarms
-        if not on and (total > limit or (rss is not None and rss > limit and waiting)):
-            log.warning(
-                "memory alarm: %d MB held (%s), %s MB resident, limit %d MB: publishers blocked",
-                total >> 20, ", ".join(f"{k} {v >> 20} MB" for k, v in held.items()),
-                "?" if rss is None else rss >> 20, limit >> 20,
-            )
-            self.set_alarm("memory", True)
-        elif on and total < limit * 0.9 and not (rss is not None and rss >= limit * 0.9 and waiting):
+        if not on:
+            over = total > limit
+            if not over and messages > limit // 2:
+                rss = rss_bytes()
+                over = rss is not None and rss > limit
+            if over:
+                log.warning(
+                    "memory alarm: %d MB held (%s), limit %d MB: publishers blocked",
+                    total >> 20, ", ".join(f"{k} {v >> 20} MB" for k, v in held.items()), limit >> 20,
+                )
+                self.set_alarm("memory", True)
+        elif total < limit * 0.9 and not (messages > limit // 2 and (rss_bytes() or 0) >= limit * 0.9):
             log.info("memory alarm cleared: %d MB held", total >> 20)
             self.set_alarm("memory", False)
 

@@ -136,3 +136,45 @@ def is_closed(sock: socket.socket, timeout: float) -> bool:
 
 
 __all__ = ["MB", "PeakRSS", "Bystander", "broker_with", "is_closed", "rss", "Closed", "RawAMQP"]
+
+
+def connect_blockable(host: str, port: int) -> RawAMQP:
+    """A raw client that announces the connection.blocked capability (so it is told)."""
+    from integration.rawamqp import CLIENT_PROPERTIES
+
+    c = RawAMQP.open_socket(host, port)
+    c.send_header()
+    props = dict(CLIENT_PROPERTIES)
+    props["capabilities"] = dict(props["capabilities"], **{"connection.blocked": True})
+    c.send_method(0, spec.ConnectionStartOk(props, "PLAIN", b"\x00guest\x00guest", "en_US"))
+    tune = c.expect(spec.ConnectionTune)
+    c.tune_ok(tune.channel_max, tune.frame_max, 0)
+    c.send_method(0, spec.ConnectionOpen("/"))
+    c.expect(spec.ConnectionOpenOk)
+    return c
+
+
+def sender_thread(sock: socket.socket, chunks, stall: float = 2.0) -> threading.Thread:
+    """Send each of `chunks` in turn from a thread; it stops once a send blocks `stall` s
+    (the broker stopped reading) or the socket is closed. `thread.sent` counts bytes sent."""
+
+    # Its own socket object (same connection): the test's reads set their own timeouts.
+    out = sock.dup()
+
+    def run() -> None:
+        out.settimeout(stall)
+        try:
+            for chunk in chunks:
+                out.sendall(chunk)
+                t.sent += len(chunk)
+        except OSError:
+            pass
+        finally:
+            out.close()
+        t.done = True
+
+    t = threading.Thread(target=run, daemon=True)
+    t.sent = 0  # type: ignore[attr-defined]
+    t.done = False  # type: ignore[attr-defined]
+    t.start()
+    return t

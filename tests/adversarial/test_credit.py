@@ -55,15 +55,19 @@ def idle_while(bystander: Bystander, round_trips: int = 80) -> None:
 def flood_from_thread(sock: socket.socket, chunk: bytes, limit: int) -> threading.Thread:
     """Send `chunk` repeatedly (up to `limit` bytes) until the broker stops reading."""
 
+    out = sock.dup()  # its own timeout: the test's reads set theirs on `sock`
+
     def run() -> None:
-        sock.settimeout(2.0)
+        out.settimeout(2.0)
         sent = 0
         try:
             while sent < limit:
-                sock.sendall(chunk)
+                out.sendall(chunk)
                 sent += len(chunk)
         except OSError:
             pass  # blocked for 2 s (the broker stopped reading) or closed by the test
+        finally:
+            out.close()
 
     t = threading.Thread(target=run, daemon=True)
     t.start()

@@ -1,7 +1,8 @@
 """Flow control: above the memory high watermark publishers are blocked, as in RabbitMQ.
 
-A watermark of 1000 bytes is always exceeded, so the alarm rises as soon as a message waits
-in a queue (checked once a second) and clears once no message waits.
+A 1 MB watermark, below what the process itself takes: a 600 KB message waiting in a queue
+(more than half the watermark, with resident memory above it) raises the alarm; taking it out
+clears it.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def pump(conn: pika.BlockingConnection, until, timeout: float = 10.0) -> bool:
 
 
 def test_publishers_blocked_above_the_watermark_and_released_when_drained():
-    broker = start_broker("--memory-high-watermark", "1000")
+    broker = start_broker("--memory-high-watermark", str(1 << 20))
     try:
         events: list[str] = []
         params = pika.URLParameters(broker.url)
@@ -38,13 +39,13 @@ def test_publishers_blocked_above_the_watermark_and_released_when_drained():
         publisher.add_on_connection_unblocked_callback(lambda c, m: events.append("unblocked"))
         ch = publisher.channel()
         ch.queue_declare("alarm-q")
-        ch.basic_publish("", "alarm-q", b"first")
+        ch.basic_publish("", "alarm-q", b"first" * (120 * 1024))
         assert pump(publisher, lambda: "blocked" in events), "no connection.blocked"
         # A consumer-only connection keeps working while publishers are blocked.
         consumer = pika.BlockingConnection(params)
         cch = consumer.channel()
         method, _props, body = cch.basic_get("alarm-q", auto_ack=True)
-        assert body == b"first"
+        assert body == b"first" * (120 * 1024)
         assert pump(publisher, lambda: "unblocked" in events), "no connection.unblocked"
         ch.basic_publish("", "alarm-q", b"second")
         publisher.process_data_events(time_limit=0.1)
