@@ -183,8 +183,14 @@ class Channel:
             self.kick()
 
     def kick(self) -> None:
-        """Let the queues this channel consumes from deliver again."""
-        for q in {c.queue for c in self.consumers.values() if c.queue is not None}:
+        """Let the queues this channel consumes from deliver again (to its consumers too)."""
+        queues: set[Queue] = set()
+        for c in self.consumers.values():
+            q = c.queue
+            if q is not None:
+                q.unpark(c)
+                queues.add(q)
+        for q in queues:
             q.dispatch()
 
     # ---------------------------------------------------------------- acks
@@ -216,15 +222,20 @@ class Channel:
 
     def settle(self, taken: list[tuple[int, Unacked]], requeue: bool | None) -> None:
         """Finish deliveries: requeue=None acks, True requeues, False drops."""
-        queues: set[Queue] = set()
+        freed_consumers: dict[Consumer, None] = {}
         freed = 0
         for _tag, (msg, queue, consumer) in taken:
             freed += len(msg.body)
             if consumer is not None:
                 consumer.unacked -= 1
                 self.unacked_total -= 1
-                queues.add(consumer.queue)
+                freed_consumers[consumer] = None
         self.unacked_bytes -= freed
+        queues: set[Queue] = set()
+        for consumer in freed_consumers:
+            q = consumer.queue
+            q.unpark(consumer)
+            queues.add(q)
         if requeue:
             requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in taken)
         else:
@@ -239,7 +250,10 @@ class Channel:
                     queue.vhost.dead_letter(queue, msg, "rejected")
         if queues and self.global_limit:
             # The channel-wide limit came free: any of its consumers may take more.
-            queues.update(c.queue for c in self.consumers.values() if c.queue is not None)
+            for c in self.consumers.values():
+                if c.queue is not None:
+                    c.queue.unpark(c)
+                    queues.add(c.queue)
         # Capacity came free: let the queues deliver again.
         for q in queues:
             if q.consumers:

@@ -102,6 +102,56 @@ def insert_by_position(ready: deque, messages: list[Message]) -> None:
         ready.insert(i, m)
 
 
+class ConsumerList:
+    """A queue's consumers in order: O(1) append and removal, list-like reading.
+
+    A dict keeps the order; removing one of 400k consumers (a connection going away) costs
+    what removing one of ten does. Indexing and slicing copy, so they are for the cold paths.
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[Consumer, None] = {}
+
+    def append(self, c: Consumer) -> None:
+        self._d[c] = None
+
+    def remove(self, c: Consumer) -> None:
+        del self._d[c]  # KeyError, as list.remove's ValueError, when absent
+
+    def insert(self, index: int, c: Consumer) -> None:
+        items = list(self._d)
+        items.insert(index, c)
+        self._d = dict.fromkeys(items)
+
+    def first(self) -> Consumer | None:
+        return next(iter(self._d), None)
+
+    def __contains__(self, c: object) -> bool:
+        return c in self._d
+
+    def __iter__(self) -> Iterator[Consumer]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __bool__(self) -> bool:
+        return bool(self._d)
+
+    def __getitem__(self, index):
+        if index == 0 and self._d:
+            return next(iter(self._d))
+        return list(self._d)[index]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self._d) == (list(other) if isinstance(other, ConsumerList) else other)
+
+    def __repr__(self) -> str:
+        return repr(list(self._d))
+
+
 class PriorityReady:
     """Ready messages of a priority queue: one FIFO per level, highest level first.
 
@@ -182,7 +232,13 @@ class Queue:
             PriorityReady(self.args.max_priority) if self.args.max_priority is not None else deque()
         )
         self.ready_bytes = 0
-        self.consumers: list[Consumer] = []
+        self.consumers = ConsumerList()
+        # Consumers that may take a message, in round-robin order (the next one first). One
+        # found unable to take is parked (dropped from here) and comes back through
+        # `unpark` when its ack, its channel's flow or its socket frees it: a publish never
+        # walks past consumers that cannot take it.
+        self._turns: dict[Consumer, None] = {}
+        self._prioritized_count = 0
         self.exclusive_consumer: Consumer | None = None
         self.prioritized = False  # some consumer has a non-zero x-priority
         self.bound_from: set = set()  # exchanges with a binding to this queue
@@ -329,25 +385,21 @@ class Queue:
             self._dispatch_special()
             return
         ready = self.ready
-        consumers = self.consumers
-        while ready:
-            n = len(consumers)
-            if not n:
-                return
-            i = self._rr
-            for _ in range(n):
-                if i >= n:
-                    i = 0
-                c = consumers[i]
-                i += 1
-                if c.can_take():
-                    break
-            else:
-                return
-            self._rr = i
+        turns = self._turns
+        while ready and turns:
+            c = next(iter(turns))
+            del turns[c]
+            if not c.can_take():
+                continue  # parked until unpark()
+            turns[c] = None  # to the back of the line
             msg = ready.popleft()
             self.ready_bytes -= len(msg.body)
             c.channel.deliver(c, msg)
+
+    def unpark(self, consumer: Consumer) -> None:
+        """`consumer` may be able to take messages again: give it turns (cheap if it has)."""
+        if consumer not in self._turns and consumer in self.consumers:
+            self._turns[consumer] = None
 
     def _dispatch_special(self) -> None:
         while self.ready and self.consumers:
@@ -365,20 +417,19 @@ class Queue:
         if not consumers:
             return None
         if self.args.single_active:
-            c = consumers[0]
-            return c if c.can_take() else None
-        n = len(consumers)
+            c = consumers.first()
+            return c if c is not None and c.can_take() else None
         if not self.prioritized:
-            i = self._rr
-            for _ in range(n):
-                if i >= n:
-                    i = 0
-                c = consumers[i]
-                i += 1
+            turns = self._turns
+            while turns:
+                c = next(iter(turns))
+                del turns[c]
                 if c.can_take():
-                    self._rr = i
+                    turns[c] = None
                     return c
             return None
+        consumers = list(consumers)
+        n = len(consumers)
         # Consumers are kept sorted by priority, highest first: take the highest group with
         # capacity, round-robin within it.
         start = 0
@@ -471,14 +522,17 @@ class Queue:
     def add_consumer(self, consumer: Consumer) -> None:
         if consumer.priority:
             self.prioritized = True
+            self._prioritized_count += 1
         if self.prioritized:
             # Stable insert: after every consumer of the same or higher priority.
-            i = len(self.consumers)
-            while i > 0 and self.consumers[i - 1].priority < consumer.priority:
+            consumers = list(self.consumers)
+            i = len(consumers)
+            while i > 0 and consumers[i - 1].priority < consumer.priority:
                 i -= 1
             self.consumers.insert(i, consumer)
         else:
             self.consumers.append(consumer)
+        self._turns[consumer] = None
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.dispatch()
@@ -486,12 +540,15 @@ class Queue:
     def remove_consumer(self, consumer: Consumer) -> None:
         try:
             self.consumers.remove(consumer)
-        except ValueError:
+        except KeyError:
             return
+        self._turns.pop(consumer, None)
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
-        if self.prioritized and not any(c.priority for c in self.consumers):
-            self.prioritized = False
+        if consumer.priority:
+            self._prioritized_count -= 1
+            if not self._prioritized_count:
+                self.prioritized = False
         if self.args.expires is not None and not self.consumers:
             self.last_used = self._now()
         if self.args.single_active and self.consumers:

@@ -145,7 +145,7 @@ class Session:
         socket must not make replies pile up). True when input is left over: the transport
         stops reading and calls feed() again (without data) when the output has drained or,
         for a used-up slice, on the next loop iteration. With a `deadline` (broker clock time)
-        the slice also ends once it has passed, checked every 32 events.
+        the slice also ends once it has passed, checked every 4 events.
         """
         conn = self.conn
         if data:
@@ -159,7 +159,7 @@ class Session:
                 more = conn.has_pending()
                 break
             budget -= 1
-            if deadline is not None and not budget & 31 and self.broker.clock() >= deadline:
+            if deadline is not None and not budget & 3 and self.broker.clock() >= deadline:
                 budget = 0
             ev = conn.next_event()
             if ev is NEED_DATA:

@@ -178,3 +178,22 @@ def sender_thread(sock: socket.socket, chunks, stall: float = 2.0) -> threading.
     t.done = False  # type: ignore[attr-defined]
     t.start()
     return t
+
+
+def discard_thread(sock: socket.socket) -> threading.Thread:
+    """Read and throw away everything the broker sends on `sock` until it closes."""
+    inp = sock.dup()
+
+    def run() -> None:
+        inp.settimeout(None)
+        try:
+            while inp.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+        finally:
+            inp.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
