@@ -202,10 +202,6 @@ class ServerConnection:
         else:
             self._frames = frames
 
-    def receiving_content(self) -> bool:
-        """Whether some channel is in the middle of a message (method, header, body...)."""
-        return bool(self._assembling)
-
     def content_in_progress(self) -> int:
         """Body bytes received for messages not complete yet (all channels)."""
         return self._assembling.in_progress()

@@ -206,9 +206,9 @@ class AMQPServerProtocol(asyncio.Protocol):
             if caps.get("connection.blocked"):
                 self._alarm_notified = True
                 session.conn.send_method(0, spec.ConnectionBlocked(self.alarm or ""))
-        # As RabbitMQ: only a connection that publishes (or is sending a message's content)
-        # is blocked; consumers keep going.
-        if (session.published or session.conn.receiving_content()) and not self._alarm_paused:
+        # As RabbitMQ: only a connection that publishes (or is part-way through a message's
+        # body) is blocked; consumers keep going.
+        if (session.published or session.conn.content_in_progress()) and not self._alarm_paused:
             self._alarm_paused = True
             self._update_reading()
 
