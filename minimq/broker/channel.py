@@ -320,6 +320,7 @@ class Channel:
         queue = consumer.queue
         if queue is None:
             return
+        queue.withdraw(consumer)
         if consumer in queue.consumers:
             queue.consumers.remove(consumer)
         if queue.exclusive_consumer is consumer:

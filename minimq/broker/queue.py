@@ -537,12 +537,16 @@ class Queue:
             self.exclusive_consumer = consumer
         self.dispatch()
 
+    def withdraw(self, consumer: Consumer) -> None:
+        """Give `consumer` no more turns (it is going away)."""
+        self._turns.pop(consumer, None)
+
     def remove_consumer(self, consumer: Consumer) -> None:
+        self._turns.pop(consumer, None)
         try:
             self.consumers.remove(consumer)
         except KeyError:
             return
-        self._turns.pop(consumer, None)
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
         if consumer.priority:
