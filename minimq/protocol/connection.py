@@ -188,6 +188,7 @@ class ServerConnection:
                 exc.frames = []
                 self.close_error = exc
                 self.state = ConnState.CLOSED
+                self.hangup = True
                 self._frames = []
                 self._pos = 0
                 return
