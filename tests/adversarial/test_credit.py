@@ -13,7 +13,7 @@ from minimq.codec import spec
 from minimq.codec.frames import encode_method_frame
 
 from integration.rawamqp import content_frames
-from .support import MB, Bystander, PeakRSS, RawAMQP, broker_with
+from .support import MB, Bystander, PeakRSS, RawAMQP, broker_with, sender_thread
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("MINIMQ_TEST_URL")) or not os.path.exists("/proc/self/statm"),
@@ -54,24 +54,7 @@ def idle_while(bystander: Bystander, round_trips: int = 80) -> None:
 
 def flood_from_thread(sock: socket.socket, chunk: bytes, limit: int) -> threading.Thread:
     """Send `chunk` repeatedly (up to `limit` bytes) until the broker stops reading."""
-
-    out = sock.dup()  # its own timeout: the test's reads set theirs on `sock`
-
-    def run() -> None:
-        out.settimeout(2.0)
-        sent = 0
-        try:
-            while sent < limit:
-                out.sendall(chunk)
-                sent += len(chunk)
-        except OSError:
-            pass  # blocked for 2 s (the broker stopped reading) or closed by the test
-        finally:
-            out.close()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+    return sender_thread(sock, (chunk for _ in range(max(1, limit // len(chunk)))))
 
 
 def test_no_ack_consumer_that_does_not_read_moves_only_what_its_socket_takes():
