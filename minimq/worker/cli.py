@@ -7,6 +7,7 @@ import sys
 
 from .app import App, load_app
 from .process import setup_logging
+from .status import default_status_file, main as status_main
 from .supervisor import Supervisor, SupervisorConfig
 
 __all__ = ["main", "build_parser"]
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minimq worker",
         description="Run the consumers and periodic jobs of a minimq.worker.App in supervised "
                     "worker processes.",
+        epilog="`minimq worker status [NAME]` shows what running runners are doing.",
     )
     p.add_argument("app", help="the App to run, as package.module:attribute (attribute "
                                "defaults to 'app')")
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds (default 60)")
     p.add_argument("--restart-backoff", type=float, default=0.5,
                    help="first restart delay, doubling per consecutive crash (default 0.5)")
+    p.add_argument("--status-file", metavar="PATH",
+                   help="keep the runner's status here for `minimq worker status` (default: "
+                        "<status dir>/<app name>.<pid>.json; 'none' to keep none)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"])
     p.add_argument("--list", action="store_true",
@@ -91,6 +96,9 @@ def describe(app: App) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # `minimq worker status [NAME]`
+        return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "supervisor")
     try:
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         max_restarts=args.max_restarts,
         restart_window=args.restart_window,
         restart_backoff=args.restart_backoff,
+        status_file=None if args.status_file == "none"
+        else args.status_file or default_status_file(app.name),
     )
     code = Supervisor(app, config).run()
     logging.shutdown()

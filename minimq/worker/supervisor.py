@@ -41,6 +41,7 @@ from typing import Any
 import minimq.client
 
 from .app import App
+from .status import safe_url, write_status
 from .process import COUNTERS, EXIT_CONNECT, WorkerSpec, declare_consumer_topology, worker_main
 
 __all__ = ["Supervisor", "SupervisorConfig"]
@@ -50,6 +51,10 @@ log = logging.getLogger("minimq.worker.supervisor")
 SCHEDULER = "scheduler"
 #: Messages whose crashes are remembered per consumer; the oldest are forgotten beyond it.
 MAX_CRASH_RECORDS = 10_000
+#: The status file is rewritten at most this often (seconds) while things change, and at
+#: least this often otherwise (so its ages stay fresh and a reader can tell it is alive).
+STATUS_MIN_GAP = 0.25
+STATUS_REFRESH = 2.0
 
 
 @dataclass
@@ -70,6 +75,8 @@ class SupervisorConfig:
     restart_window: float = 60.0
     ready_timeout: float = 30.0
     declare: bool = True
+    #: Where `status` is kept for ``minimq worker status`` (None: nowhere).
+    status_file: str | None = None
 
 
 def describe_exit(code: int | None) -> str:
@@ -169,6 +176,9 @@ class Supervisor:
         os.set_blocking(self._signal_r, False)
         os.set_blocking(self._signal_w, False)
         self._next_status = time.monotonic() + config.status_interval
+        self._status_dirty = True
+        self._status_written = 0.0
+        self.started = time.time()
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -222,6 +232,11 @@ class Supervisor:
             os.close(self._signal_r)
             os.close(self._signal_w)
         self._log_status(final=True)
+        if self.config.status_file:
+            try:
+                os.unlink(self.config.status_file)
+            except OSError:
+                pass
         log.info("stopped (exit code %d)", self.exit_code)
         return self.exit_code
 
@@ -232,6 +247,9 @@ class Supervisor:
         deadlines += [w.stop_deadline for w in self.workers if w.stop_deadline is not None]
         if self.reload_new is not None:
             deadlines.append(self.reload_started + self.config.ready_timeout)
+        if self.config.status_file:
+            deadlines.append(self._status_written + (STATUS_MIN_GAP if self._status_dirty
+                                                     else STATUS_REFRESH))
         timeout = max(0.0, min(deadlines, default=now + 1.0) - now)
         waitables: list[Any] = [self._signal_r]
         for w in self.workers:
@@ -267,6 +285,7 @@ class Supervisor:
         if self.config.status_interval > 0 and now >= self._next_status:
             self._next_status = now + self.config.status_interval
             self._log_status()
+        self._write_status(now)
 
     def _start(self, slot: Slot, *, replace: bool = True) -> Worker:
         spec = WorkerSpec(self.config.app_ref, slot.kind, slot.name, slot.index, self.config.url,
@@ -278,6 +297,7 @@ class Supervisor:
         child_end.close()  # the child's copy is the only one: its EOF tells us it is gone
         worker = Worker(slot, process, parent_end, time.monotonic())
         self.workers.append(worker)
+        self._status_dirty = True
         slot.starts += 1
         if replace:
             slot.current = worker
@@ -286,6 +306,7 @@ class Supervisor:
         return worker
 
     def _read_pipe(self, w: Worker) -> None:
+        self._status_dirty = True
         try:
             while w.pipe.poll():
                 message = w.pipe.recv()
@@ -364,6 +385,7 @@ class Supervisor:
             pass
 
     def _on_exit(self, w: Worker) -> None:
+        self._status_dirty = True
         self.workers.remove(w)
         w.pipe.close()
         slot = w.slot
@@ -525,3 +547,65 @@ class Supervisor:
                 state = " state=crash-loop (not restarted)" if name in self.given_up else ""
                 log.info("status %s: workers=%d/%d %s%s", name, alive.get(name, 0),
                          expected.get(name, 0), text, state)
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``minimq worker status`` shows: per consumer (and the scheduler) its
+        state, processes with the messages they are handling, counters and poison count."""
+        now, mono = time.time(), time.monotonic()
+        consumers: dict[str, dict[str, Any]] = {}
+        for slot in self.slots:
+            entry = consumers.get(slot.name)
+            if entry is None:
+                spec = self.app.consumers.get(slot.name)
+                records = self.crashes.get(slot.name, {})
+                fields = COUNTERS if slot.kind != SCHEDULER else ("fired", "failed")
+                counts = self.counts.get(slot.name, {})
+                entry = consumers[slot.name] = {
+                    "kind": slot.kind,
+                    "queue": spec.describe_queue if spec else "periodic jobs",
+                    "state": "crash-loop" if slot.name in self.given_up
+                    else "stopping" if self.shutting_down else "running",
+                    "expected": 0, "running": 0, "processes": [], "restart_in": None,
+                    "counts": {k: counts.get(k, 0) for k in fields},
+                    "poison": sum(1 for r in records.values()
+                                  if spec and r.count >= spec.max_crashes),
+                }
+            entry["expected"] += 1
+            if slot.restart_at is not None:
+                wait = max(0.0, slot.restart_at - mono)
+                entry["restart_in"] = wait if entry["restart_in"] is None \
+                    else min(wait, entry["restart_in"])
+        for w in self.workers:
+            entry = consumers[w.slot.name]
+            if w.slot.current is w and not w.stopping:
+                entry["running"] += 1
+            entry["processes"].append({
+                "slot": w.slot.label, "pid": w.process.pid, "ready": w.ready,
+                "stopping": w.stopping, "up": round(mono - w.started, 3),
+                "in_flight": [{"key": key, "message_id": info.get("message_id"),
+                               "routing_key": info.get("routing_key"),
+                               "redelivered": info.get("redelivered"),
+                               "for": round(max(0.0, now - info.get("started", now)), 3)}
+                              for key, info in w.in_flight.values()],
+            })
+        return {
+            "app": self.app.name, "app_ref": self.config.app_ref, "pid": os.getpid(),
+            "url": safe_url(self.config.url), "started": self.started, "updated": now,
+            "state": "stopping" if self.shutting_down else "running",
+            "exit_code": self.exit_code, "consumers": consumers,
+        }
+
+    def _write_status(self, now: float) -> None:
+        path = self.config.status_file
+        if not path:
+            return
+        gap = now - self._status_written
+        if gap < (STATUS_MIN_GAP if self._status_dirty else STATUS_REFRESH):
+            return
+        self._status_dirty = False
+        self._status_written = now
+        try:
+            write_status(path, self.status())
+        except OSError as exc:
+            log.warning("cannot write the status file %s: %s; no longer writing it", path, exc)
+            self.config.status_file = None

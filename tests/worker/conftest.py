@@ -52,6 +52,7 @@ class Runner:
         environment = dict(os.environ)
         environment.pop("MINIMQ_URL", None)
         environment["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT)])
+        environment["MINIMQ_WORKER_STATUS_DIR"] = str(cwd / "status")
         environment.update(env or {})
         self.cmd = [sys.executable, "-m", "minimq.worker", app, "--url", url,
                     "--status-interval", "0.5", *args]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +15,7 @@ import minimq.client
 import minimq.worker
 from minimq.client import RPC, RPCError
 
-from .conftest import Workspace, wait_until
+from .conftest import ROOT, Workspace, wait_until
 
 
 def test_broadcast_reaches_every_worker_process(ws: Workspace) -> None:
@@ -202,3 +205,73 @@ def test_app_publish_outside_a_worker_is_a_clear_error() -> None:
     app = minimq.worker.App()
     with pytest.raises(RuntimeError, match="inside a running worker"):
         app.publish(b"x", "q")
+
+
+def _status(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MINIMQ_WORKER_STATUS_DIR=str(ws.path / "status"),
+               PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "minimq", "worker", "status", *args],
+                          env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_status_shows_in_flight_messages_and_counters_stay_exact_across_kill_9(
+        ws: Workspace) -> None:
+    app = ws.module("""
+        app = minimq.worker.App(name=Q)
+
+        @app.consumer(queue=Q, prefetch=1, processes=2)
+        def work(message):
+            body = message.body.decode()
+            if body == "victim" and not message.redelivered:
+                record("started", body, os.getpid())
+                time.sleep(60)  # killed here
+            record("done", body, os.getpid())
+
+        @app.consumer(queue=Q + ".out", max_crashes=100)
+        def broken(message):
+            os._exit(3)
+    """)
+    env = {"MINIMQ_WORKER_STATUS_DIR": str(ws.path / "status")}
+    runner = ws.run(app, "--max-restarts", "1", "--restart-backoff", "0.05", env=env)
+    runner.wait_ready(3)
+    ws.publish([f"m{i}" for i in range(14)], ws.unique)
+    ws.wait_events("done", 14)
+    ws.publish(["victim"], ws.unique)
+    [started] = ws.wait_events("started", 1)
+    victim_pid = int(started[2])
+
+    def document() -> dict:
+        out = _status(ws, ws.unique, "--json")
+        assert out.returncode == 0, out.stderr
+        [doc] = json.loads(out.stdout)
+        return doc
+
+    def handling_victim(doc: dict) -> bool:
+        return any(m["message_id"] == "victim" and p["pid"] == victim_pid
+                   for p in doc["consumers"]["work"]["processes"] for m in p["in_flight"])
+
+    doc = wait_until(lambda: (lambda d: handling_victim(d) and d)(document()),
+                     what="the status file to show the victim in flight")
+    work = doc["consumers"]["work"]
+    assert work["state"] == "running" and (work["running"], work["expected"]) == (2, 2)
+    assert work["counts"]["processed"] == 14 and work["queue"] == ws.unique
+    text = _status(ws).stdout
+    assert f"work ({'consumer'}, {ws.unique}): running, 2/2 processes; processed=14" in text
+    assert f"pid {victim_pid} up" in text and "handling victim" in text
+    # kill -9 right after the 14th settle: nothing of what was counted is lost.
+    os.kill(victim_pid, signal.SIGKILL)
+    ws.wait_events("done", 15)
+    doc = wait_until(lambda: (lambda d: d["consumers"]["work"]["counts"]["processed"] == 15
+                              and d)(document()), what="processed=15 in the status")
+    assert doc["consumers"]["work"]["running"] == 2
+    # A crash-looping consumer shows as such.
+    ws.publish(["x"], ws.unique + ".out")
+    doc = wait_until(lambda: (lambda d: d["consumers"]["broken"]["state"] == "crash-loop"
+                              and d)(document()), what="the crash loop in the status")
+    assert doc["consumers"]["broken"]["running"] == 0
+    assert "broken (consumer" in _status(ws).stdout and "CRASH LOOP" in _status(ws).stdout
+    runner.wait_log(r"status work: workers=2/2 processed=15 ")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    assert "totals work: processed=15 " in runner.log
+    assert _status(ws, ws.unique).returncode == 1  # the file went with the runner
