@@ -362,7 +362,8 @@ class Supervisor:
             record.count += 1
             record.code = code
             records[key] = record
-            what = f"message {info.get('message_id') or key}"
+            what = f"message {info.get('message_id') or key} (routing key " \
+                   f"{info.get('routing_key')!r})"
             if record.count >= limit:
                 log.error("%s was being handled when %s died: crash %d of %d; it is poison, "
                           "its next delivery goes to %s", what, w.label, record.count, limit,

@@ -331,7 +331,8 @@ def test_poison_message_is_dead_lettered_after_3_crashes_while_others_flow(
     assert segv.headers["x-crash-signal"] == "SIGSEGV"
     assert exited.headers["x-crash-exit"] == "exit code 7"
     assert exited.headers["x-crash-exit-code"] == 7
-    runner.wait_log(r"message segfault was being handled when work#\d \(pid \d+\) died: "
+    runner.wait_log(r"message segfault \(routing key '\S+'\) was being handled when "
+                    r"work#\d \(pid \d+\) died: "
                     r"crash 3 of 3; it is poison")
     runner.wait_log(r"poison message exit dead-lettered to \S+\.dead without running")
     runner.wait_log(r"status work: workers=2/2 processed=30 failed=0 retried=0 dead=2 "
