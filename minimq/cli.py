@@ -29,7 +29,8 @@ log = logging.getLogger("minimq")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="minimq", description="minimq AMQP 0-9-1 broker",
-        epilog="`minimq worker module:app` runs worker processes instead (see `minimq worker -h`).")
+        epilog="`minimq worker module:app` runs worker processes instead (see `minimq worker -h`); "
+        "`minimq definitions export|import FILE` moves a running broker's definitions.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5672, help="AMQP port; 0 picks a free one (default 5672)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
@@ -355,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         from minimq.worker.cli import main as worker_main
 
         return worker_main(argv[1:])
+    if argv and argv[0] == "definitions":  # `minimq definitions export|import FILE`
+        from minimq.admin.cli import main as definitions_main
+
+        return definitions_main(argv[1:])
     try:
         args = parse_args(argv)
     except ConfigError as exc:

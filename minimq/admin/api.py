@@ -730,12 +730,13 @@ class API:
     def health(self, seg: list[str]) -> Response:
         check = seg[0]
         if check in ("alarms", "local-alarms") and len(seg) == 1:
-            alarm = getattr(self.mgmt.server, "alarm", None)
-            if alarm:
+            alarms = sorted(getattr(self.mgmt.server, "alarms", ()) or ())
+            if alarms:
+                where = "the cluster" if check == "alarms" else "this node"
                 return json_response({
                     "status": "failed",
-                    "reason": "resource alarm(s) in effect in the cluster",
-                    "alarms": [{"node": NODE, "resource": "memory"}],
+                    "reason": f"resource alarm(s) in effect in {where}",
+                    "alarms": [{"node": NODE, "resource": r} for r in alarms],
                 }, 503)
             return json_response({"status": "ok"})
         if check in ("virtual-hosts", "node-is-quorum-critical", "node-is-mirror-sync-critical") and len(seg) == 1:

@@ -82,13 +82,14 @@ def node_metrics(mgmt: Any) -> str:
     for name, help_text, fields in GLOBAL_COUNTERS:
         _family(lines, name, "counter", help_text, sum(totals[f] for f in fields), proto)
     rss = rss_bytes() or 0
+    alarms = getattr(server, "alarms", ()) or ()
     _family(lines, "rabbitmq_process_resident_memory_bytes", "gauge", "Memory used in bytes", rss)
     _family(lines, "rabbitmq_resident_memory_limit_bytes", "gauge",
             "Memory high watermark in bytes", getattr(server, "memory_limit", None) or 0)
     _family(lines, "rabbitmq_alarms_memory_used_watermark", "gauge",
-            "is 1 if VM memory watermark alarm is in effect", 1 if getattr(server, "alarm", None) else 0)
+            "is 1 if VM memory watermark alarm is in effect", int("memory" in alarms))
     _family(lines, "rabbitmq_alarms_free_disk_space_watermark", "gauge",
-            "is 1 if free disk space watermark alarm is in effect", 0)
+            "is 1 if free disk space watermark alarm is in effect", int("disk" in alarms))
     _family(lines, "rabbitmq_alarms_file_descriptor_limit", "gauge",
             "is 1 if file descriptor limit alarm is in effect", 0)
     _family(lines, "rabbitmq_process_open_fds", "gauge", "Open file descriptors", fd_count())

@@ -353,12 +353,12 @@ class Context:
             "mem_used": rss or 0,
             "mem_used_details": {"rate": 0.0},
             "mem_limit": limit,
-            "mem_alarm": bool(getattr(self.server, "alarm", None)),
+            "mem_alarm": "memory" in (getattr(self.server, "alarms", ()) or ()),
             "mem_calculation_strategy": "rss",
             "disk_free": disk,
             "disk_free_details": {"rate": 0.0},
-            "disk_free_limit": 50_000_000,
-            "disk_free_alarm": False,
+            "disk_free_limit": _disk_limit(self.server),
+            "disk_free_alarm": "disk" in (getattr(self.server, "alarms", ()) or ()),
             "fd_used": fd_count(),
             "fd_total": fd_limit(),
             "sockets_used": len(getattr(self.server, "connections", ()) or ()),
@@ -525,6 +525,20 @@ def _int(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
+
+
+def _disk_limit(server: Any) -> int:
+    limit = getattr(server, "disk_free_limit", None)
+    if not limit:
+        return 0
+    if isinstance(limit, float):
+        path = getattr(getattr(server.broker, "store", None), "path", None) or "."
+        try:
+            st = os.statvfs(path)
+            return int(st.f_blocks * st.f_frsize * limit)
+        except OSError:
+            return 0
+    return int(limit)
 
 
 def fd_count() -> int:

@@ -59,3 +59,30 @@ def test_metrics_parse_and_follow_the_broker(node, unique):
     after = scrape(node)
     # counters never go backwards when the channels that counted are gone
     assert value(after, "rabbitmq_global_messages_received_total", protocol="amqp091") >= received_before + 5
+
+
+def test_alarms_show_in_health_checks_nodes_and_metrics():
+    import time
+
+    from .conftest import start_node
+
+    node = start_node("--memory-high-watermark", "1")  # 1 byte: on as soon as a message waits
+    try:
+        assert node.get("/api/health/checks/alarms") == {"status": "ok"}
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port))
+        ch = conn.channel()
+        ch.queue_declare("waiting")
+        ch.basic_publish("", "waiting", b"x")
+        deadline = time.monotonic() + 30
+        while node.request("GET", "/api/health/checks/alarms")[0] != 503:
+            assert time.monotonic() < deadline, "the memory alarm never showed"
+            conn.process_data_events(0.1)
+        status, body, _ = node.request("GET", "/api/health/checks/local-alarms")
+        assert status == 503 and body["status"] == "failed"
+        assert body["alarms"][0]["resource"] == "memory"
+        assert node.get("/api/nodes")[0]["mem_alarm"] is True
+        assert value(scrape(node), "rabbitmq_alarms_memory_used_watermark") == 1
+        # (no conn.close(): a blocked publisher's close is not read until the alarm clears,
+        # as in RabbitMQ; stopping the broker drops it)
+    finally:
+        node.stop()
