@@ -16,6 +16,7 @@ import pika
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (the management extra)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -48,8 +49,13 @@ def browser():
         driver.quit()
 
 
-def cell(driver, queue: str, column: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, f'#queue-table tr[data-queue="{queue}"] td.{column}').text
+def cell(driver, queue: str, column: str) -> str | None:
+    """A queue row's cell text, read in one script call: the table is re-rendered every few
+    seconds, so an element found earlier may be gone by the time it is read."""
+    return driver.execute_script(
+        "const row = [...document.querySelectorAll('#queue-table tr')].find(r => r.dataset.queue === arguments[0]);"
+        "const td = row && row.querySelector('td.' + arguments[1]); return td ? td.textContent : null;",
+        queue, column)
 
 
 def test_login_see_a_queue_purge_it(node, browser, unique):
@@ -59,7 +65,7 @@ def test_login_see_a_queue_purge_it(node, browser, unique):
     for i in range(3):
         ch.basic_publish("", unique, f"hello {i}".encode())
     assert ch.queue_declare(unique, passive=True).method.message_count == 3
-    wait = WebDriverWait(browser, 30)
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         browser.get(node.base + "/")
@@ -76,12 +82,12 @@ def test_login_see_a_queue_purge_it(node, browser, unique):
         wait.until(lambda d: int(d.find_element(By.ID, "o-queues").text.replace(",", "")) >= 1)
         browser.save_screenshot(str(ARTIFACTS / "ui-overview.png"))
         browser.find_element(By.CSS_SELECTOR, 'nav a[data-tab="queues"]').click()
-        row = f'#queue-table tr[data-queue="{unique}"]'
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, row)))
         wait.until(lambda d: cell(d, unique, "messages") == "3")
         assert cell(browser, unique, "ready") == "3" and cell(browser, unique, "unacked") == "0"
         browser.save_screenshot(str(ARTIFACTS / "ui-queues.png"))
-        browser.find_element(By.CSS_SELECTOR, f"{row} button.purge").click()
+        browser.execute_script(
+            "[...document.querySelectorAll('#queue-table tr')].find(r => r.dataset.queue === arguments[0])"
+            ".querySelector('button.purge').click();", unique)
         wait.until(EC.alert_is_present()).accept()
         wait.until(lambda d: cell(d, unique, "messages") == "0")
         browser.save_screenshot(str(ARTIFACTS / "ui-queues-purged.png"))
