@@ -738,7 +738,11 @@ class Session:
             self.send(ch.number, spec.QueuePurgeOk(count))
 
     def _queue_delete(self, ch: Channel, m: spec.QueueDelete) -> None:
-        name = m.queue or ch.last_queue or ""
+        name = m.queue
+        if name == "":
+            if ch.last_queue is None:
+                raise NotFound("no previously declared queue")
+            name = ch.last_queue
         self._allow("configure", "queue", name)
         q = self.vhost.queues.get(name)
         if q is None:
@@ -861,8 +865,11 @@ class Session:
         ch.recover()
 
     def _basic_recover(self, ch: Channel, m: spec.BasicRecover) -> None:
-        self._basic_recover_async(ch, m)
+        # As RabbitMQ: recover-ok first, then the redeliveries it causes.
+        if not m.requeue:
+            raise AMQPNotImplemented("requeue=false")
         self.send(ch.number, spec.BasicRecoverOk())
+        ch.recover()
 
     # -------------------------------------------------- channel, confirm, tx
 

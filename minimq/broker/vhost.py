@@ -49,21 +49,24 @@ PREDECLARED = (
     ("amq.match", "headers"),
 )
 
-# Queue arguments RabbitMQ compares when a queue is redeclared; others are not compared.
+# Queue arguments RabbitMQ compares when a queue is redeclared, in the order it compares
+# them (the first mismatch is the one reported); others are not compared.
 EQUIVALENT_QUEUE_ARGS = (
+    "x-expires",
+    "x-message-ttl",
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
-    "x-expires",
     "x-max-length",
     "x-max-length-bytes",
     "x-max-priority",
-    "x-message-ttl",
     "x-overflow",
     "x-queue-mode",
-    "x-queue-type",
     "x-single-active-consumer",
+    "x-queue-type",
     "x-delivery-limit",
 )
+# Absent and the default compare equal (RabbitMQ fills in the queue type).
+_ARG_DEFAULTS = {"x-queue-type": "classic"}
 
 
 def _bool_text(b: bool) -> str:
@@ -325,6 +328,9 @@ class VirtualHost:
             return q, True
         if q.owner is not None and q.owner is not session:
             raise self._locked(q)
+        # RabbitMQ checks exclusivity before the other properties.
+        if q.exclusive != exclusive:
+            raise self._locked(q)
         what = f"for queue '{name}' in vhost '{self.name}'"
         if q.durable != durable:
             raise PreconditionFailed(
@@ -334,11 +340,12 @@ class VirtualHost:
             raise PreconditionFailed(
                 f"inequivalent arg 'auto_delete' {what}: received '{_bool_text(auto_delete)}' but current is '{_bool_text(q.auto_delete)}'"
             )
-        if q.exclusive != exclusive:
-            raise self._locked(q)
         args = arguments or {}
         for key in EQUIVALENT_QUEUE_ARGS:
             new, old = args.get(key), q.arguments.get(key)
+            default = _ARG_DEFAULTS.get(key)
+            if default is not None and _norm(new or default) == _norm(old or default):
+                continue
             if _norm(new) != _norm(old):
                 raise inequivalent(key, what, new, old)
         if q.args.expires is not None:

@@ -43,7 +43,8 @@ def _truncate_utf8(text: str, limit: int = 255) -> str:
     raw = text.encode("utf-8", "surrogateescape")
     if len(raw) <= limit:
         return text
-    return raw[:limit].decode("utf-8", "ignore")
+    # As RabbitMQ: cut to fit and mark the cut with "...".
+    return raw[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 class AMQPError(Exception):

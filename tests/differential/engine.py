@@ -1,0 +1,458 @@
+"""The differential tier's machinery: random operation sequences run in lockstep on two brokers.
+
+A sequence is a list of operations, each a tuple of plain values (so it prints and replays):
+`("publish", conn, channel, exchange, routing_key, mandatory, persistent, body)` and so on,
+where names are indexes into NAMES / EXCHANGES / KEYS / QUEUE_ARGS. `generate(seed, n)` makes
+one; `Side(url, prefix)` plays one on a broker over raw sockets (tests/integration/rawamqp.py),
+opening connections and channels on first use, and returns, after each operation, everything
+the broker sent in answer: per (connection, channel), the frames in order, normalised (names
+server-generated or prefixed by the run become placeholders). After every operation a
+barrier (channel.flow(true) on every open channel, twice) makes sure asynchronous frames
+(deliveries, returns, confirms, channel closes caused by an earlier method) have arrived.
+
+`run_lockstep(ops, url_a, url_b)` plays a sequence on both and returns the first divergence;
+`shrink(ops, diverges)` cuts a diverging sequence down to a minimal one that still diverges.
+"""
+from __future__ import annotations
+
+import random
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from minimq.codec import BasicProperties, spec
+
+from integration.rawamqp import (
+    FRAME_BODY,
+    FRAME_HEADER,
+    FRAME_METHOD,
+    Closed,
+    RawAMQP,
+    content_frames,
+    encode_method_frame,
+)
+from minimq.codec.properties import parse_content_header
+
+CONNECTIONS = 2
+CHANNELS = (1, 2, 3)
+
+# Queue names: {p} is the run's prefix. "" asks the server for a name; amq.* is reserved.
+NAMES = ("{p}q0", "{p}q1", "{p}q2", "", "amq.{p}q", "{p}" + "L" * 200)
+EXCHANGES = ("{p}x0", "{p}x1", "", "amq.direct", "amq.fanout", "amq.topic", "amq.headers",
+             "{p}missing", "amq.{p}x")
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers", "bogus")
+KEYS = ("k", "a.b", "{p}q0", "{p}q1", "#", "*.b", "")
+QUEUE_ARGS = (
+    {},
+    {"x-max-length": 2},
+    {"x-message-ttl": 600000},
+    {"x-max-length": "two"},
+    {"x-overflow": "reject-publish", "x-max-length": 1},
+    {"x-queue-type": "classic"},
+    {"x-expires": 0},
+)
+BIND_ARGS = ({}, {"x-match": "all", "h": 1}, {"x-match": "any", "h": 2, "z": 1})
+HEADERS = (None, {"h": 1}, {"h": 2})
+
+OPS = (
+    # weight, name
+    (6, "queue_declare"), (4, "exchange_declare"), (5, "queue_bind"), (2, "queue_unbind"),
+    (2, "exchange_bind"), (1, "exchange_unbind"), (2, "queue_delete"), (2, "exchange_delete"),
+    (10, "publish"), (5, "get"), (4, "consume"), (2, "cancel"), (5, "ack"), (2, "nack"),
+    (2, "reject"), (1, "recover"), (2, "qos"), (2, "purge"), (1, "tx_select"), (1, "tx_commit"),
+    (1, "tx_rollback"), (2, "confirm_select"), (1, "channel_close"), (1, "connection_close"),
+    (1, "declare_passive"),
+)
+
+
+def generate(seed: int, length: int) -> list[tuple]:
+    """A random operation sequence; the same seed gives the same sequence."""
+    rng = random.Random(seed)
+    names = [n for _w, n in OPS for _ in range(_w)]
+    # A prologue gives the random part something to work on: two queues, a direct and a
+    # topic exchange, bindings, a consumer (the shrinker drops what a divergence doesn't need).
+    ops: list[tuple] = [
+        ("queue_declare", 0, 1, 0, False, False, False, False, rng.choice((0, 0, 1, 2))),
+        ("queue_declare", 1, 1, 1, False, False, False, False, 0),
+        ("exchange_declare", 0, 1, 0, 0, False, False, False, False),
+        ("exchange_declare", 0, 1, 1, 2, False, False, False, False),
+        ("queue_bind", 0, 1, 0, 0, 0, 0),
+        ("queue_bind", 1, 1, 1, 1, 4, 0),
+        ("queue_bind", 1, 1, 0, 1, 1, 0),
+    ]
+    if rng.random() < 0.5:
+        ops.append(("consume", 1, 2, 0, "t1", False, False))
+    for _ in range(length):
+        op = rng.choice(names)
+        c, ch = rng.randrange(CONNECTIONS), rng.choice(CHANNELS)
+        q = rng.randrange(len(NAMES)) if rng.random() < 0.15 else rng.randrange(2)
+        x = rng.randrange(len(EXCHANGES)) if rng.random() < 0.25 else rng.randrange(2)
+        key = rng.randrange(len(KEYS))
+        flag = lambda p=0.3: rng.random() < p  # noqa: E731
+        if op == "queue_declare":
+            args = rng.randrange(len(QUEUE_ARGS)) if flag(0.4) else 0
+            ops.append((op, c, ch, q, flag(0.2), flag(0.2), flag(0.2), flag(0.2), args))
+        elif op == "declare_passive":
+            ops.append((op, c, ch, q))
+        elif op == "exchange_declare":
+            t = rng.randrange(len(EXCHANGE_TYPES)) if flag(0.5) else 0
+            ops.append((op, c, ch, x, t, flag(0.1), flag(0.2), flag(0.2), flag(0.1)))
+        elif op in ("queue_bind", "queue_unbind"):
+            ops.append((op, c, ch, q, x, key, rng.randrange(len(BIND_ARGS)) if flag(0.2) else 0))
+        elif op in ("exchange_bind", "exchange_unbind"):
+            ops.append((op, c, ch, x, rng.randrange(len(EXCHANGES)) if flag(0.4) else rng.randrange(2), key))
+        elif op == "queue_delete":
+            ops.append((op, c, ch, q, flag(0.2), flag(0.2)))
+        elif op == "exchange_delete":
+            ops.append((op, c, ch, x, flag(0.2)))
+        elif op == "publish":
+            to_default = flag(0.5)
+            ops.append((op, c, ch, 2 if to_default else x, rng.randrange(len(KEYS)) if not to_default else 2 + rng.randrange(2),
+                        flag(0.3), flag(0.3), rng.randrange(len(HEADERS)), rng.randrange(1000)))
+        elif op == "get":
+            ops.append((op, c, ch, q, flag(0.4)))
+        elif op == "consume":
+            ops.append((op, c, ch, q, rng.choice(("", "t1", "t2")), flag(0.3), flag(0.1)))
+        elif op == "cancel":
+            ops.append((op, c, ch, rng.choice(("t1", "t2", "nope"))))
+        elif op in ("ack", "nack", "reject"):
+            # tag: 0 = the channel's latest delivery, -1 = one past it (unknown), else as is
+            tag = rng.choice((0, 0, 0, 0, 0, 0, -1, 1, 2))
+            ops.append((op, c, ch, tag, flag(0.3), flag(0.6)))
+        elif op == "recover":
+            ops.append((op, c, ch))
+        elif op == "qos":
+            ops.append((op, c, ch, rng.choice((0, 1, 2)), flag(0.2)))
+        elif op == "purge":
+            ops.append((op, c, ch, q))
+        else:
+            ops.append((op, c, ch))
+    return ops
+
+
+# ----------------------------------------------------------------- playing a sequence
+
+@dataclass
+class Frame:
+    """One normalised observation: a method (its repr), or a message with its content."""
+
+    what: str
+
+    def __repr__(self) -> str:
+        return self.what
+
+
+@dataclass
+class Conn:
+    raw: RawAMQP | None = None
+    open: set[int] = field(default_factory=set)
+    closing: set[int] = field(default_factory=set)  # channel.close sent, close-ok awaited
+    last_tag: dict[int, int] = field(default_factory=dict)
+
+
+class Side:
+    """One broker playing the sequence."""
+
+    def __init__(self, url: str, prefix: str | None = None) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5672
+        self.prefix = prefix or "diff-" + uuid.uuid4().hex[:8] + "-"
+        self.conns = [Conn() for _ in range(CONNECTIONS)]
+        self._names: dict[str, str] = {}
+
+    # -- names
+
+    def name(self, template: str) -> str:
+        return template.format(p=self.prefix)
+
+    def normalise(self, text: str) -> str:
+        text = text.replace(self.prefix, "P-")
+
+        def sub(m: re.Match) -> str:
+            got = m.group(0)
+            if got not in self._names:
+                kind = "gen" if got.startswith("amq.gen") else "ctag"
+                self._names[got] = f"amq.{kind}-#{sum(1 for v in self._names.values() if kind in v) + 1}"
+            return self._names[got]
+
+        return re.sub(r"amq\.(gen|ctag)-[A-Za-z0-9_\-]{22}", sub, text)
+
+    # -- connections
+
+    def conn(self, i: int) -> RawAMQP:
+        c = self.conns[i]
+        if c.raw is None:
+            c.raw = RawAMQP.connect(self.host, self.port)
+            c.open = set()
+            c.closing = set()
+            c.last_tag = {}
+        return c.raw
+
+    def channel(self, i: int, ch: int) -> RawAMQP:
+        raw = self.conn(i)
+        c = self.conns[i]
+        if ch not in c.open:
+            raw.send_method(ch, spec.ChannelOpen())
+            raw.expect(spec.ChannelOpenOk, channel=ch)
+            c.open.add(ch)
+        return raw
+
+    def close(self) -> None:
+        for c in self.conns:
+            if c.raw is not None:
+                c.raw.sock.close()
+                c.raw = None
+
+    # -- one operation
+
+    def play(self, op: tuple) -> dict[tuple[int, int], list[Frame]]:
+        """Run one operation; everything each connection received, per (conn, channel)."""
+        name, ci, ch = op[0], op[1], op[2]
+        raw = self.channel(ci, ch)
+        send = lambda m: raw.send_method(ch, m)  # noqa: E731
+        n = lambda i: self.name(NAMES[i])  # noqa: E731
+        x = lambda i: self.name(EXCHANGES[i])  # noqa: E731
+        if name == "queue_declare":
+            _, _, _, q, passive, durable, exclusive, auto_delete, args = op
+            send(spec.QueueDeclare(0, n(q), passive, durable, exclusive, auto_delete, False, QUEUE_ARGS[args]))
+        elif name == "declare_passive":
+            send(spec.QueueDeclare(0, n(op[3]), True))
+        elif name == "exchange_declare":
+            _, _, _, xi, t, passive, durable, auto_delete, internal = op
+            send(spec.ExchangeDeclare(0, x(xi), EXCHANGE_TYPES[t], passive, durable, auto_delete, internal))
+        elif name == "queue_bind":
+            send(spec.QueueBind(0, n(op[3]), x(op[4]), self.name(KEYS[op[5]]), False, BIND_ARGS[op[6]]))
+        elif name == "queue_unbind":
+            send(spec.QueueUnbind(0, n(op[3]), x(op[4]), self.name(KEYS[op[5]]), BIND_ARGS[op[6]]))
+        elif name == "exchange_bind":
+            send(spec.ExchangeBind(0, x(op[3]), x(op[4]), self.name(KEYS[op[5]])))
+        elif name == "exchange_unbind":
+            send(spec.ExchangeUnbind(0, x(op[3]), x(op[4]), self.name(KEYS[op[5]])))
+        elif name == "queue_delete":
+            send(spec.QueueDelete(0, n(op[3]), op[4], op[5]))
+        elif name == "exchange_delete":
+            send(spec.ExchangeDelete(0, x(op[3]), op[4]))
+        elif name == "publish":
+            _, _, _, xi, key, mandatory, persistent, headers, body = op
+            props = BasicProperties(delivery_mode=2 if persistent else 1, headers=HEADERS[headers])
+            raw.send_raw(
+                encode_method_frame(ch, spec.BasicPublish(0, x(xi), self.name(KEYS[key]), mandatory))
+                + content_frames(ch, b"m%d" % body, props)
+            )
+        elif name == "get":
+            send(spec.BasicGet(0, n(op[3]), op[4]))
+        elif name == "consume":
+            send(spec.BasicConsume(0, n(op[3]), op[4], False, op[5], op[6]))
+        elif name == "cancel":
+            send(spec.BasicCancel(op[3]))
+        elif name in ("ack", "nack", "reject"):
+            _, _, _, tag, multiple, requeue = op
+            last = self.conns[ci].last_tag.get(ch, 0)
+            tag = last if tag == 0 else last + 1 if tag == -1 else tag
+            if name == "ack":
+                send(spec.BasicAck(tag, multiple))
+            elif name == "nack":
+                send(spec.BasicNack(tag, multiple, requeue))
+            else:
+                send(spec.BasicReject(tag, requeue))
+        elif name == "recover":
+            send(spec.BasicRecover(True))
+        elif name == "qos":
+            send(spec.BasicQos(0, op[3], op[4]))
+        elif name == "purge":
+            send(spec.QueuePurge(0, n(op[3])))
+        elif name == "tx_select":
+            send(spec.TxSelect())
+        elif name == "tx_commit":
+            send(spec.TxCommit())
+        elif name == "tx_rollback":
+            send(spec.TxRollback())
+        elif name == "confirm_select":
+            send(spec.ConfirmSelect())
+        elif name == "channel_close":
+            send(spec.ChannelClose(200, "bye", 0, 0))
+            self.conns[ci].open.discard(ch)
+            self.conns[ci].closing.add(ch)
+        elif name == "connection_close":
+            raw.send_method(0, spec.ConnectionClose(200, "bye", 0, 0))
+        else:
+            raise ValueError(f"unknown operation {name!r}")
+        return self.barrier()
+
+    # -- collecting what came back
+
+    def barrier(self) -> dict[tuple[int, int], list[Frame]]:
+        """Read until every open channel of every connection answered channel.flow(true),
+        twice, so asynchronous consequences of the operation have all arrived."""
+        seen: dict[tuple[int, int], list[Frame]] = {}
+        for _round in range(2):
+            for i, c in enumerate(self.conns):
+                if c.raw is None:
+                    continue
+                pending = set(c.open) | c.closing
+                for ch in sorted(c.open):
+                    c.raw.send_method(ch, spec.ChannelFlow(True))
+                while c.raw is not None and pending:
+                    if not self._read_one(i, c, pending, seen):
+                        break
+        return seen
+
+    def _read_one(self, i: int, c: Conn, pending: set[int], seen: dict) -> bool:
+        raw = c.raw
+        assert raw is not None
+        try:
+            frame = raw.read_frame(10.0)
+        except (Closed, TimeoutError, OSError) as exc:
+            seen.setdefault((i, 0), []).append(Frame(f"<socket {type(exc).__name__}>"))
+            raw.sock.close()
+            c.raw = None
+            return False
+        out = seen.setdefault((i, frame.channel), [])
+        if frame.type != FRAME_METHOD:
+            out.append(Frame(f"<frame type {frame.type} outside content>"))
+            return True
+        method = frame.method
+        if isinstance(method, spec.ChannelFlowOk):
+            pending.discard(frame.channel)
+            return True
+        if isinstance(method, spec.ChannelCloseOk):
+            c.open.discard(frame.channel)
+            c.closing.discard(frame.channel)
+            pending.discard(frame.channel)
+            out.append(Frame("ChannelCloseOk()"))
+            return True
+        if isinstance(method, spec.ChannelClose):
+            raw.send_method(frame.channel, spec.ChannelCloseOk())
+            c.open.discard(frame.channel)
+            pending.discard(frame.channel)
+            out.append(Frame(self.normalise(repr(method))))
+            return True
+        if isinstance(method, (spec.ConnectionClose, spec.ConnectionCloseOk)):
+            if isinstance(method, spec.ConnectionClose):
+                raw.send_method(0, spec.ConnectionCloseOk())
+            out.append(Frame(self.normalise(repr(method))))
+            raw.hang_up(5.0)
+            raw.sock.close()
+            c.raw = None
+            pending.clear()
+            return False
+        if method.HAS_CONTENT:
+            out.append(Frame(self.normalise(repr(method)) + " " + self._content(raw, frame.channel)))
+            if isinstance(method, (spec.BasicDeliver, spec.BasicGetOk)):
+                c.last_tag[frame.channel] = method.delivery_tag
+            return True
+        out.append(Frame(self.normalise(repr(method))))
+        return True
+
+    @staticmethod
+    def _content(raw: RawAMQP, channel: int) -> str:
+        header = raw.read_frame(10.0)
+        assert (header.type, header.channel) == (FRAME_HEADER, channel), header
+        _cls, size, props = parse_content_header(header.payload)
+        parts = []
+        while sum(map(len, parts)) < size:
+            body = raw.read_frame(10.0)
+            assert (body.type, body.channel) == (FRAME_BODY, channel), body
+            parts.append(body.payload)
+        p = BasicProperties.decode(props)
+        return f"body={b''.join(parts)!r} mode={p.delivery_mode} headers={p.headers}"
+
+    # -- cleaning up what a run left on the broker
+
+    def cleanup(self) -> None:
+        self.close()
+        try:
+            raw = RawAMQP.connect(self.host, self.port)
+        except OSError:
+            return
+        try:
+            raw.channel_open(1)
+            for template in NAMES:
+                name = self.name(template)
+                if name and not name.startswith("amq."):
+                    raw.send_method(1, spec.QueueDelete(0, name))
+                    raw.expect(spec.QueueDeleteOk)
+            for template in EXCHANGES:
+                name = self.name(template)
+                if name and not name.startswith("amq."):
+                    raw.send_method(1, spec.ExchangeDelete(0, name))
+                    raw.expect(spec.ExchangeDeleteOk)
+            raw.close()
+        except (Closed, TimeoutError, OSError, AssertionError):
+            pass
+        finally:
+            raw.sock.close()
+
+
+# --------------------------------------------------------------------- lockstep
+
+
+@dataclass
+class Divergence:
+    step: int
+    op: tuple
+    a: dict
+    b: dict
+
+    def describe(self) -> str:
+        keys = sorted(set(self.a) | set(self.b))
+        lines = [f"step {self.step}: {self.op!r}"]
+        for k in keys:
+            fa, fb = self.a.get(k, []), self.b.get(k, [])
+            mark = "  " if fa == fb else "!="
+            lines.append(f"  {mark} conn {k[0]} channel {k[1]}:\n       A: {fa}\n       B: {fb}")
+        return "\n".join(lines)
+
+
+Normaliser = Callable[[tuple, dict], dict]
+
+
+def run_lockstep(ops: list[tuple], url_a: str, url_b: str,
+                 allow: Normaliser | None = None) -> Divergence | None:
+    """Play `ops` on both brokers, one operation at a time; the first divergence, or None."""
+    a, b = Side(url_a), Side(url_b)
+    try:
+        for step, op in enumerate(ops):
+            got_a = {k: [f.what for f in v] for k, v in a.play(op).items() if v}
+            got_b = {k: [f.what for f in v] for k, v in b.play(op).items() if v}
+            if allow is not None:
+                got_a, got_b = allow(op, got_a), allow(op, got_b)
+            if got_a != got_b:
+                return Divergence(step, op, got_a, got_b)
+        return None
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def shrink(ops: list[tuple], diverges: Callable[[list[tuple]], bool], budget_s: float = 120.0) -> list[tuple]:
+    """A shorter sequence that still diverges (delta debugging, bounded in time)."""
+    deadline = time.monotonic() + budget_s
+    chunk = max(1, len(ops) // 2)
+    while chunk >= 1 and time.monotonic() < deadline:
+        i, changed = 0, False
+        while i < len(ops) and time.monotonic() < deadline:
+            candidate = ops[:i] + ops[i + chunk:]
+            if candidate and diverges(candidate):
+                ops, changed = candidate, True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    return ops
+
+
+def reachable(url: str, timeout: float = 2.0) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), timeout):
+            return True
+    except OSError:
+        return False
+
+
+__all__ = ["generate", "run_lockstep", "shrink", "Side", "Divergence", "reachable", "Any"]
