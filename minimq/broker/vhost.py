@@ -21,6 +21,7 @@ from minimq.broker.teardown import guarded
 from minimq.codec.values import Int64
 from minimq.codec.errors import (
     AccessRefused,
+    AMQPError,
     CommandInvalid,
     NotFound,
     PreconditionFailed,
@@ -162,9 +163,9 @@ class VirtualHost:
                 name, type_name, durable=durable, auto_delete=auto_delete, internal=internal,
                 arguments=arguments, kind=_delayed_kind(type_name, arguments),
             )
-            self.exchanges[name] = ex
             if durable and self.store is not None:
-                self.store.exchange_declared(self.name, ex)
+                self.store.exchange_declared(self.name, ex)  # first: a refused record is not applied
+            self.exchanges[name] = ex
             return ex
         what = f"for exchange '{name}' in vhost '{self.name}'"
         if ex.type_name != type_name:
@@ -248,7 +249,11 @@ class VirtualHost:
         before = len(source.kind)
         source.kind.add_binding(dest, routing_key, args)
         if self.store is not None and len(source.kind) != before and self._durable_binding(source, dest):
-            self.store.bound(self.name, source.name, dest.name, is_x, routing_key, args)
+            try:
+                self.store.bound(self.name, source.name, dest.name, is_x, routing_key, args)
+            except AMQPError:  # the disk refused the record: the binding is not made
+                source.kind.remove_binding(dest, routing_key, args)
+                raise
         if new_dest:
             dest.bound_from.add(source)
             if is_x:
@@ -318,10 +323,10 @@ class VirtualHost:
                 self, name, durable=durable, exclusive_owner=session if exclusive else None,
                 auto_delete=auto_delete, arguments=arguments, args=qargs,
             )
-            self.queues[name] = q
             if durable and not exclusive and self.store is not None:
                 q.persist = True
-                self.store.queue_declared(self.name, q)
+                self.store.queue_declared(self.name, q)  # first: a refused record is not applied
+            self.queues[name] = q
             if qargs.expires is not None:
                 q.last_used = self.broker.clock()
                 self._arm_queue_expiry(q, q.last_used + qargs.expires / 1000.0)

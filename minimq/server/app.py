@@ -15,6 +15,8 @@ from minimq.server.transport import AMQPServerProtocol
 
 log = logging.getLogger("minimq.server")
 
+STORE_RETRY_INTERVAL = 0.25  # seconds between retries of a write the disk refused
+
 
 class Server:
     """A Broker served on TCP (and TLS when given a context), in the running event loop."""
@@ -72,6 +74,7 @@ class Server:
         self.alarms: set[str] = set()
         # Durable store: writes once per loop iteration, fsync in a worker thread.
         self._store_flush_scheduled = False
+        self._store_retry: asyncio.TimerHandle | None = None
         self._syncing = False
         self._sync_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -249,7 +252,9 @@ class Server:
 
     # Group commit: everything the core logged during one loop iteration is written with
     # one os.write; one fsync (in a worker thread, so the loop keeps serving) covers all of
-    # it, and the publisher confirms waiting for it are released when it returns.
+    # it, and the publisher confirms waiting for it are released when it returns. When the
+    # disk refuses (ENOSPC, EIO), the records wait in memory and are retried on a timer and
+    # with the next flush, never in a tight loop; confirms wait for them.
 
     def _store_dirty(self) -> None:
         if not self._store_flush_scheduled:
@@ -261,9 +266,24 @@ class Server:
         store = self.broker.store
         if store is None:
             return
-        if store.pending:
-            store.write()
+        store.write()  # also when nothing is pending: it re-arms the store's on_dirty
         self._maybe_sync()
+        if store.failing:
+            self._arm_store_retry()
+
+    def _arm_store_retry(self) -> None:
+        if self._store_retry is None:
+            self._store_retry = asyncio.get_running_loop().call_later(STORE_RETRY_INTERVAL, self._store_retry_due)
+
+    def _store_retry_due(self) -> None:
+        self._store_retry = None
+        self._store_flush()
+
+    def _release(self, position: int) -> None:
+        try:
+            self.broker.synced(position)
+        except Exception:
+            log.exception("error releasing confirms")
 
     def _maybe_sync(self) -> None:
         store = self.broker.store
@@ -271,23 +291,31 @@ class Server:
             return
         if store.needs_roll:
             store.roll()
-        if store.written <= store.synced:
+            position = store.durable_position()
+            if position > store.synced:
+                self._release(position)
+        if not store.needs_sync:
             return
         self._syncing = True
-        fut = asyncio.get_running_loop().run_in_executor(self._sync_executor, store.sync)
-        fut.add_done_callback(self._synced)
+        round_ = store.sync_begin()
+        fut = asyncio.get_running_loop().run_in_executor(self._sync_executor, store.sync_run, round_)
+        fut.add_done_callback(lambda f: self._synced(round_, f))
 
-    def _synced(self, fut: asyncio.Future) -> None:
+    def _synced(self, round_: list, fut: asyncio.Future) -> None:
         self._syncing = False
-        try:
-            position = fut.result()
-        except Exception:
-            log.exception("fsync of the data directory failed; confirms are held back")
+        store = self.broker.store
+        if store is None:
             return
         try:
-            self.broker.synced(position)
-        except Exception:
-            log.exception("error releasing confirms")
+            fut.result()
+        except Exception:  # sync_run keeps OSErrors in the round; anything else is a bug
+            log.exception("fsync round failed; confirms are held back")
+        position = store.sync_end(round_)
+        if position > store.synced:
+            self._release(position)
+        if store.failing:
+            self._arm_store_retry()  # not at once: a failing disk must not spin the loop
+            return
         self._store_flush()
 
     async def flush_store(self) -> None:
@@ -297,10 +325,15 @@ class Server:
             return
         while self._syncing:
             await asyncio.sleep(0.001)
+        if self._store_retry is not None:
+            self._store_retry.cancel()
+            self._store_retry = None
         if store.pending:
             store.write()
-        if store.written > store.synced:
-            self.broker.synced(store.sync())
+        if store.needs_sync:
+            position = store.sync()
+            if position > store.synced:
+                self._release(position)
 
     async def stop(self) -> None:
         """Stop accepting, close every connection with 320 CONNECTION_FORCED."""

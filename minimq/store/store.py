@@ -6,11 +6,17 @@ Layout of the data directory:
     meta.log          durable exchanges, queues and bindings (rewritten compactly at start)
     msgs-00000001.log persistent messages and their acks, in segments of SEGMENT_SIZE bytes
 
-The broker core calls the `*_declared` / `message_*` methods as things happen; they only append
-to an in-memory buffer. The server calls `write()` once per event-loop iteration (one
-`os.write` per file) and `sync()` from a worker thread (one `fsync` for everything written so
-far: group commit). Publisher confirms for persistent messages are released by the caller once
-`sync()` has covered their position.
+The broker core calls the `*_declared` / `message_*` methods as things happen; message records
+only go to an in-memory buffer, declarations are written at once. The server calls `write()`
+once per event-loop iteration (one write per file) and a sync round (`sync_begin` on the loop,
+`sync_run` in a worker thread, `sync_end` on the loop: one fsync for everything written so
+far, group commit). Publisher confirms for persistent messages are released by the caller once
+the durable position has passed theirs.
+
+Positions count message-log records (1, 2, 3, ...). A record is never dropped: a failed or
+short write keeps it queued in memory (see appender.py), so the durable position only moves
+past records that are really in the file and fsynced. A declaration whose record cannot be
+written is refused (506 RESOURCE_ERROR) and not applied; a deletion's record is retried.
 
 Message segments are reclaimed from the oldest end: the oldest segment is deleted once every
 message published in it is gone (acked, expired, purged, or its queue deleted); acks and
@@ -21,15 +27,19 @@ message cannot pin the log.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
+from minimq.codec.errors import ResourceError
 from minimq.store import files as _files
 from minimq.store import records as r
+from minimq.store.appender import AppendFile, SyncMark
 
 log = logging.getLogger("minimq.store")
 
@@ -115,16 +125,17 @@ class DurableStore:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StoreLocked(f"data directory {self.path} is in use by another broker") from None
-        self._meta_fd = -1
-        self._msg_fd = -1
-        self._meta_buf: list[bytes] = []
-        self._msg_buf: list[bytes] = []
+        self._meta: AppendFile | None = None  # meta.log, once recovery has rewritten it
+        self._early_meta: list[bytes] = []  # declarations made before that (none, normally)
+        # Position of the message record each not-yet-durable meta record follows: the
+        # durable position may not pass it until that meta record is durable too.
+        self._meta_marks: deque[int] = deque()
+        self._log: AppendFile | None = None  # the current message segment
+        self._base = 0  # message records in closed segments (all durable)
         self._segments: dict[int, _Segment] = {}  # by number, oldest first
         self._current: _Segment | None = None
         self._next_id = 1
-        self.appended = 0  # records buffered so far (positions are record counts)
-        self.written = 0  # records handed to the OS
-        self.synced = 0  # records known durable
+        self.synced = 0  # position known durable (the broker moves it: broker.synced())
         self.syncs = 0  # fsync rounds done (group commit: far fewer than messages)
         self.on_dirty: Callable[[], None] | None = None
         self._dirty = False
@@ -273,46 +284,96 @@ class DurableStore:
         report = r.ScanReport(path)
         for _offset, rtype, payload in r.scan(data, report):
             yield rtype, payload
+        # What a kill -9 left may still be only in the page cache: fsync each file before
+        # anything is decided from it (a segment is deleted once its messages have newer
+        # copies elsewhere; those copies must not vanish in a power cut afterwards).
+        try:
+            fd = self.files.open(path, os.O_RDWR)
+            try:
+                if report.torn_at is not None:
+                    self.files.ftruncate(fd, report.torn_at)
+                self.files.fsync(fd)
+            finally:
+                self.files.close(fd)
+        except OSError as exc:
+            log.error("%s: cannot make it durable at start: %s", path, exc)
         if report.torn_at is not None:
             log.warning("%s: torn record at offset %d cut off (%d bytes)", path, report.torn_at,
                         len(data) - report.torn_at)
-            with open(path, "r+b") as f:
-                f.truncate(report.torn_at)
-                f.flush()
-                os.fsync(f.fileno())
         for offset, size in report.skipped:
             log.error("%s: corrupt data at offset %d: skipped %d bytes", path, offset, size)
         if not report.clean:
             out.reports.append(report)
 
     def _rewrite_meta(self, rec: Recovered) -> None:
-        """Write the surviving metadata compactly, then swap it in atomically."""
+        """Write the surviving metadata compactly, then swap it in atomically.
+
+        If that cannot be written (a full disk at start), the old meta.log stays as it is
+        and is appended to: it holds the same state, only less compactly.
+        """
         tmp = os.path.join(self.path, "meta.log.tmp")
-        with open(tmp, "wb") as f:
-            for vhost, name, type_name, durable, auto_delete, internal, args in rec.exchanges:
-                f.write(self._exchange_record(vhost, name, type_name, durable, auto_delete, internal, args))
-            for q in rec.queues:
-                f.write(self._queue_record(q.vhost, q.name, q.auto_delete, q.arguments))
-            for vhost, src, dest, is_x, key, args in rec.bindings:
-                f.write(self._bind_record(r.BIND, vhost, src, dest, is_x, key, args))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(self.path, "meta.log"))
-        self._fsync_dir()
-        self._meta_fd = os.open(os.path.join(self.path, "meta.log"), os.O_WRONLY | os.O_APPEND)
+        meta_path = os.path.join(self.path, "meta.log")
+        parts = []
+        for vhost, name, type_name, durable, auto_delete, internal, args in rec.exchanges:
+            parts.append(self._exchange_record(vhost, name, type_name, durable, auto_delete, internal, args))
+        for q in rec.queues:
+            parts.append(self._queue_record(q.vhost, q.name, q.auto_delete, q.arguments))
+        for vhost, src, dest, is_x, key, args in rec.bindings:
+            parts.append(self._bind_record(r.BIND, vhost, src, dest, is_x, key, args))
+        try:
+            fd = self.files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                self._write_all(fd, b"".join(parts))
+                self.files.fsync(fd)
+            finally:
+                self.files.close(fd)
+            os.replace(tmp, meta_path)
+            self._fsync_dir()
+        except OSError as exc:
+            log.error("cannot rewrite %s (%s): appending to the old one", meta_path, exc)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        fd = self.files.open(meta_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._meta = AppendFile(self.files, meta_path, fd, os.fstat(fd).st_size)
+        for data in self._early_meta:
+            self._append_meta(data, strict=False)
+        self._early_meta.clear()
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self.files.write(fd, view)
+            if n <= 0:
+                raise OSError(errno.EIO, "write wrote nothing")
+            view = view[n:]
 
     # ------------------------------------------------------------ segments
 
     def _open_new_segment(self) -> None:
+        """Start the next segment (raises OSError, leaving the current one in use)."""
         number = max(self._segments, default=0) + 1
         path = os.path.join(self.path, f"msgs-{number:08d}.log")
-        if self._msg_fd >= 0:
-            os.close(self._msg_fd)
-        self._msg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = self.files.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._fsync_dir()
+        except OSError:
+            self.files.close(fd)
+            raise
+        old = self._log
+        if old is not None:
+            self._base += old.appended
+            if self._current is not None:
+                self._current.size = old.size
+            try:
+                self.files.close(old.fd)
+            except OSError as exc:
+                log.warning("closing %s: %s", old.path, exc)
         seg = _Segment(number, path)
         self._segments[number] = seg
         self._current = seg
-        self._fsync_dir()
+        self._log = AppendFile(self.files, path, fd)
 
     def _delete_segment(self, seg: _Segment) -> None:
         del self._segments[seg.number]
@@ -323,11 +384,11 @@ class DurableStore:
         log.debug("deleted message segment %s", seg.path)
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = self.files.open(self.path, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            self.files.fsync(fd)
         finally:
-            os.close(fd)
+            self.files.close(fd)
 
     def disk_space(self) -> tuple[int, int]:
         """(free bytes, total bytes) of the data dir's filesystem, as `df` counts them."""
@@ -339,26 +400,51 @@ class DurableStore:
 
     # ------------------------------------------------------- appending (core)
 
-    def _append_meta(self, data: bytes) -> int:
-        # Declarations are rare: hand them to the OS at once, so that the declare-ok the
-        # client is about to get can never outrun the record (a kill -9 keeps what was
-        # written; the next group commit makes it power-safe).
-        if self._meta_fd >= 0:
-            _write_all(self._meta_fd, data)
-        else:
-            self._meta_buf.append(data)
-        return self._appended()
+    def _append_meta(self, data: bytes, strict: bool) -> int:
+        """Write a declaration's record at once.
+
+        Declarations are rare: handing them to the OS at once means the declare-ok the
+        client is about to get can never outrun the record (a kill -9 keeps what was
+        written; the next group commit makes it power-safe). `strict`: when the record
+        cannot be written, take it back and raise 506 RESOURCE_ERROR, so the caller does
+        not apply (nor confirm) what would not survive a restart. Otherwise (deletions) the
+        record stays queued and is retried.
+        """
+        meta = self._meta
+        position = self.appended
+        if meta is None:
+            self._early_meta.append(data)
+            return position
+        meta.pending.append(data)
+        meta.appended += 1
+        self._meta_marks.append(position)
+        self._mark_dirty()
+        if not meta.write() and strict and meta.pending and meta.pending[-1].endswith(data):
+            meta.drop_last(data)
+            self._meta_marks.pop()
+            raise ResourceError(
+                f"cannot record this on disk ({meta.failure} of {os.path.basename(meta.path)} failed): not applied"
+            )
+        return position
 
     def _append_msg(self, data: bytes) -> int:
-        self._msg_buf.append(data)
-        return self._appended()
-
-    def _appended(self) -> int:
-        self.appended += 1
+        log_ = self._log
+        log_.pending.append(data)  # type: ignore[union-attr]
+        log_.appended += 1  # type: ignore[union-attr]
         if not self._dirty and self.on_dirty is not None:
             self._dirty = True
             self.on_dirty()
-        return self.appended
+        return self._base + log_.appended  # type: ignore[union-attr]
+
+    def _mark_dirty(self) -> None:
+        if not self._dirty and self.on_dirty is not None:
+            self._dirty = True
+            self.on_dirty()
+
+    @property
+    def appended(self) -> int:
+        """Position of the newest message record."""
+        return self._base + (self._log.appended if self._log is not None else 0)
 
     @staticmethod
     def _exchange_record(vhost, name, type_name, durable, auto_delete, internal, args) -> bytes:
@@ -380,25 +466,26 @@ class DurableStore:
 
     def exchange_declared(self, vhost: str, ex: Any) -> int:
         return self._append_meta(
-            self._exchange_record(vhost, ex.name, ex.type_name, ex.durable, ex.auto_delete, ex.internal, ex.arguments)
+            self._exchange_record(vhost, ex.name, ex.type_name, ex.durable, ex.auto_delete, ex.internal, ex.arguments),
+            strict=True,
         )
 
     def exchange_deleted(self, vhost: str, name: str) -> int:
-        return self._append_meta(r.frame(r.EXCHANGE_DELETE, r.sstr(vhost) + r.sstr(name)))
+        return self._append_meta(r.frame(r.EXCHANGE_DELETE, r.sstr(vhost) + r.sstr(name)), strict=False)
 
     def queue_declared(self, vhost: str, q: Any) -> int:
-        return self._append_meta(self._queue_record(vhost, q.name, q.auto_delete, q.arguments))
+        return self._append_meta(self._queue_record(vhost, q.name, q.auto_delete, q.arguments), strict=True)
 
     def queue_deleted(self, vhost: str, name: str, refs: Iterable[int] = ()) -> int:
         """The queue is gone with its messages (`refs`: its ready persistent ones)."""
         self._queue_gone(vhost, name, refs)
-        return self._append_meta(r.frame(r.QUEUE_DELETE, r.sstr(vhost) + r.sstr(name)))
+        return self._append_meta(r.frame(r.QUEUE_DELETE, r.sstr(vhost) + r.sstr(name)), strict=False)
 
     def bound(self, vhost: str, src: str, dest: str, is_x: bool, key: str, args: dict | None) -> int:
-        return self._append_meta(self._bind_record(r.BIND, vhost, src, dest, is_x, key, args))
+        return self._append_meta(self._bind_record(r.BIND, vhost, src, dest, is_x, key, args), strict=True)
 
     def unbound(self, vhost: str, src: str, dest: str, is_x: bool, key: str, args: dict | None) -> int:
-        return self._append_meta(self._bind_record(r.UNBIND, vhost, src, dest, is_x, key, args))
+        return self._append_meta(self._bind_record(r.UNBIND, vhost, src, dest, is_x, key, args), strict=False)
 
     def message_published(self, vhost: str, queues: list[str], msg: Any) -> tuple[int, int]:
         """Record a persistent message for these durable queues; returns (ref, position).
@@ -449,48 +536,106 @@ class DurableStore:
 
     @property
     def pending(self) -> bool:
-        """Records appended since the last write() (declarations are already with the OS,
-        but write() still has to advance the position that sync() covers)."""
-        return self.appended > self.written
+        """Records wait to be written (or a failed write left something to cut)."""
+        log_, meta = self._log, self._meta
+        return bool((log_ is not None and (log_.pending or log_.cut_needed))
+                    or (meta is not None and (meta.pending or meta.cut_needed)))
+
+    @property
+    def failing(self) -> bool:
+        """A write, truncate or fsync failed and has not yet worked again: retry later."""
+        return any(f is not None and f.failure is not None for f in (self._log, self._meta))
+
+    @property
+    def needs_sync(self) -> bool:
+        """Something written is not yet covered by an fsync."""
+        return any(f is not None and bool(f.unsynced) for f in (self._log, self._meta))
 
     def write(self) -> int:
-        """Hand buffered records to the OS (one write per file); returns their position."""
+        """Hand buffered records to the OS (one write per file); returns the written position.
+
+        A failure is not raised: the records stay queued (see appender.py), `failing` is
+        set, and the next write() retries.
+        """
         self._dirty = False
-        if self._meta_buf:
-            data = b"".join(self._meta_buf)
-            self._meta_buf.clear()
-            _write_all(self._meta_fd, data)
-        if self._msg_buf:
-            data = b"".join(self._msg_buf)
-            self._msg_buf.clear()
-            _write_all(self._msg_fd, data)
-            assert self._current is not None
-            self._current.size += len(data)
-        self.written = self.appended
+        meta = self._meta
+        if meta is not None and (meta.pending or meta.cut_needed):
+            meta.write()
+        if self._log is not None:
+            self._log.write()
         return self.written
 
     @property
+    def written(self) -> int:
+        """Every message record up to this position is in the file (maybe not yet fsynced)."""
+        pos = self._base + (self._log.written if self._log is not None else 0)
+        meta = self._meta
+        if meta is not None and meta.written < meta.appended:
+            pos = min(pos, self._meta_marks[meta.written - meta.durable_records])
+        return pos
+
+    def durable_position(self) -> int:
+        """Every message record up to this position is in the file and fsynced, and so is
+        every declaration made before it."""
+        pos = self._base + (self._log.durable_records if self._log is not None else 0)
+        if self._meta_marks:
+            pos = min(pos, self._meta_marks[0])
+        return pos
+
+    @property
     def needs_roll(self) -> bool:
-        """The current segment is full: call roll() (not while a sync() is running)."""
-        return self._current is not None and self._current.size >= self.segment_size
+        """The current segment is full: call roll() (not while a sync round is running)."""
+        return self._log is not None and self._log.size >= self.segment_size
+
+    def sync_begin(self) -> list[tuple[AppendFile, SyncMark]]:
+        """Start a sync round (on the loop): what the fsyncs will cover."""
+        return [(f, f.sync_mark()) for f in (self._meta, self._log) if f is not None and f.unsynced]
+
+    def sync_run(self, round_: list[tuple[AppendFile, SyncMark]]) -> None:
+        """The fsyncs of a round; safe to call from a worker thread (errors are kept)."""
+        fsync = self.files.fsync
+        for f, mark in round_:
+            try:
+                fsync(f.fd)
+            except OSError as exc:
+                mark.error = exc
+        self.syncs += 1
+
+    def sync_end(self, round_: list[tuple[AppendFile, SyncMark]]) -> int:
+        """Finish a sync round (on the loop); returns the durable position."""
+        meta = self._meta
+        before = meta.durable_records if meta is not None else 0
+        for f, mark in round_:
+            f.synced(mark)
+        if meta is not None:
+            for _ in range(meta.durable_records - before):
+                self._meta_marks.popleft()
+        return self.durable_position()
 
     def sync(self) -> int:
-        """fsync what has been written; safe to call from a worker thread."""
-        upto = self.written
-        meta_fd, msg_fd = self._meta_fd, self._msg_fd
-        if meta_fd >= 0:
-            os.fsync(meta_fd)
-        if msg_fd >= 0:
-            os.fsync(msg_fd)
-        self.syncs += 1
-        return upto
+        """A whole sync round in the calling thread; returns the durable position."""
+        round_ = self.sync_begin()
+        self.sync_run(round_)
+        return self.sync_end(round_)
 
     def roll(self) -> None:
-        """Start a new segment, then reclaim what the oldest ones hold."""
-        if self._msg_buf:
-            self.write()
-        os.fsync(self._msg_fd)
-        self._open_new_segment()
+        """Start a new segment, then reclaim what the oldest ones hold.
+
+        Only once the current segment is all written and fsynced; while writes fail it
+        stays in use (the caller then reports durable_position() to the broker).
+        """
+        log_ = self._log
+        if log_ is None or not log_.write() or log_.cut_needed:
+            return
+        if log_.unsynced:
+            self.sync()
+            if log_.unsynced or log_.failure is not None:
+                return
+        try:
+            self._open_new_segment()
+        except OSError as exc:
+            log.error("cannot start a new message segment in %s: %s", self.path, exc)
+            return
         self._reclaim()
 
     def _reclaim(self) -> int:
@@ -546,16 +691,26 @@ class DurableStore:
             for queue, msg in zip(queues, msgs):
                 if msg.seq:  # delivered before: keep the redelivered mark across a restart
                     buf.append(r.frame(r.DELIVERED, _Q.pack(mid) + r.sstr(vhost) + r.sstr(queue)))
-                msg.store_id = new_prefix | mid
         if buf:
-            data = b"".join(buf)
-            if self._msg_buf:
-                self.write()
-            _write_all(self._msg_fd, data)
-            current.size += len(data)
+            # The copies must be durable before the originals go. If the disk refuses, the
+            # originals stay (and so does this segment); copies that did reach the file
+            # are harmless duplicates (same ids, same queues).
+            log_ = self._log
+            assert log_ is not None
+            if log_.failure is not None or log_.pending:
+                return False
+            log_.pending.append(b"".join(buf))
+            log_.appended += len(buf)
+            if not log_.write():
+                return False
+            self.sync()
+            if log_.unsynced or log_.failure is not None:
+                return False
+            for mid in groups:
+                for msg in groups[mid][2]:
+                    msg.store_id = new_prefix | mid
             current.live += found
             current.published += found
-            os.fsync(self._msg_fd)  # the copies must be durable before the originals go
         seg.live = 0
         log.info("compacted %s: %d live messages copied forward", seg.path, found)
         return True
@@ -577,22 +732,25 @@ class DurableStore:
         )
 
     def close(self) -> None:
+        """Write and fsync what is left, release the files and the lock."""
         if self.pending:
             self.write()
-        for fd in (self._meta_fd, self._msg_fd):
-            if fd >= 0:
+        if self.needs_sync:
+            self.sync()
+        if self.pending or self.needs_sync:
+            log.error("%s: records could not be written at shutdown (they were never confirmed)", self.path)
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Let go of the files and the lock without writing anything (what a kill -9 leaves)."""
+        for f in (self._meta, self._log):
+            if f is not None and f.fd >= 0:
                 try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        self._meta_fd = self._msg_fd = -1
+                    self.files.close(f.fd)
+                except OSError:
+                    pass
+                f.fd = -1
+        self._meta = self._log = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
