@@ -18,8 +18,10 @@ from minimq.store.files import Files
 
 class FaultyFiles(Files):
     def __init__(self, rng: random.Random, p_write: float = 0.0, p_fsync: float = 0.0,
-                 p_truncate: float = 0.0) -> None:
+                 p_truncate: float = 0.0, only: str | None = None) -> None:
         self.rng = rng
+        self.only = only  # fail only files whose name contains this (None: all files)
+        self._spared: set[int] = set()  # fds of files `only` leaves alone
         self.p_write = p_write
         self.p_fsync = p_fsync
         self.p_truncate = p_truncate
@@ -35,8 +37,8 @@ class FaultyFiles(Files):
         self.p_fsync = p_write / 2 if p_fsync is None else p_fsync
         self.p_truncate = p_write / 3 if p_truncate is None else p_truncate
 
-    def _fault(self, p: float) -> bool:
-        if self.enabled and p > 0 and self.rng.random() < p:
+    def _fault(self, p: float, fd: int = -1) -> bool:
+        if self.enabled and p > 0 and fd not in self._spared and self.rng.random() < p:
             self.faults += 1
             return True
         return False
@@ -46,6 +48,8 @@ class FaultyFiles(Files):
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         fd = os.open(path, flags, mode)
         st = os.fstat(fd)
+        if self.only is not None and self.only not in os.path.basename(path):
+            self._spared.add(fd)
         if stat.S_ISREG(st.st_mode):
             self._ino[fd] = st.st_ino
             self._durable[st.st_ino] = min(self._durable.get(st.st_ino, st.st_size), st.st_size)
@@ -53,6 +57,7 @@ class FaultyFiles(Files):
 
     def close(self, fd: int) -> None:
         self._ino.pop(fd, None)
+        self._spared.discard(fd)
         self._fail_next_write.discard(fd)
         os.close(fd)
 
@@ -63,7 +68,7 @@ class FaultyFiles(Files):
         if fd in self._fail_next_write:
             self._fail_next_write.discard(fd)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        if self._fault(self.p_write):
+        if self._fault(self.p_write, fd):
             if len(data) > 1 and self.rng.random() < 0.5:
                 # A full disk: part of the data goes in, the next write gets ENOSPC.
                 k = self.rng.randrange(1, len(data))
@@ -75,7 +80,7 @@ class FaultyFiles(Files):
 
     def fsync(self, fd: int) -> None:
         ino = self._ino.get(fd)
-        if ino is not None and self._fault(self.p_fsync):
+        if ino is not None and self._fault(self.p_fsync, fd):
             # As Linux: the dirty pages may be gone, and the error is reported once.
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         # No real fsync: durability is modelled (power_loss() keeps what an fsync covered).
@@ -83,7 +88,7 @@ class FaultyFiles(Files):
             self._durable[ino] = os.fstat(fd).st_size
 
     def ftruncate(self, fd: int, size: int) -> None:
-        if self._fault(self.p_truncate):
+        if self._fault(self.p_truncate, fd):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         os.ftruncate(fd, size)
         ino = self._ino.get(fd)

@@ -128,15 +128,17 @@ class AppendFile:
             self._cut()
 
     def _cut(self) -> bool:
-        """Cut what lies past the last whole record (a torn write); True when the file is clean."""
+        """Cut what lies past `size` (a torn record, or what a failed fsync may have lost);
+        True when the file is clean."""
         try:
             self.files.ftruncate(self.fd, self.size)
         except OSError as exc:
             self.cut_needed = True
             self._failed("truncate", exc)
             return False
-        if self.cut_needed:
-            log.warning("%s: cut a partly written record back to offset %d", self.path, self.size)
+        # Once per episode at warning level: a full disk cuts on every retry.
+        level = logging.DEBUG if self.retried > 1 else logging.WARNING
+        log.log(level, "%s: cut back to offset %d (the last whole record written)", self.path, self.size)
         self.cut_needed = False
         return True
 

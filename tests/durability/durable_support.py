@@ -58,6 +58,14 @@ def _fsync(fd):
         _count["worker"] += 1
     return _real_fsync(fd)
 os.fsync = _fsync
+_faults = os.environ.get("MINIMQ_TEST_FAULTS")
+if _faults:  # "seed:p": the store's file layer fails message-log writes/fsyncs at random (tests/faulty_files.py)
+    import random
+    import minimq.store.files
+    from faulty_files import FaultyFiles
+    _seed, _p = _faults.split(":")
+    minimq.store.files.default = FaultyFiles(random.Random(int(_seed)), only="msgs-")
+    minimq.store.files.default.set_rates(float(_p))
 def _report():
     if _out:
         with open(_out, "w") as f:
@@ -79,10 +87,11 @@ class DurableBroker:
     """A minimq process on one data dir; restartable."""
 
     def __init__(self, data_dir: str | os.PathLike, *, log_level: str = "info", count_fsyncs: bool = False,
-                 gate_fsync: bool = False, extra: tuple[str, ...] = ()) -> None:
+                 gate_fsync: bool = False, extra: tuple[str, ...] = (), faults: str | None = None) -> None:
         self.data_dir = str(data_dir)
         self.log_level = log_level
-        self.count_fsyncs = count_fsyncs or gate_fsync
+        self.faults = faults  # "seed:p" for a store whose file layer fails at random
+        self.count_fsyncs = count_fsyncs or gate_fsync or faults is not None
         self.gate_fsync = gate_fsync
         self.extra = extra
         self.proc: subprocess.Popen | None = None
@@ -108,6 +117,10 @@ class DurableBroker:
         self.count_path = self.log_path[:-4] + ".fsyncs"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("MINIMQ_DATA_DIR", None)
+        env.pop("MINIMQ_TEST_FAULTS", None)
+        if self.faults:
+            env["MINIMQ_TEST_FAULTS"] = self.faults
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests"), env.get("PYTHONPATH")) if p)
         pass_fds: tuple[int, ...] = ()
         if self.count_fsyncs:
             env["MINIMQ_TEST_FSYNC_COUNT"] = self.count_path
@@ -258,7 +271,8 @@ PERSISTENT = BasicProperties(delivery_mode=2)
 class Publisher:
     """A blocking pipelined publisher with confirms on one connection and channel."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15.0,
+                 capabilities: dict | None = None) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
@@ -274,7 +288,10 @@ class Publisher:
         self._remaining = 0
         self.sock.sendall(PROTOCOL_HEADER)
         self._expect(0, spec.ConnectionStart)
-        self._send(0, spec.ConnectionStartOk({"product": "durability-test"}, "PLAIN", b"\0guest\0guest", "en_US"))
+        props: dict = {"product": "durability-test"}
+        if capabilities:
+            props["capabilities"] = capabilities
+        self._send(0, spec.ConnectionStartOk(props, "PLAIN", b"\0guest\0guest", "en_US"))
         tune = self._expect(0, spec.ConnectionTune)
         self.frame_max = tune.frame_max or 131072
         self._send(0, spec.ConnectionTuneOk(tune.channel_max, self.frame_max, 0))
