@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import itertools
-import json
 import logging
 import os
 import signal
@@ -36,7 +35,7 @@ from minimq.client import ClientError, IncomingMessage, Message, ResourceLocked
 from minimq.codec.properties import BasicProperties
 
 from .app import App, ConsumerSpec, PeriodicSpec, Reject, Requeue, Retry, load_app
-from .context import HandlerMessage, Publisher, error_reply
+from .context import HandlerMessage, Publisher, as_message, error_reply
 
 __all__ = ["WorkerSpec", "worker_main", "declare_consumer_topology", "delivery_key",
            "EXIT_CONNECT", "COUNTERS"]
@@ -623,22 +622,16 @@ class ConsumerWorker(_Base):
 
 def _as_outgoing(value: Any, job: PeriodicSpec, at: float) -> Message:
     """Turn a periodic function's return value into a message stamped with its tick."""
-    stamp = {"x-periodic-job": job.name, "x-scheduled-at": int(round(at * 1000))}
+    ms = int(round(at * 1000))
+    stamp = {"x-periodic-job": job.name, "x-scheduled-at": ms}
     if isinstance(value, Message):
         props = value.properties
         props.headers = {**(props.headers or {}), **stamp}
         if not props.message_id:
-            props.message_id = f"{job.name}@{int(round(at * 1000))}"
+            props.message_id = f"{job.name}@{ms}"
         return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        body, content_type = bytes(value), None
-    elif isinstance(value, str):
-        body, content_type = value.encode(), "text/plain"
-    else:
-        body, content_type = json.dumps(value).encode(), "application/json"
-    return Message(body, content_type=content_type, headers={**job.headers, **stamp},
-                   message_id=f"{job.name}@{int(round(at * 1000))}", timestamp=int(at),
-                   persistent=True)
+    return as_message(value, headers={**job.headers, **stamp}, message_id=f"{job.name}@{ms}",
+                      timestamp=int(at), persistent=True)
 
 
 class SchedulerWorker(_Base):

@@ -250,7 +250,7 @@ def test_status_shows_in_flight_messages_and_counters_stay_exact_across_kill_9(
         return any(m["message_id"] == "victim" and p["pid"] == victim_pid
                    for p in doc["consumers"]["work"]["processes"] for m in p["in_flight"])
 
-    doc = wait_until(lambda: (lambda d: handling_victim(d) and d)(document()),
+    doc = wait_until(lambda: (lambda d: handling_victim(d) and d)(document()), interval=0.2,
                      what="the status file to show the victim in flight")
     work = doc["consumers"]["work"]
     assert work["state"] == "running" and (work["running"], work["expected"]) == (2, 2)
@@ -262,12 +262,14 @@ def test_status_shows_in_flight_messages_and_counters_stay_exact_across_kill_9(
     os.kill(victim_pid, signal.SIGKILL)
     ws.wait_events("done", 15)
     doc = wait_until(lambda: (lambda d: d["consumers"]["work"]["counts"]["processed"] == 15
-                              and d)(document()), what="processed=15 in the status")
+                              and d)(document()), interval=0.2,
+                     what="processed=15 in the status")
     assert doc["consumers"]["work"]["running"] == 2
     # A crash-looping consumer shows as such.
     ws.publish(["x"], ws.unique + ".out")
     doc = wait_until(lambda: (lambda d: d["consumers"]["broken"]["state"] == "crash-loop"
-                              and d)(document()), what="the crash loop in the status")
+                              and d)(document()), interval=0.2,
+                     what="the crash loop in the status")
     assert doc["consumers"]["broken"]["running"] == 0
     assert "broken (consumer" in _status(ws).stdout and "CRASH LOOP" in _status(ws).stdout
     runner.wait_log(r"status work: workers=2/2 processed=15 ")
