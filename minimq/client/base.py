@@ -282,6 +282,9 @@ class BaseChannel:
         self._on_return: list[Callable[[ReturnedMessage], Any]] = []
         #: What a robust connection re-declares on this channel after a reconnect.
         self.topology: Topology[Any] = Topology(connection.robust)
+        # True while a robust reconnect replays the topology: a declaration the new broker
+        # refuses closes the channel, which is then reopened, not forgotten.
+        self._restoring = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.Channel {self.number} " \

@@ -225,13 +225,18 @@ class Channel(BaseChannel):
         """Robust mode, after a reconnect: re-open, then replay qos, declarations, bindings
         and consumers (called by the connection)."""
         await self.open()
-        for key, replay in self.topology.entries():
-            try:
-                await replay()
-            except ChannelClosed as exc:
-                log.warning("robust channel %s: could not restore %s: %s", self.number, key, exc)
-                self.topology.forget(key)
-                await self.open()
+        self._restoring = True
+        try:
+            for key, replay in self.topology.entries():
+                try:
+                    await replay()
+                except ChannelClosed as exc:
+                    log.warning("robust channel %s: could not restore %s: %s", self.number,
+                                key, exc)
+                    self.topology.forget(key)
+                    await self.open()
+        finally:
+            self._restoring = False
 
     async def close(self, timeout: float = 10.0) -> None:
         """Close the channel: first waits (up to ``timeout``) for outstanding publisher
@@ -263,7 +268,7 @@ class Channel(BaseChannel):
         """Mark closed and fail everything that waits on this channel. ``release=False``
         keeps the channel in the connection's table (a robust reconnect restores it)."""
         if not self._open and self._close_exc is not None:
-            if release and not self._keeps_consumers(exc):
+            if release and not self._keeps_consumers(exc) and not self._restoring:
                 self.connection.forget_channel(self)
             return
         self._open = False
@@ -282,7 +287,7 @@ class Channel(BaseChannel):
             for consumer in list(self._consumers.values()):
                 consumer.stop(exc)
             self._consumers.clear()
-            if release:
+            if release and not self._restoring:
                 self.connection.forget_channel(self)
         self.connection.wake()
 

@@ -118,6 +118,7 @@ class Connection(BaseConnection):
         self._channels: dict[int, Channel] = {}
         self._next_tick = 0.0
         self._backoff = Backoff(reconnect_interval, max_reconnect_interval)
+        self._next_attempt = 0.0
 
     def __enter__(self) -> Connection:
         if self._sock is None and not self._connected:
@@ -213,6 +214,8 @@ class Connection(BaseConnection):
         if was_connected and error.code != 200:
             log.warning("connection to %s lost: %s", self.params, error)
         keep = not final and self.will_reconnect
+        if keep and not self._reconnecting:
+            self._next_attempt = time.monotonic() + self._backoff.delay
         for channel in list(self._channels.values()):
             channel._mark_closed(error)
         if not keep:
@@ -223,7 +226,8 @@ class Connection(BaseConnection):
 
     def _ensure_connected(self, deadline: float | None) -> None:
         """Robust mode: reconnect and restore the channels if the connection was lost
-        (lock held); raise `ConnectionLost` if ``deadline`` passes first."""
+        (lock held). Attempts are spaced by the backoff, whichever calls make them; raises
+        `ConnectionLost` if ``deadline`` comes before the connection is back."""
         if self._sock is not None or not self.will_reconnect:
             return
         while self._reconnecting:  # another thread is on it
@@ -234,14 +238,13 @@ class Connection(BaseConnection):
         self._reconnecting = True
         try:
             while self._sock is None and not self._user_closed:
-                delay = self._backoff.delay
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise self._close_exc or ConnectionLost("reconnecting")
-                self._lock.release()
-                try:
-                    time.sleep(delay)  # backoff between attempts, other threads may proceed
-                finally:
-                    self._lock.acquire()
+                now = time.monotonic()
+                wait = self._next_attempt - now
+                if wait > 0:
+                    if deadline is not None and now + wait > deadline:
+                        raise self._close_exc or ConnectionLost("reconnecting")
+                    self._cond.wait(wait)  # other threads may go on meanwhile
+                    continue
                 log.info("reconnecting to %s", self.params)
                 try:
                     self._connect_once()
@@ -251,9 +254,10 @@ class Connection(BaseConnection):
                             channel._restore()
                 except (ClientError, OSError) as exc:
                     log.warning("reconnect to %s failed: %s", self.params, exc)
-                    self._backoff.failed()
                     if self._sock is not None:
                         self._teardown(ConnectionLost(f"restore failed: {exc}"))
+                    self._next_attempt = time.monotonic() + self._backoff.delay
+                    self._backoff.failed()
                     continue
                 self._backoff.reset()
                 self._reconnected()
@@ -281,9 +285,10 @@ class Connection(BaseConnection):
 
     def process_data_events(self, time_limit: float = 0.0) -> None:
         """Read and dispatch whatever arrives within ``time_limit`` seconds; services
-        heartbeats. Call it periodically on an otherwise idle connection."""
+        heartbeats (and, robust, reconnects when due). Call it periodically on an otherwise
+        idle connection."""
         with self._cond:
-            self._wait(lambda: False, time_limit)
+            self._wait(lambda: False, time_limit, reconnect=True)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` while keeping the connection alive (heartbeats, deliveries)."""
@@ -457,18 +462,23 @@ class Channel(BaseChannel):
     def _restore(self) -> None:
         """After a reconnect: re-open and replay qos, declarations, bindings, consumers."""
         self._open_locked()
-        for key, replay in self.topology.entries():
-            try:
-                replay()
-            except ChannelClosed as exc:
-                log.warning("robust channel %s: could not restore %s: %s", self.number, key, exc)
-                self.topology.forget(key)
-                self._open_locked()
+        self._restoring = True
+        try:
+            for key, replay in self.topology.entries():
+                try:
+                    replay()
+                except ChannelClosed as exc:
+                    log.warning("robust channel %s: could not restore %s: %s", self.number,
+                                key, exc)
+                    self.topology.forget(key)
+                    self._open_locked()
+        finally:
+            self._restoring = False
 
     def _mark_closed(self, error: ClientError, release: bool = True) -> None:
         """Mark closed (lock held). ``release=False`` keeps the channel in the connection's
         table; so does a robust connection's loss (the channel is restored)."""
-        keep = self._keeps_consumers(error)
+        keep = self._keeps_consumers(error) or self._restoring
         if release and not keep:
             self.connection._forget_channel(self)
         if not self._open:
@@ -911,17 +921,23 @@ class Queue(BaseQueue):
 
     def bind(self, exchange: Exchange | str, routing_key: str | None = None, *,
              arguments: dict[str, Any] | None = None) -> None:
-        """Bind to ``exchange``; the routing key defaults to the queue name."""
+        """Bind to ``exchange``; the routing key defaults to the queue name. Robust mode
+        rebinds this queue under its name of the moment (a server-named one changes)."""
         ex = exchange.name if isinstance(exchange, Exchange) else exchange
         key = self.name if routing_key is None else routing_key
-        self.channel.bind_queue(self.name, ex, key, arguments=arguments)
+        channel = self.channel
+        channel._rpc(spec.QueueBind(0, self.name, ex, key, False, arguments))
+        channel.topology.remember(
+            ("qbind", id(self), ex, key, repr(arguments)),
+            lambda: channel._call(spec.QueueBind(0, self.name, ex, key, False, arguments), None))
 
     def unbind(self, exchange: Exchange | str, routing_key: str | None = None, *,
                arguments: dict[str, Any] | None = None) -> None:
-        """Remove a binding."""
+        """Remove a binding made with `bind`."""
         ex = exchange.name if isinstance(exchange, Exchange) else exchange
         key = self.name if routing_key is None else routing_key
-        self.channel.unbind_queue(self.name, ex, key, arguments=arguments)
+        self.channel._rpc(spec.QueueUnbind(0, self.name, ex, key, arguments))
+        self.channel.topology.forget(("qbind", id(self), ex, key, repr(arguments)))
 
     def get(self, *, no_ack: bool = False, timeout: float | None = None,
             ) -> IncomingMessage | None:

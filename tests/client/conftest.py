@@ -52,13 +52,16 @@ def url_with(url: str, *, user: str | None = None, password: str | None = None,
 class FakeServer:
     """A scripted AMQP server for one client connection, on a background thread.
 
-    It completes the handshake (offering ``heartbeat``), answers channel.open, confirm.select,
+    It completes the handshake (offering ``heartbeat``; with ``blocked_on_open``, blocking the
+    connection in the same write as open-ok), answers channel.open, confirm.select,
     channel.close and connection.close, and records every other frame in ``received`` as
     ``(channel, method_or_None, frame_type)``. Tests push frames with `send`.
     """
 
-    def __init__(self, heartbeat: int = 0) -> None:
+    def __init__(self, heartbeat: int = 0, blocked_on_open: str | None = None) -> None:
         self.heartbeat = heartbeat
+        #: Send connection.blocked with this reason right behind open-ok (same write).
+        self.blocked_on_open = blocked_on_open
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
@@ -126,7 +129,12 @@ class FakeServer:
         if cls is spec.ConnectionStartOk:
             self.send(0, spec.ConnectionTune(2047, 131072, self.heartbeat))
         elif cls is spec.ConnectionOpen:
-            self.send(0, spec.ConnectionOpenOk(""))
+            with self._lock:
+                assert self.conn is not None
+                data = encode_method_frame(0, spec.ConnectionOpenOk(""))
+                if self.blocked_on_open is not None:
+                    data += encode_method_frame(0, spec.ConnectionBlocked(self.blocked_on_open))
+                self.conn.sendall(data)
             self.connected.set()
         elif cls is spec.ChannelOpen:
             self.send(channel, spec.ChannelOpenOk(b""))
