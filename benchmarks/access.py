@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""access.py - what the permission check costs the publish hot path.
+
+    python benchmarks/access.py [--base REV] [--n 200000] [--rounds 5]
+
+The broker core's publish path (parse -> check -> route -> enqueue) is timed in process, no
+sockets, so the check's share is not hidden by I/O: one session is fed batches of 100
+pre-encoded basic.publish frames (100-byte bodies) to a queue capped by x-max-length (drop-head,
+so memory stays flat), and to an unbound direct exchange (nothing to enqueue: the path is at
+its shortest, the check's share at its largest).
+
+It runs the same workload on two source trees in the same session, alternating rounds:
+`--base` (default: the commit before the permission checks landed, i.e. the parent of the
+first commit touching `_check_publish`) extracted with `git archive`, and this checkout.
+A third case runs this checkout with topic permissions on the target exchange, the one case
+where every message is checked (a regex search per message, nothing cached).
+Prints the best rate of each case and the ratios; results go to results/access-*.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import io
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+CHILD = r'''
+import json, sys, time
+sys.path.insert(0, sys.argv[1] + "/tests/unit")
+from minimq.broker import Broker
+from core_client import CoreClient
+
+n, target, topic = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+broker = Broker()
+client = CoreClient(broker)
+ch = client.channel()
+client.declare(ch, "bench", arguments={"x-max-length": 10000})
+if topic:
+    broker.access.set_topic_permissions("guest", "/", "amq.topic", ".*", ".*")
+exchange, key = ("", "bench") if target == "queue" else ("amq.topic", "nowhere") if topic else ("amq.direct", "nowhere")
+if topic and target == "queue":
+    client.call(ch, __import__("minimq.codec.spec", fromlist=["x"]).QueueBind(0, "bench", "amq.topic", "bench", False, {}))
+    exchange, key = "amq.topic", "bench"
+batch = b"".join(client.encode_publish(ch, exchange, key, b"x" * 100) for _ in range(100))
+session = client.session
+for _ in range(200):  # warm up
+    session.feed(batch)
+    session.out.clear()
+start = time.perf_counter()
+for _ in range(n // 100):
+    session.feed(batch)
+    session.out.clear()
+took = time.perf_counter() - start
+assert not client.closed_channels, client.closed_channels
+print(json.dumps({"rate": n / took}))
+'''
+
+
+def extract(rev: str, into: str) -> str:
+    data = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def default_base() -> str:
+    out = subprocess.run(
+        ["git", "log", "--format=%H", "-S", "_check_publish", "--reverse", "--", "minimq/broker/session.py"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    if not out:
+        raise SystemExit("cannot find the commit that added the permission check; pass --base")
+    return out[0] + "^"
+
+
+def run(tree: str, n: int, target: str, topic: bool) -> float:
+    env = {**os.environ, "PYTHONPATH": tree}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, tree, str(n), target, "1" if topic else "0"],
+        env=env, capture_output=True, text=True, check=True, cwd=tree,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["rate"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--base", default=None)
+    p.add_argument("--n", type=int, default=200000)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args()
+    base_rev = a.base or default_base()
+    base_hash = subprocess.run(["git", "rev-parse", "--short", base_rev], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    head_hash = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="minimq-bench-base-") as tmp:
+        base = extract(base_rev, tmp)
+        best: dict[tuple[str, str], float] = {}
+        for _ in range(a.rounds):
+            for target in ("queue", "unrouted"):
+                for name, tree, topic in (("base", base, False), ("checked", REPO, False), ("topic", REPO, True)):
+                    rate = run(tree, a.n, target, topic)
+                    key = (name, target)
+                    best[key] = max(best.get(key, 0.0), rate)
+    lines = [
+        f"# Permission check on the publish path ({datetime.date.today()}, base {base_hash}, this {head_hash})",
+        "",
+        f"In-process core publish loop, {a.n} publishes of 100 bytes per run, best of {a.rounds} alternating rounds.",
+        "",
+        "| target | base (no check) msg/s | with check msg/s | ratio | topic-restricted msg/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for target in ("queue", "unrouted"):
+        b, c, t = best[("base", target)], best[("checked", target)], best[("topic", target)]
+        lines.append(f"| {target} | {b:,.0f} | {c:,.0f} | {c / b:.3f} | {t:,.0f} | {t / b:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", f"access-{datetime.date.today()}.md"), "w") as f:
+        f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
