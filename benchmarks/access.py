@@ -53,13 +53,18 @@ session = client.session
 for _ in range(200):  # warm up
     session.feed(batch)
     session.out.clear()
-start = time.perf_counter()
-for _ in range(n // 100):
-    session.feed(batch)
-    session.out.clear()
-took = time.perf_counter() - start
+# CPU time of this process (the machine is shared: wall time would measure the neighbours),
+# best of 10 slices.
+best = 0.0
+for _ in range(10):
+    start = time.process_time()
+    for _ in range(n // 1000):
+        session.feed(batch)
+        session.out.clear()
+    took = time.process_time() - start
+    best = max(best, (n // 10) / took)
 assert not client.closed_channels, client.closed_channels
-print(json.dumps({"rate": n / took}))
+print(json.dumps({"rate": best}))
 '''
 
 
@@ -112,7 +117,7 @@ def main() -> int:
     lines = [
         f"# Permission check on the publish path ({datetime.date.today()}, base {base_hash}, this {head_hash})",
         "",
-        f"In-process core publish loop, {a.n} publishes of 100 bytes per run, best of {a.rounds} alternating rounds.",
+        f"In-process core publish loop, {a.n} publishes of 100 bytes per run (CPU time, best of 10 slices), best of {a.rounds} alternating rounds.",
         "",
         "| target | base (no check) msg/s | with check msg/s | ratio | topic-restricted msg/s | ratio |",
         "|---|---:|---:|---:|---:|---:|",

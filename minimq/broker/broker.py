@@ -374,6 +374,7 @@ class Broker:
         for session in self.sessions:
             session.acl_cache.clear()
             session.write_ok.clear()
+            session.topic_ok.clear()
 
     def channel_opening(self, session: Session) -> None:
         """Raise RabbitMQ's 530 if the session's user is at its max-channels limit."""

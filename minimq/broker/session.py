@@ -97,10 +97,11 @@ class Session:
         # every connection and bounded in bytes (the broker's).
         self._route_cache = broker.route_cache
         # Access control answers already given on this connection: (permission, kind, name)
-        # allowed, and exchanges it may publish to without a per-message topic check. The
-        # broker clears both whenever users or permissions change.
+        # allowed, exchanges it may publish to, and (exchange, routing key) pairs allowed by
+        # topic permissions. The broker clears them whenever users or permissions change.
         self.acl_cache: set[tuple[str, str, str]] = set()
         self.write_ok: set[str] = set()
+        self.topic_ok: set[tuple[str, str]] = set()
         self.client_name = ""
         self._last_header = b""
         # While a queue.delete runs: the deleting channel, whose own consumers' basic.cancel
@@ -447,16 +448,22 @@ class Session:
     def _check_publish(self, exchange: str, routing_key: str) -> None:
         """basic.publish's checks: write on the exchange, then (topic exchanges) on the key.
 
-        Remembered per exchange in `write_ok` unless the routing key must be checked on
-        every message (the user has topic permissions on that exchange).
+        Remembered per exchange in `write_ok`, or, when the user has topic permissions on
+        that exchange, per (exchange, routing key) in `topic_ok`.
         """
+        self._allow("write", "exchange", exchange)
         access = self.broker.access
         vname = self.vhost.name
-        access.check(self.user, vname, "write", "exchange", exchange)
         if access.topic_restricted(self.user, vname, exchange):
+            key = (exchange, routing_key)
+            if key in self.topic_ok:
+                return
             ex = self.vhost.exchanges.get(exchange)
             if ex is not None and not ex.internal and ex.type_name == "topic":
                 access.check_topic(self.user, vname, exchange, "write", routing_key)
+                if len(self.topic_ok) >= _ACL_CACHE_MAX:
+                    self.topic_ok.clear()
+                self.topic_ok.add(key)
             return
         if len(self.write_ok) >= _ACL_CACHE_MAX:
             self.write_ok.clear()

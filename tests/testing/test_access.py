@@ -48,6 +48,13 @@ def test_topic_permissions_through_the_harness() -> None:
         with pytest.raises(ChannelClosedByBroker) as ei:
             ch.basic_publish("amq.topic", "bob.x", b"no")
         assert "access to topic 'bob.x' in exchange 'amq.topic'" in ei.value.reply_text
+        ch = connect(broker.url).channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "alice.y", b"ok")  # allowed, and remembered
+        broker.set_topic_permissions("alice", "amq.topic", write="^nobody$")
+        with pytest.raises(ChannelClosedByBroker) as ei:
+            ch.basic_publish("amq.topic", "alice.y", b"no longer")
+        assert "access to topic 'alice.y'" in ei.value.reply_text
 
 
 def test_definitions_from_rabbitmq_load_into_the_test_broker() -> None:
