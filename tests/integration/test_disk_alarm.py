@@ -17,7 +17,6 @@ import pika
 import pytest
 
 from conftest import ROOT, start_broker
-from test_memory_alarm import pump
 from minimq.broker import Broker
 from minimq.client import sync as mqclient
 from minimq.server import Server
@@ -27,6 +26,15 @@ from minimq.store.files import Files
 pytestmark = pytest.mark.skipif(bool(os.environ.get("MINIMQ_TEST_URL")), reason="drives minimq's own disk alarm")
 
 ALWAYS_LOW = "0.999999"  # of the disk: more than is ever free on a disk that holds anything
+
+
+def pump(conn: pika.BlockingConnection, until, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            return False
+        conn.process_data_events(time_limit=0.05)
+    return True
 
 
 def watched(url: str, events: list) -> pika.BlockingConnection:
