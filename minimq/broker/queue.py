@@ -388,6 +388,15 @@ class Queue:
         turns = self._turns
         while ready and turns:
             c = next(iter(turns))
+            if len(turns) == 1:
+                # One consumer with turns (the common case): no rotation to keep.
+                if c.can_take():
+                    msg = ready.popleft()
+                    self.ready_bytes -= len(msg.body)
+                    c.channel.deliver(c, msg)
+                else:
+                    del turns[c]  # parked until unpark()
+                continue
             del turns[c]
             if not c.can_take():
                 continue  # parked until unpark()

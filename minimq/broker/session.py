@@ -337,10 +337,12 @@ class Session:
         """Header and body frames, split by the negotiated frame_max."""
         out = self.out
         size = len(body)
-        self.out_bytes += size + len(header) + _CONTENT_OVERHEAD
-        if self.out_bytes >= self.output_high_water and self.writable:
+        hlen = len(header)
+        pending = self.out_bytes + size + hlen + _CONTENT_OVERHEAD
+        self.out_bytes = pending
+        if pending >= self.output_high_water and self.writable:
             self._update_writable()
-        out.append(_FRAME.pack(2, channel, len(header)))
+        out.append(_FRAME.pack(2, channel, hlen))
         out.append(header)
         if not size:
             out.append(_END)
