@@ -405,6 +405,13 @@ SECOND_PHASE = {"no_ack_unread": attack_no_ack_unread_run, "drop_consumers": att
 
 
 def run_one(target: Target, attack: str, scale: float) -> dict:
+    try:
+        return _run_one(target, attack, scale)
+    except Exception as exc:  # the broker refused or stalled the setup: say so, go on
+        return {"broker": target.name, "attack": attack, "scale": scale, "error": repr(exc)}
+
+
+def _run_one(target: Target, attack: str, scale: float) -> dict:
     fn = ATTACKS[attack]
     state = None
     if attack in SECOND_PHASE:
@@ -449,6 +456,9 @@ def fmt(rows: list[dict]) -> str:
     out = ["| attack | broker | peak RSS growth | bystander p50 | p99 | max | notes |",
            "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
+        if "error" in r and "p50_ms" not in r:
+            out.append(f"| {r['attack']} | {r['broker']} | - | - | - | - | {r['error']} |")
+            continue
         notes = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
                  if k not in {"broker", "attack", "scale", "rss_before_mb", "peak_growth_mb", "p50_ms",
                               "p99_ms", "max_ms", "round_trips", "seconds"} and v is not None}
