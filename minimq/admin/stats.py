@@ -172,6 +172,13 @@ class RateSampler:
         s = self.samples.get(obj)
         return s.changed_at if s is not None else None
 
+    def idle_since(self, obj: Any) -> float | None:
+        """When the object's counters last moved, if they did not in the last interval."""
+        s = self.samples.get(obj)
+        if s is None or s.changed_at >= s.t:
+            return None
+        return s.changed_at
+
     def node_rates(self) -> dict[str, float]:
         """Per-second rates of the node's totals over the last sampling interval."""
         h = self.history

@@ -94,6 +94,11 @@ class Context:
     def rates(self, obj: Any) -> tuple | None:
         return self.sampler.rates(obj) if self.sampler is not None else None
 
+    def _idle(self, out: dict, obj: Any) -> None:
+        since = self.sampler.idle_since(obj) if self.sampler is not None else None
+        if since is not None:
+            out["idle_since"] = iso(since)
+
     # ------------------------------------------------------------ connections
 
     def connection_name(self, session: Any) -> str:
@@ -145,7 +150,8 @@ class Context:
             out["user_provided_name"] = props["connection_name"]
         for key in ("recv_oct", "send_oct", "recv_cnt", "send_cnt"):
             out[key] = getattr(proto, key, 0) if proto is not None else 0
-            out[key + "_details"] = {"rate": 0.0}
+            if key.endswith("_oct"):
+                out[key + "_details"] = {"rate": 0.0}
         return out
 
     def connection_details(self, session: Any) -> dict:
@@ -163,7 +169,7 @@ class Context:
         stats = stats_block(TOTAL_FIELDS, counts, self.rates(ch))
         _deliver_get(stats, counts[TOTAL_FIELDS.index("deliver")] + counts[TOTAL_FIELDS.index("deliver_no_ack")]
                      + counts[TOTAL_FIELDS.index("get")] + counts[TOTAL_FIELDS.index("get_no_ack")])
-        return {
+        out = {
             "name": self.channel_name(ch),
             "node": NODE,
             "number": ch.number,
@@ -184,6 +190,8 @@ class Context:
             "pending_raft_commands": 0,
             "message_stats": stats,
         }
+        self._idle(out, ch)
+        return out
 
     def channel_details(self, ch: Any) -> dict:
         peer_host, _, peer_port = ch.session.peer.rpartition(":")
@@ -264,13 +272,11 @@ class Context:
             "head_message_timestamp": None,
             "memory": 1024 + 200 * ready + message_bytes,
             "message_stats": stats,
-            "exclusive_owner": None,
+            "recoverable_slaves": None,
         }
         if q.owner is not None:
             out["owner_pid_details"] = self.connection_details(q.owner)
-        changed = self.sampler.changed_at(q) if self.sampler is not None else None
-        if not q.consumers and changed is not None:
-            out["idle_since"] = iso(changed)
+        self._idle(out, q)
         return out
 
     def queue_detail(self, q: Any) -> dict:
@@ -291,9 +297,9 @@ class Context:
             "auto_delete": bool(ex.auto_delete),
             "internal": bool(ex.internal),
             "arguments": plain(ex.arguments or {}),
-            "user_who_performed_action": "rmq-internal" if ex.name == "" or ex.name.startswith("amq.") else "guest",
-            "policy": None,
         }
+        if ex.name == "" or ex.name.startswith("amq."):
+            out["user_who_performed_action"] = "rmq-internal"
         if ex.stat_in or ex.stat_out:
             out["message_stats"] = stats_block(EXCHANGE_NAMES, (ex.stat_in, ex.stat_out), self.rates(ex))
         return out
@@ -360,10 +366,13 @@ class Context:
             "disk_free_limit": _disk_limit(self.server),
             "disk_free_alarm": "disk" in (getattr(self.server, "alarms", ()) or ()),
             "fd_used": fd_count(),
+            "fd_used_details": {"rate": 0.0},
             "fd_total": fd_limit(),
             "sockets_used": len(getattr(self.server, "connections", ()) or ()),
+            "sockets_used_details": {"rate": 0.0},
             "sockets_total": fd_limit(),
             "proc_used": 1,
+            "proc_used_details": {"rate": 0.0},
             "proc_total": 1,
             "processors": os.cpu_count() or 1,
             "run_queue": 0,
