@@ -398,8 +398,7 @@ class API:
             return json_response(self.get_messages(q, self.body_json(request)))
         if action == "bindings" and len(seg) == 3:
             self._allow(method, "GET")
-            items = [b for b in ctx.bindings_of(vhost) if b["destination"] == name and b["destination_type"] == "queue"]
-            return await self._list(request, items)
+            return await self._list(request, ctx.bindings_to(vhost, q))
         if action == "actions" and len(seg) == 3:
             self._allow(method, "POST")
             return no_content()
@@ -519,11 +518,10 @@ class API:
             return json_response(self.publish(vhost, ex, self.body_json(request)))
         if seg[2] == "bindings" and len(seg) == 4 and seg[3] in ("source", "destination"):
             self._allow(method, "GET")
-            items = ctx.bindings_of(vhost)
             if seg[3] == "source":
-                items = [b for b in items if b["source"] == name]
+                items = ctx.bindings_from(vhost.name, ex)
             else:
-                items = [b for b in items if b["destination"] == name and b["destination_type"] == "exchange"]
+                items = [b for b in ctx.bindings_to(vhost, ex) if b["source"]]
             return await self._list(request, items)
         raise not_found()
 
@@ -595,11 +593,7 @@ class API:
         if len(seg) <= 1:
             self._allow(method, "GET")
             vhosts = [self._vhost(who, seg[0])] if seg else self._visible_vhosts(who)
-            items = []
-            for v in vhosts:
-                items.extend(ctx.bindings_of(v))
-                await asyncio.sleep(0)
-            return await self._list(request, items)
+            return await self._list(request, await self._all_bindings(ctx, vhosts))
         if len(seg) < 5 or seg[1] != "e" or seg[3] not in ("q", "e"):
             raise not_found()
         vhost = self._vhost(who, seg[0])
@@ -610,10 +604,10 @@ class API:
         dest = vhost.queues.get(dest_name) if dest_kind == "queue" else vhost.exchanges.get(dest_name)
         if source is None or dest is None:
             raise not_found()
-        matching = [
-            b for b in ctx.bindings_of(vhost)
-            if b["source"] == source_name and b["destination"] == dest_name and b["destination_type"] == dest_kind
-        ]
+        if source.is_default:
+            matching = [binding_dict(vhost.name, "", dest_name, "queue", dest_name, {})] if dest_kind == "queue" else []
+        else:
+            matching = ctx.bindings_from(vhost.name, source, dest)
         if len(seg) == 5:
             self._allow(method, "GET", "POST")
             if method == "GET":
@@ -653,6 +647,24 @@ class API:
                 raise bad_request(exc.text or exc.reply_text) from None
             return no_content()
         raise not_found()
+
+    async def _all_bindings(self, ctx: Context, vhosts: list) -> list[dict]:
+        """Every binding of these vhosts, as RabbitMQ lists them (each vhost's default
+        exchange bindings first), built CHUNK queues or exchanges per loop iteration."""
+        out: list[dict] = []
+        for v in vhosts:
+            queues = list(v.queues.values())
+            for start in range(0, len(queues), CHUNK * 8):
+                out.extend(binding_dict(v.name, "", q.name, "queue", q.name, {})
+                           for q in queues[start : start + CHUNK * 8] if not q.deleted)
+                await asyncio.sleep(0)
+            exchanges = [ex for ex in list(v.exchanges.values()) if not ex.is_default]
+            for start in range(0, len(exchanges), CHUNK):
+                for ex in exchanges[start : start + CHUNK]:
+                    if not ex.deleted:
+                        out.extend(ctx.bindings_from(v.name, ex))
+                await asyncio.sleep(0)
+        return out
 
     # --------------------------------------------------- connections & co
 

@@ -307,19 +307,22 @@ class Context:
     # --------------------------------------------------------------- bindings
 
     @staticmethod
-    def bindings_of(vhost: Any) -> list[dict]:
-        """Every binding in a vhost, the default exchange's implicit ones first, as RabbitMQ."""
-        name = vhost.name
-        out = [
-            binding_dict(name, "", q.name, "queue", q.name, {})
-            for q in list(vhost.queues.values())
-        ]
-        for ex in list(vhost.exchanges.values()):
-            if ex.is_default:
-                continue
-            for dest, key, args in list(ex.kind.bindings()):
-                kind = "queue" if hasattr(dest, "consumers") else "exchange"
-                out.append(binding_dict(name, ex.name, dest.name, kind, key, args))
+    def bindings_from(vhost: str, ex: Any, dest: Any = None) -> list[dict]:
+        """The bindings of one exchange (only those to `dest`, if given)."""
+        out = []
+        for d, key, args in list(ex.kind.bindings()):
+            if dest is None or d is dest:
+                kind = "queue" if hasattr(d, "consumers") else "exchange"
+                out.append(binding_dict(vhost, ex.name, d.name, kind, key, args))
+        return out
+
+    def bindings_to(self, vhost: Any, dest: Any) -> list[dict]:
+        """The bindings to one queue or exchange (a queue's implicit default one first)."""
+        out = []
+        if hasattr(dest, "consumers"):
+            out.append(binding_dict(vhost.name, "", dest.name, "queue", dest.name, {}))
+        for ex in sorted(list(dest.bound_from), key=lambda e: e.name):
+            out.extend(self.bindings_from(vhost.name, ex, dest))
         return out
 
     # ------------------------------------------------------------ vhost, node
