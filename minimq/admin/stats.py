@@ -39,7 +39,7 @@ def channel_counts(ch: Any) -> tuple[int, ...]:
 
 
 def exchange_counts(ex: Any) -> tuple[int, int]:
-    return ex.stat_in, ex.stat_out
+    return ex.stat_in, ex.stat_in - ex.stat_unroutable
 
 
 def unacked_by_queue(broker: Any) -> dict[Any, int]:

@@ -8,16 +8,20 @@ Field names and shapes are RabbitMQ 3.10's; fields that only make sense for Erla
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import platform
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import minimq
 from minimq.admin.stats import (
-    EXCHANGE_NAMES, QUEUE_FIELDS, TOTAL_FIELDS, RateSampler, queue_counts, unacked_by_queue,
+    EXCHANGE_NAMES, QUEUE_FIELDS, TOTAL_FIELDS, RateSampler, exchange_counts, queue_counts, unacked_by_queue,
 )
 from minimq.codec.values import Int64
 from minimq.server.app import rss_bytes
@@ -300,8 +304,8 @@ class Context:
         }
         if ex.name == "" or ex.name.startswith("amq."):
             out["user_who_performed_action"] = "rmq-internal"
-        if ex.stat_in or ex.stat_out:
-            out["message_stats"] = stats_block(EXCHANGE_NAMES, (ex.stat_in, ex.stat_out), self.rates(ex))
+        if ex.stat_in:
+            out["message_stats"] = stats_block(EXCHANGE_NAMES, exchange_counts(ex), self.rates(ex))
         return out
 
     # --------------------------------------------------------------- bindings
@@ -498,17 +502,10 @@ def binding_dict(vhost: str, source: str, dest: str, dest_type: str, key: str, a
 def properties_key(key: str, args: dict | None) -> str:
     """RabbitMQ's name for one binding among those between the same ends: the routing key
     (quoted the way a URL path segment needs), plus a hash of the arguments if any."""
-    from urllib.parse import quote
-
     base = quote(key, safe="") if key else "~"
     if not args:
         return base
-    import hashlib
-    import json
-
     digest = hashlib.sha1(json.dumps(plain(args), sort_keys=True).encode()).digest()
-    import base64
-
     return base + "~" + base64.urlsafe_b64encode(digest[:8]).decode().rstrip("=")
 
 

@@ -55,7 +55,7 @@ class Exchange:
         self.e2e_out = 0
         self.deleted = False
         self.stat_in = 0  # messages published to it (for the management API's rates)
-        self.stat_out = 0  # of those, the ones it routed somewhere
+        self.stat_unroutable = 0  # of those, the ones it routed nowhere (rare: off the hot path)
 
     @property
     def is_default(self) -> bool:

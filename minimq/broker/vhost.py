@@ -424,8 +424,8 @@ class VirtualHost:
             queues = self.route(ex, msg)
         ex.stat_in += 1
         if not queues:
+            ex.stat_unroutable += 1
             return False, False, 0
-        ex.stat_out += 1
         refused, pos = self.deliver_to(queues, msg)
         return True, refused, pos
 
