@@ -515,15 +515,12 @@ class Channel(BaseChannel):
         and raises `MessageNacked` on nack and `MessageReturned` if a ``mandatory`` message
         was unroutable. ``timeout`` bounds the whole wait (`TimeoutError`).
         """
-        if not self._open:
-            self._check()
         conn = self.connection
         core = self._core
-        assert core is not None
-        if not conn.can_publish or not core.active:
+        if not self._open or not conn.can_publish or not core.active:  # type: ignore[union-attr]
             await self._wait_ready(timeout)
             core = self._core
-            assert core is not None
+        assert core is not None
         body, props = body_and_properties(message)
         tag = core.publish(exchange, routing_key, body, props, mandatory)
         if not self.publisher_confirms:
@@ -548,6 +545,10 @@ class Channel(BaseChannel):
 
         async def wait() -> None:
             while True:
+                if not self._open and self._close_exc is not None \
+                        and self._keeps_consumers(self._close_exc):
+                    await conn.state_changed()  # robust: restored after the reconnect
+                    continue
                 self._check()
                 if not conn.can_publish:
                     await conn.wait_publishable()

@@ -280,3 +280,25 @@ def test_robust_restore_goes_on_past_a_refused_declaration(driver: Driver, uniqu
     finally:
         for b in brokers:
             b.stop()
+
+
+def test_robust_publish_waits_for_the_reconnect(driver: Driver, unique: str) -> None:
+    """A publish made while the connection is down (known lost) waits for the reconnect and
+    the restored channel, then goes through."""
+    broker = start_broker()
+    brokers = [broker]
+    try:
+        conn = driver.connect(broker.url, robust=True, reconnect_interval=0.2,
+                              max_reconnect_interval=0.5)
+        ch = conn.channel(publisher_confirms=True)
+        queue = ch.declare_queue(f"{unique}.q")
+        broker.proc.kill()
+        broker.proc.wait(TIMEOUT)
+        assert wait_until(driver, conn, lambda: conn.is_closed)
+        brokers.append(start_broker("--port", str(broker.port)))
+        ch.publish(b"while down", queue.name, timeout=20)
+        assert not ch.is_closed and queue.get().body == b"while down"
+        conn.close()
+    finally:
+        for b in brokers:
+            b.stop()
