@@ -81,8 +81,9 @@ def tmp() -> Iterator[Path]:
 def run_broker() -> Iterator:
     started: list[BrokerProcess] = []
 
-    def run(*args: str, log_level: str = "info") -> Running:
-        broker = start_broker("--no-management", *args, stderr=subprocess.PIPE, log_level=log_level)
+    def run(*args: str, log_level: str = "info", with_management: bool = False) -> Running:
+        extra = () if with_management else ("--no-management",)
+        broker = start_broker(*extra, *args, stderr=subprocess.PIPE, log_level=log_level)
         started.append(broker)
         return Running(broker, LogReader(broker.proc.stderr))
 
@@ -296,6 +297,40 @@ def test_run_time_changes_survive_a_restart_in_the_data_dir(run_broker, tmp: Pat
     b2.connect("dave", "first", "dv").close()  # the flag's user and vhost were kept
     with pytest.raises(ProbableAuthenticationError):
         b2.connect()  # guest stays deleted: a fresh node's default is not recreated
+
+
+def test_a_user_made_through_the_management_api_survives_a_restart(run_broker, tmp: Path) -> None:
+    import base64
+    import urllib.request
+
+    data = tmp / "data"
+
+    def api(port: int, method: str, path: str, body: dict | None = None) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"content-type": "application/json",
+                     "authorization": "Basic " + base64.b64encode(b"guest:guest").decode()},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+
+    def start() -> tuple[Running, int]:
+        b = run_broker("--data-dir", str(data), "--management-port", "0", with_management=True)
+        line = b.log.wait_for(r"management API and web UI on http://")
+        return b, int(re.search(r":(\d+)/", line).group(1))
+
+    b, port = start()
+    assert api(port, "PUT", "/api/vhosts/erins", {}) in (201, 204)
+    assert api(port, "PUT", "/api/users/erin", {"password": "erin-pw", "tags": "management"}) in (201, 204)
+    assert api(port, "PUT", "/api/permissions/erins/erin", {"configure": ".*", "write": ".*", "read": ".*"}) in (201, 204)
+    assert api(port, "DELETE", "/api/users/guest") == 204
+    b.connect("erin", "erin-pw", "erins").close()
+    b.broker.stop()
+    b2 = run_broker("--data-dir", str(data), log_level="warning")
+    b2.connect("erin", "erin-pw", "erins").close()
+    with pytest.raises(ProbableAuthenticationError):
+        b2.connect()  # guest was deleted at run time and stays deleted
 
 
 # ------------------------------------------------------------------------------- logs
