@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """access.py - what the permission check costs the publish hot path.
 
-    python benchmarks/access.py [--base REV] [--n 200000] [--rounds 5]
+    python benchmarks/access.py [--base REV] [--head REV|.] [--n 100000] [--rounds 7]
 
 The broker core's publish path (parse -> check -> route -> enqueue) is timed in process, no
 sockets, so the check's share is not hidden by I/O: one session is fed batches of 100
@@ -9,11 +9,12 @@ pre-encoded basic.publish frames (100-byte bodies) to a queue capped by x-max-le
 so memory stays flat), and to an unbound direct exchange (nothing to enqueue: the path is at
 its shortest, the check's share at its largest).
 
-It runs the same workload on two source trees in the same session, alternating rounds:
-`--base` (default: the commit before the permission checks landed, i.e. the parent of the
-first commit touching `_check_publish`) extracted with `git archive`, and this checkout.
-A third case runs this checkout with topic permissions on the target exchange, the one case
-where every message is checked (a regex search per message, nothing cached).
+It runs the same workload on two source trees in the same session, alternating rounds, so
+the ratio is the check and nothing else: `--head` (default: the commit that added the
+permission checks, the first to touch `_check_publish`; `.` for this checkout) and `--base`
+(default: its parent), both extracted with `git archive`. A third case runs the head with
+topic permissions on the target exchange, where the session must check each (exchange,
+routing key) pair (remembered once allowed).
 Prints the best rate of each case and the ratios; results go to results/access-*.md.
 """
 from __future__ import annotations
@@ -75,14 +76,14 @@ def extract(rev: str, into: str) -> str:
     return into
 
 
-def default_base() -> str:
+def check_commit() -> str:
     out = subprocess.run(
         ["git", "log", "--format=%H", "-S", "_check_publish", "--reverse", "--", "minimq/broker/session.py"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split()
     if not out:
         raise SystemExit("cannot find the commit that added the permission check; pass --base")
-    return out[0] + "^"
+    return out[0]
 
 
 def run(tree: str, n: int, target: str, topic: bool) -> float:
@@ -97,25 +98,30 @@ def run(tree: str, n: int, target: str, topic: bool) -> float:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--base", default=None)
+    p.add_argument("--head", default=None)
     p.add_argument("--n", type=int, default=200000)
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
-    base_rev = a.base or default_base()
+    head_rev = a.head or check_commit()
+    base_rev = a.base or head_rev + "^"
     base_hash = subprocess.run(["git", "rev-parse", "--short", base_rev], cwd=REPO, capture_output=True,
                                text=True, check=True).stdout.strip()
-    head_hash = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="minimq-bench-base-") as tmp:
+    head_hash = "this checkout" if head_rev == "." else subprocess.run(
+        ["git", "rev-parse", "--short", head_rev], cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="accessbench-base-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="accessbench-head-") as tmp2:
         base = extract(base_rev, tmp)
+        head = REPO if head_rev == "." else extract(head_rev, tmp2)
         best: dict[tuple[str, str], float] = {}
         for _ in range(a.rounds):
             for target in ("queue", "unrouted"):
-                for name, tree, topic in (("base", base, False), ("checked", REPO, False), ("topic", REPO, True)):
+                for name, tree, topic in (("base", base, False), ("checked", head, False), ("topic", head, True)):
                     rate = run(tree, a.n, target, topic)
                     key = (name, target)
                     best[key] = max(best.get(key, 0.0), rate)
     lines = [
-        f"# Permission check on the publish path ({datetime.date.today()}, base {base_hash}, this {head_hash})",
+        f"# Permission check on the publish path ({datetime.date.today()}, base {base_hash}, with check {head_hash})",
         "",
         f"In-process core publish loop, {a.n} publishes of 100 bytes per run (CPU time, best of 10 slices), best of {a.rounds} alternating rounds.",
         "",

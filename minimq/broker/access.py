@@ -158,6 +158,8 @@ class AccessControl:
         self.on_change: Callable[[], None] | None = None
         # The broker's hook to forget cached answers (set by the Broker using this model).
         self.on_invalidate: Callable[[], None] | None = None
+        # The broker's hook to close a deleted user's connections (as RabbitMQ does).
+        self.on_user_deleted: Callable[[str], None] | None = None
         self.version = 0
 
     @classmethod
@@ -209,6 +211,8 @@ class AccessControl:
             del self.topic_permissions[key]
         self.user_limits.pop(name, None)
         self.changed()
+        if self.on_user_deleted is not None:
+            self.on_user_deleted(name)
         return True
 
     def set_tags(self, name: str, tags: Iterable[str]) -> None:

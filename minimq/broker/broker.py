@@ -23,7 +23,7 @@ from minimq.broker.queue import Queue
 from minimq.broker.session import Session
 from minimq.broker.timers import Timers
 from minimq.broker.vhost import VirtualHost
-from minimq.codec.errors import NotAllowed
+from minimq.codec.errors import ConnectionForced, NotAllowed
 from minimq.protocol.connection import ServerConnection
 
 CAPABILITIES = {
@@ -99,6 +99,7 @@ class Broker:
                 self.open_users = tuple(users)
         self.access = access
         access.on_invalidate = self._access_changed
+        access.on_user_deleted = self._user_deleted
         # Users refused unless they connect through a loopback address (RabbitMQ's
         # loopback_users); empty lets everyone in from anywhere.
         self.loopback_users = frozenset(loopback_users)
@@ -375,6 +376,11 @@ class Broker:
             session.acl_cache.clear()
             session.write_ok.clear()
             session.topic_ok.clear()
+
+    def _user_deleted(self, name: str) -> None:
+        """RabbitMQ closes a deleted user's connections: 320 "user 'x' is deleted"."""
+        for session in [s for s in self.sessions if s.user == name and not s.closed]:
+            session.force_close(ConnectionForced(f"user '{name}' is deleted"))
 
     def channel_opening(self, session: Session) -> None:
         """Raise RabbitMQ's 530 if the session's user is at its max-channels limit."""

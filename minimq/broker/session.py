@@ -321,6 +321,18 @@ class Session:
             self.exclusive_queues.clear()
             self.broker.sessions.discard(self)
 
+    def force_close(self, error: AMQPError) -> None:
+        """Close this connection from the broker's side (connection.close with `error`)."""
+        if self.closed:
+            return
+        log.info("closing AMQP connection %s: %s", self.describe(), error.reply_text)
+        try:
+            if self.conn.state is ConnState.OPEN:
+                self.conn.close(error)
+        finally:
+            self.release()
+            self.wake()
+
     def connection_lost(self) -> None:
         """The socket went away without a close handshake."""
         if not self.closed and self.vhost is not None:

@@ -81,3 +81,15 @@ def test_access_survives_restart() -> None:
         broker.set_permissions("bob", "/")
         broker.restart()
         connect(broker.url.replace("alice:pw", "bob:bob-pw")).close()
+
+
+def test_deleting_a_user_closes_its_connections() -> None:
+    with Broker(users={"alice": "pw", "guest": "guest"}, permissions={"alice": {"/": ".*"}, "guest": {"/": ".*"}}) as broker:
+        alice = connect(broker.url)
+        guest = connect(broker.url.replace("alice:pw", "guest:guest"))
+        broker.delete_user("alice")
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as ei:
+            alice.process_data_events(time_limit=10)
+            alice.channel()
+        assert (ei.value.reply_code, ei.value.reply_text) == (320, "CONNECTION_FORCED - user 'alice' is deleted")
+        guest.channel().queue_declare("still-fine")  # other users' connections stay
