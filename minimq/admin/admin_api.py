@@ -50,30 +50,30 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
     if head == "definitions":
         return await definitions(api, request, who, seg)
     if head == "users":
-        api._require_admin(who)
+        api.require_admin(who)
         if not seg:
-            api._allow(method, "GET")
-            return await api._list(request, users(api))
+            api.allow(method, "GET")
+            return await api.list_response(request, users(api))
         if seg == ["without-permissions"]:
-            api._allow(method, "GET")
+            api.allow(method, "GET")
             granted = {p["user"] for p in permissions(api)}
             return json_response([u for u in users(api) if u["name"] not in granted])
         if seg == ["bulk-delete"]:
-            api._allow(method, "POST")
+            api.allow(method, "POST")
             body = api.body_json(request)
             for name in (body.get("users") or []) if isinstance(body, dict) else []:
                 _delete_user(api, name)
             return no_content()
         name = seg[0]
         if len(seg) == 2 and seg[1] in ("permissions", "topic-permissions"):
-            api._allow(method, "GET")
+            api.allow(method, "GET")
             items = permissions(api) if seg[1] == "permissions" else topic_permissions(api)
             if not any(u["name"] == name for u in users(api)):
                 raise not_found()
             return json_response([p for p in items if p["user"] == name])
         if len(seg) != 1:
             raise not_found()
-        api._allow(method, "GET", "PUT", "DELETE")
+        api.allow(method, "GET", "PUT", "DELETE")
         if method == "GET":
             found = [u for u in users(api) if u["name"] == name]
             if not found:
@@ -90,16 +90,16 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
     if head in ("permissions", "topic-permissions"):
         items = permissions(api) if head == "permissions" else topic_permissions(api)
         if not seg:
-            api._allow(method, "GET")
-            api._require_admin(who)
-            return await api._list(request, items)
+            api.allow(method, "GET")
+            api.require_admin(who)
+            return await api.list_response(request, items)
         if len(seg) != 2:
             raise not_found()
         vhost, user = seg
         if vhost not in api.broker.vhosts or not any(u["name"] == user for u in users(api)):
             raise not_found()
-        api._allow(method, "GET", "PUT", "DELETE")
-        api._require_admin(who)
+        api.allow(method, "GET", "PUT", "DELETE")
+        api.require_admin(who)
         if method == "GET":
             found = [p for p in items if p["vhost"] == vhost and p["user"] == user]
             if not found:
@@ -131,20 +131,20 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
             raise bad_request(str(exc)) from None
         return no_content() if existed else Response(201, b"")
     if head in ("vhost-limits", "user-limits", "policies", "operator-policies", "parameters", "global-parameters"):
-        api._allow(method, "GET")
+        api.allow(method, "GET")
         return json_response([])
     if head == "feature-flags":
-        api._allow(method, "GET")
+        api.allow(method, "GET")
         return json_response([])
     if head == "auth":
-        api._allow(method, "GET")
+        api.allow(method, "GET")
         return json_response({"oauth_enabled": False})
     raise not_found()
 
 
 async def vhost_permissions(api: Any, request: Request, who: Principal, vhost: str, kind: str) -> Response:
-    api._allow("GET" if request.method == "HEAD" else request.method, "GET")
-    api._require_admin(who)
+    api.allow("GET" if request.method == "HEAD" else request.method, "GET")
+    api.require_admin(who)
     items = permissions(api) if kind == "permissions" else topic_permissions(api)
     return json_response([p for p in items if p["vhost"] == vhost])
 
@@ -181,8 +181,8 @@ def _delete_user(api: Any, name: str) -> bool:
 
 async def definitions(api: Any, request: Request, who: Principal, seg: list[str]) -> Response:
     method = "GET" if request.method == "HEAD" else request.method
-    api._allow(method, "GET", "POST")
-    api._require_admin(who)
+    api.allow(method, "GET", "POST")
+    api.require_admin(who)
     vhost = seg[0] if seg else None
     if vhost is not None and vhost not in api.broker.vhosts:
         raise not_found()

@@ -153,20 +153,20 @@ class API:
         n = len(seg)
         head = seg[0] if seg else ""
         if head == "overview" and n == 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return json_response(self.overview(who, request.query))
         if head == "whoami" and n == 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return json_response({"name": who.name, "tags": list(who.tags)})
         if head == "cluster-name" and n == 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return json_response({"name": self.broker.server_properties.get("cluster_name", "minimq")})
         if head == "nodes":
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             self._require_monitor(who)
             ctx = self.context()
             if n == 1:
-                return await self._list(request, [ctx.node()])
+                return await self.list_response(request, [ctx.node()])
             if n == 2 and seg[1] == NODE:
                 return json_response(ctx.node())
             raise not_found()
@@ -189,21 +189,21 @@ class API:
 
             return await admin_api.route(self, request, who, head, seg[1:])
         if head == "aliveness-test" and n == 2:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return self.aliveness(who, seg[1])
         if head == "health" and n >= 3 and seg[1] == "checks":
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return self.health(seg[2:])
         raise not_found()
 
     @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
+    def allow(method: str, *allowed: str) -> None:
         if method not in allowed:
             raise HTTPError(405, "method_not_allowed", "Method Not Allowed",
                             {"allow": ", ".join(sorted({"HEAD", "OPTIONS", *allowed}))})
 
     @staticmethod
-    def _require_admin(who: Principal) -> None:
+    def require_admin(who: Principal) -> None:
         if not who.is_admin:
             raise HTTPError(401, "not_authorised", "Not administrator user")
 
@@ -240,7 +240,7 @@ class API:
             raise bad_request("not_json") from None
         return data
 
-    async def _list(self, request: Request, items: list[dict]) -> Response:
+    async def list_response(self, request: Request, items: list[dict]) -> Response:
         result = query.apply(items, request.query)
         if isinstance(result, list) and len(result) > CHUNK:
             return Response(200, stream_json(result))
@@ -330,14 +330,14 @@ class API:
         method = request.method if request.method != "HEAD" else "GET"
         ctx = self.context()
         if not seg:
-            self._allow(method, "GET")
-            return await self._list(request, [ctx.vhost(v) for v in self._visible_vhosts(who)])
+            self.allow(method, "GET")
+            return await self.list_response(request, [ctx.vhost(v) for v in self._visible_vhosts(who)])
         name = seg[0]
         if len(seg) == 1:
-            self._allow(method, "GET", "PUT", "DELETE")
+            self.allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
                 return json_response(ctx.vhost(self._vhost(who, name)))
-            self._require_admin(who)
+            self.require_admin(who)
             if method == "PUT":
                 created = name not in self.broker.vhosts
                 self.broker.add_vhost(name)
@@ -367,14 +367,14 @@ class API:
         method = request.method if request.method != "HEAD" else "GET"
         ctx = self.context()
         if len(seg) <= 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             vhosts = [self._vhost(who, seg[0])] if seg else self._visible_vhosts(who)
             objects = [q for v in vhosts for q in list(v.queues.values())]
             return await self._listing(request, objects, ctx.queue)
         vhost = self._vhost(who, seg[0])
         name = seg[1]
         if len(seg) == 2:
-            self._allow(method, "GET", "PUT", "DELETE")
+            self.allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
                 q = vhost.queues.get(name)
                 if q is None:
@@ -388,19 +388,19 @@ class API:
             raise not_found()
         action = seg[2]
         if action == "contents" and len(seg) == 3:
-            self._allow(method, "DELETE")
+            self.allow(method, "DELETE")
             self._check(who, vhost.name, "read", "queue", name)
             q.purge()
             return no_content()
         if action == "get" and len(seg) == 3:
-            self._allow(method, "POST")
+            self.allow(method, "POST")
             self._check(who, vhost.name, "read", "queue", name)
             return json_response(self.get_messages(q, self.body_json(request)))
         if action == "bindings" and len(seg) == 3:
-            self._allow(method, "GET")
-            return await self._list(request, ctx.bindings_to(vhost, q))
+            self.allow(method, "GET")
+            return await self.list_response(request, ctx.bindings_to(vhost, q))
         if action == "actions" and len(seg) == 3:
-            self._allow(method, "POST")
+            self.allow(method, "POST")
             return no_content()
         raise not_found()
 
@@ -481,7 +481,7 @@ class API:
         method = request.method if request.method != "HEAD" else "GET"
         ctx = self.context()
         if len(seg) <= 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             vhosts = [self._vhost(who, seg[0])] if seg else self._visible_vhosts(who)
             objects = [ex for v in vhosts for ex in list(v.exchanges.values())]
             owner = {id(ex): v.name for v in vhosts for ex in v.exchanges.values()}
@@ -489,7 +489,7 @@ class API:
         vhost = self._vhost(who, seg[0])
         name = exchange_name(seg[1])
         if len(seg) == 2:
-            self._allow(method, "GET", "PUT", "DELETE")
+            self.allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
                 ex = vhost.exchanges.get(name)
                 if ex is None:
@@ -513,16 +513,16 @@ class API:
         if ex is None:
             raise not_found()
         if seg[2] == "publish" and len(seg) == 3:
-            self._allow(method, "POST")
+            self.allow(method, "POST")
             self._check(who, vhost.name, "write", "exchange", name)
             return json_response(self.publish(vhost, ex, self.body_json(request)))
         if seg[2] == "bindings" and len(seg) == 4 and seg[3] in ("source", "destination"):
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             if seg[3] == "source":
                 items = ctx.bindings_from(vhost.name, ex)
             else:
                 items = [b for b in ctx.bindings_to(vhost, ex) if b["source"]]
-            return await self._list(request, items)
+            return await self.list_response(request, items)
         raise not_found()
 
     def declare_exchange(self, who: Principal, vhost: Any, name: str, body: Any) -> Response:
@@ -591,9 +591,9 @@ class API:
         method = request.method if request.method != "HEAD" else "GET"
         ctx = self.context()
         if len(seg) <= 1:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             vhosts = [self._vhost(who, seg[0])] if seg else self._visible_vhosts(who)
-            return await self._list(request, await self._all_bindings(ctx, vhosts))
+            return await self.list_response(request, await self._all_bindings(ctx, vhosts))
         if len(seg) < 5 or seg[1] != "e" or seg[3] not in ("q", "e"):
             raise not_found()
         vhost = self._vhost(who, seg[0])
@@ -609,9 +609,9 @@ class API:
         else:
             matching = ctx.bindings_from(vhost.name, source, dest)
         if len(seg) == 5:
-            self._allow(method, "GET", "POST")
+            self.allow(method, "GET", "POST")
             if method == "GET":
-                return await self._list(request, matching)
+                return await self.list_response(request, matching)
             body = self.body_json(request)
             if not isinstance(body, dict):
                 raise bad_request("not_json")
@@ -630,7 +630,7 @@ class API:
             pk = binding_dict(vhost.name, source_name, dest_name, dest_kind, key, args)["properties_key"]
             return Response(201, b"", headers={"location": f"{quote(dest_name, safe='')}/{pk}"})
         if len(seg) == 6:
-            self._allow(method, "GET", "DELETE")
+            self.allow(method, "GET", "DELETE")
             props_key = seg[5]
             found = [b for b in matching if b["properties_key"] == props_key]
             if not found:
@@ -678,7 +678,7 @@ class API:
             and auth.can_see_vhost(self.broker, who, s.vhost.name)
         ]
         if kind == "consumers":
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             if seg:
                 self._vhost(who, seg[0])
                 sessions = [s for s in sessions if s.vhost.name == seg[0]]
@@ -690,7 +690,7 @@ class API:
         if vhost is not None:
             sessions = [s for s in sessions if s.vhost.name == vhost]
         if kind == "channels":
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             if seg:
                 name = seg[0]
                 for s in sessions:
@@ -701,18 +701,18 @@ class API:
             channels = [ch for s in sessions for ch in list(s.channels.values())]
             return await self._listing(request, channels, ctx.channel, ctx.channel_name)
         if not seg:
-            self._allow(method, "GET")
+            self.allow(method, "GET")
             return await self._listing(request, sessions, ctx.connection, ctx.connection_name)
         name = seg[0]
         session = next((s for s in sessions if ctx.connection_name(s) == name), None)
         if session is None:
             raise not_found()
         if len(seg) == 2 and seg[1] == "channels":
-            self._allow(method, "GET")
-            return await self._list(request, [ctx.channel(ch) for ch in list(session.channels.values())])
+            self.allow(method, "GET")
+            return await self.list_response(request, [ctx.channel(ch) for ch in list(session.channels.values())])
         if len(seg) != 1:
             raise not_found()
-        self._allow(method, "GET", "DELETE")
+        self.allow(method, "GET", "DELETE")
         if method == "GET":
             return json_response(ctx.connection(session))
         if not who.is_admin and session.user != who.name:

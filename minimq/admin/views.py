@@ -124,7 +124,10 @@ class Context:
         props = plain(conn.client_properties or {})
         proto = self.protocols.get(session)
         tls = bool(proto is not None and proto.transport is not None and proto.transport.get_extra_info("sslcontext"))
-        blocked = proto is not None and getattr(proto, "_alarm_paused", False)
+        # As RabbitMQ: under a resource alarm a connection that publishes is blocked, one that
+        # has not published yet is "blocking" (it will be blocked when it does).
+        alarmed = bool(getattr(self.server, "alarms", None))
+        published = any(ch.stat_publish for ch in list(session.channels.values()))
         out = {
             "name": name,
             "node": NODE,
@@ -141,7 +144,8 @@ class Context:
             "ssl": tls,
             "ssl_protocol": None, "ssl_key_exchange": None, "ssl_cipher": None, "ssl_hash": None,
             "peer_cert_subject": None, "peer_cert_issuer": None, "peer_cert_validity": None,
-            "state": "blocked" if blocked else ("running" if not session.closed else "closed"),
+            "state": "closed" if session.closed else (
+                ("blocked" if published else "blocking") if alarmed else "running"),
             "channels": len(session.channels),
             "channel_max": conn.channel_max,
             "frame_max": conn.frame_max,

@@ -236,9 +236,6 @@ def test_layer_of():
 PRIVATE_ACCESS_ALLOWED = {
     ("minimq.broker.arguments", "import _erlang_type_name"),
     ("minimq.broker.broker", "q._arm_expiry"),
-    ("minimq.admin.admin_api", "api._allow"),
-    ("minimq.admin.admin_api", "api._require_admin"),
-    ("minimq.admin.admin_api", "api._list"),
 }
 _PENDING_LAYERS = ("broker", "server", "admin")
 #: Public API that happens to start with an underscore (namedtuple's).
