@@ -533,3 +533,34 @@ def test_workers_ride_out_a_broker_restart(tmp_path, unique: str) -> None:
     finally:
         ws.cleanup()
         broker.stop()
+
+
+def test_sighup_restarts_a_crash_looped_consumer_with_new_code(ws: Workspace) -> None:
+    app = ws.module("""
+        app = minimq.worker.App(name=Q)
+        BROKEN = True
+
+        @app.consumer(queue=Q, prefetch=1, max_crashes=100)
+        def fragile(message):
+            if BROKEN:
+                os._exit(9)
+            record("fixed", message.body.decode())
+
+        @app.consumer(queue=Q + ".out")
+        def healthy(message):
+            pass
+    """)
+    runner = ws.run(app, "--max-restarts", "1", "--restart-backoff", "0.05")
+    runner.wait_ready(2)
+    ws.publish(["held"], ws.unique)
+    runner.wait_log(r"crash loop: fragile#0 died 2 times .* giving up on fragile")
+    runner.wait_log(r"status fragile: workers=0/1 .* state=crash-loop")
+    (ws.path / "tasks.py").write_text(
+        (ws.path / "tasks.py").read_text().replace("BROKEN = True", "BROKEN = False"))
+    runner.signal(signal.SIGHUP)
+    runner.wait_log(r"SIGHUP: restarting fragile after the crash loop")
+    [fixed] = ws.wait_events("fixed", 1)
+    assert fixed[1] == "held"
+    runner.wait_log(r"status fragile: workers=1/1 processed=1 .*replied=0$")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
