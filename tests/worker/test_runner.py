@@ -296,6 +296,7 @@ def test_poison_message_is_dead_lettered_after_3_crashes_while_others_flow(
             if body == "segfault":
                 record("crash", body, os.getpid())
                 os.kill(os.getpid(), signal.SIGSEGV)  # an image library crashing, say
+                time.sleep(60)  # the signal may land on another thread a moment later
             if body == "exit":
                 record("crash", body, os.getpid())
                 os._exit(7)
