@@ -454,7 +454,8 @@ def is_loopback(peer: str) -> bool:
 
 
 def _cancel_consumers(queue: Queue) -> None:
-    for consumer in list(queue.consumers):
+    # RabbitMQ cancels a deleted queue's consumers in consumer-tag order.
+    for consumer in sorted(queue.consumers, key=lambda c: c.tag):
         queue.remove_consumer(consumer)
         consumer.channel.session.server_cancel(consumer)
 

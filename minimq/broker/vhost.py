@@ -274,7 +274,9 @@ class VirtualHost:
             dest.bound_from.discard(source)
             if isinstance(dest, Exchange):
                 source.e2e_out -= 1
-        self._maybe_autodelete(source)
+        if len(source.kind) != before:
+            # Only removing its last binding deletes an auto-delete exchange (RabbitMQ).
+            self._maybe_autodelete(source)
 
     @staticmethod
     def _durable_binding(source: Exchange, dest: Any) -> bool:
@@ -337,7 +339,7 @@ class VirtualHost:
         if q.exclusive != exclusive:
             raise self._locked(q)
         what = f"for queue '{name}' in vhost '{self.name}'"
-        if q.durable != durable:
+        if q.durable != durable and not q.exclusive:  # RabbitMQ ignores it for exclusive queues
             raise PreconditionFailed(
                 f"inequivalent arg 'durable' {what}: received '{_bool_text(durable)}' but current is '{_bool_text(q.durable)}'"
             )
