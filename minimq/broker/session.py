@@ -802,8 +802,10 @@ class Session:
             self.send(ch.number, spec.BasicQosOk())
 
     def _basic_consume(self, ch: Channel, m: spec.BasicConsume) -> None:
+        if m.queue == "" and ch.last_queue is None:
+            raise NotFound("no previously declared queue")
         if m.consumer_tag and m.consumer_tag in ch.consumers:
-            # RabbitMQ checks the tag before it looks at the queue.
+            # RabbitMQ checks the tag before it looks the queue up.
             raise NotAllowed(f"attempt to reuse consumer tag '{m.consumer_tag}'")
         if m.queue == REPLY_TO:
             self._consume_reply_to(ch, m)
