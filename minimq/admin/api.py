@@ -127,6 +127,15 @@ class API:
         except query.QueryError as exc:
             return json_response({"error": exc.error, "reason": exc.reason}, 400)
 
+    def admit(self, request: Request) -> Response | None:
+        """Before a large body is read: refuse it (401 as `handle` would) unless its sender
+        logs in, so an anonymous client cannot make the broker buffer megabytes."""
+        try:
+            self._authenticate(request)
+        except HTTPError as exc:
+            return json_response({"error": exc.error, "reason": exc.reason}, exc.status, exc.headers)
+        return None
+
     def _authenticate(self, request: Request) -> Principal:
         # Scripts (XMLHttpRequest/fetch, as the web UI) get no challenge, so a browser does not
         # pop up its own login dialog over the page's.

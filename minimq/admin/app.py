@@ -45,7 +45,7 @@ class ManagementServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: HTTPProtocol(self.handle, self.connections), self.host, self.requested_port, backlog=128
+            lambda: HTTPProtocol(self.handle, self.connections, self._admit), self.host, self.requested_port, backlog=128
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         self.sampler.start()
@@ -79,6 +79,13 @@ class ManagementServer:
             except FileNotFoundError:
                 pass
         return Response(404, b'{"error":"Object Not Found","reason":"Not Found"}')
+
+    def _admit(self, request: Request) -> Response | None:
+        """Large bodies are only accepted on the API, from a logged-in management user."""
+        seg = request.segments()
+        if not seg or seg[0] != "api":
+            return Response(413, b'{"error":"bad_request","reason":"request body too large"}')
+        return self.api.admit(request)
 
     def _file(self, name: str) -> bytes:
         data = self._static.get(name)

@@ -19,15 +19,21 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger("minimq.admin.http")
 
-MAX_HEAD = 64 * 1024  # request line + headers
-MAX_BODY = 64 * 1024 * 1024  # definitions imports can be large; anything bigger is refused
+MAX_REQUEST_LINE = 8000  # as cowboy's max_request_line_length (RabbitMQ): longer is 414
+MAX_HEADERS = 100  # as cowboy's max_headers: more is 431
+MAX_HEAD = 64 * 1024  # request line + headers: more is 431
+MAX_BODY = 64 * 1024 * 1024  # definitions imports can be large; anything bigger is 413
+MAX_UNAUTHENTICATED_BODY = 64 * 1024  # a larger body is only read once its sender logged in
+HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its head (slowloris)
+BODY_TIMEOUT = 60.0  # seconds from the end of the head to the end of the body
 IDLE_TIMEOUT = 120.0  # seconds a keep-alive connection may sit idle
+MAX_CONNECTIONS = 1000  # open management connections; more are answered 503 and closed
 
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 411: "Length Required",
-    413: "Payload Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
+    411: "Length Required", 413: "Payload Too Large", 414: "URI Too Long", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
 }
 
@@ -61,11 +67,19 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Called with a request whose head is complete but whose large body is not read yet: a
+# Response refuses it (e.g. 401) before the body costs memory, None lets the body in.
+Admit = Callable[[Request], "Response | None"]
 
 
 class HTTPProtocol(asyncio.Protocol):
-    def __init__(self, handler: Handler, connections: set) -> None:
+    def __init__(self, handler: Handler, connections: set, admit: Admit | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.handler = handler
+        self.admit = admit
+        self.max_connections = max_connections
+        self._admitted = False  # the request being received passed `admit`
+        self._deadline: asyncio.TimerHandle | None = None
         self.connections = connections
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -85,6 +99,11 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self.connections) >= self.max_connections:
+            log.warning("management connection from %s refused: %d connections open",
+                        self.peer, len(self.connections))
+            self._fail(503, "too many management connections")
+            return
         self.connections.add(self)
         self._arm_idle()
 
@@ -94,6 +113,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._can_write.set()
         if self._idle is not None:
             self._idle.cancel()
+        self._disarm_deadline()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -104,13 +124,22 @@ class HTTPProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         self.buffer += data
         if len(self.buffer) > MAX_HEAD + MAX_BODY + 1024:
             self._fail(413, "request too large")
             return
         self._arm_idle()
-        if not self.busy:
-            self._next()
+        if self.busy:
+            # Pipelined requests wait their turn; past one head's worth, stop reading so a
+            # client cannot queue unbounded work (or responses) behind a slow one.
+            if len(self.buffer) > MAX_HEAD and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        if self._deadline is None:
+            self._arm_deadline(HEAD_TIMEOUT, "request head not received in time")
+        self._next()
 
     # -------------------------------------------------------------- parsing
 
@@ -121,14 +150,24 @@ class HTTPProtocol(asyncio.Protocol):
         buf = self.buffer
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_HEAD:
+            eol = buf.find(b"\r\n")
+            if eol > MAX_REQUEST_LINE or (eol < 0 and len(buf) > MAX_REQUEST_LINE):
+                self._fail(414, "request line too long")
+            elif len(buf) > MAX_HEAD:
                 self._fail(431, "request head too large")
+            return
+        eol = buf.find(b"\r\n")
+        if eol > MAX_REQUEST_LINE:
+            self._fail(414, "request line too long")
             return
         if end > MAX_HEAD:
             self._fail(431, "request head too large")
             return
         head = bytes(buf[:end]).decode("latin-1")
         lines = head.split("\r\n")
+        if len(lines) - 1 > MAX_HEADERS:
+            self._fail(431, "too many headers")
+            return
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             self._fail(400, "bad request line")
@@ -151,11 +190,22 @@ class HTTPProtocol(asyncio.Protocol):
         except ValueError:
             self._fail(400, "bad content-length")
             return
+        if "content-length" in headers and not headers["content-length"].strip().isdigit():
+            self._fail(400, "bad content-length")
+            return
         if length < 0 or length > MAX_BODY:
             self._fail(413, "request body too large")
             return
         start = end + 4
+        if length > MAX_UNAUTHENTICATED_BODY and not self._admitted and self.admit is not None:
+            refusal = self.admit(Request(method.upper(), target, headers, b"", self.peer))
+            if refusal is not None:
+                self._refuse(refusal)
+                return
+            self._admitted = True
         if len(buf) < start + length:
+            if self._deadline_kind != "body":
+                self._arm_deadline(BODY_TIMEOUT, "request body not received in time", "body")
             if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 headers.pop("expect")
@@ -166,6 +216,8 @@ class HTTPProtocol(asyncio.Protocol):
         if version == "HTTP/1.0" and headers.get("connection", "").lower() == "keep-alive":
             keep_alive = True
         request = Request(method.upper(), target, headers, body, self.peer)
+        self._disarm_deadline()
+        self._admitted = False
         self.busy = True
         self._task = self.loop.create_task(self._serve(request, keep_alive, version))
 
@@ -185,13 +237,22 @@ class HTTPProtocol(asyncio.Protocol):
             return
         except ConnectionError:
             self.closing = True
-        self.busy = False
         if not keep_alive:
+            self.busy = False
             self.closing = True
             if self.transport is not None:
                 self.transport.close()
             return
+        # The next pipelined request is only read once this response has left: a client that
+        # never reads its responses holds one response in memory, not one per request.
+        await self._can_write.wait()
+        self.busy = False
+        if self.closing or self.transport is None:
+            return
+        if len(self.buffer) <= MAX_HEAD:
+            self.transport.resume_reading()
         if self.buffer:
+            self._arm_deadline(HEAD_TIMEOUT, "request head not received in time")
             self._next()
 
     async def _write_response(self, request: Request, response: Response, keep_alive: bool) -> None:
@@ -239,15 +300,38 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _fail(self, status: int, reason: str) -> None:
         """A request we will not parse further: answer and close."""
+        error = "timeout" if status == 408 else "bad_request"
+        self._refuse(Response(status, ('{"error":"%s","reason":"%s"}' % (error, reason)).encode()))
+
+    def _refuse(self, response: Response) -> None:
+        """Answer with `response` (a bytes body) and close, reading nothing more."""
         self.closing = True
         self.buffer.clear()
+        self._disarm_deadline()
         if self.transport is not None and not self.transport.is_closing():
-            body = ('{"error":"bad_request","reason":"%s"}' % reason).encode()
+            body = bytes(response.body) if isinstance(response.body, (bytes, bytearray)) else b""
+            status = response.status
+            extra = "".join(f"{k.lower()}: {v}\r\n" for k, v in response.headers.items())
             self.transport.write(
-                f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body
+                f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+                f"content-type: {response.content_type}\r\n{extra}"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode("latin-1") + body
             )
             self.transport.close()
+
+    _deadline_kind = ""
+
+    def _arm_deadline(self, seconds: float, reason: str, kind: str = "head") -> None:
+        """The request being received must be complete within `seconds`, however it trickles."""
+        self._disarm_deadline()
+        self._deadline_kind = kind
+        self._deadline = self.loop.call_later(seconds, self._fail, 408, reason)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = None
+        self._deadline_kind = ""
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
