@@ -245,7 +245,7 @@ class API:
             return {}
         try:
             data = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...
             raise bad_request("not_json") from None
         return data
 
@@ -348,6 +348,8 @@ class API:
                 return json_response(ctx.vhost(self._vhost(who, name)))
             self.require_admin(who)
             if method == "PUT":
+                if not isinstance(self.body_json(request), dict):  # as RabbitMQ: [1] is not_json
+                    raise bad_request("not_json")
                 created = name not in self.broker.vhosts
                 self.broker.add_vhost(name)
                 if created:

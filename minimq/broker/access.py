@@ -135,12 +135,82 @@ def regex_matches(source: str, name: str) -> bool:
     return pattern is not None and pattern.search(name) is not None
 
 
+MAX_REGEX_LENGTH = 4096
+
+
 def validate_regex(source: str) -> None:
-    """Raise ValueError for a permission regex that does not compile (RabbitMQ refuses it)."""
+    """Raise ValueError for a permission regex that does not compile (RabbitMQ refuses it),
+    or that could backtrack catastrophically.
+
+    Python's `re` cannot be interrupted, and a permission regex runs on the broker's one
+    event loop for every declare, bind and publish it guards: `(a+)+b` against a 26-byte
+    queue name takes 20 s. RabbitMQ's PCRE has a match limit; we refuse such patterns up front
+    (a repeated group that itself repeats or alternates), which no usual permission needs.
+    """
+    if len(source) > MAX_REGEX_LENGTH:
+        raise ValueError(f"invalid regular expression: longer than {MAX_REGEX_LENGTH} characters")
     try:
         re.compile(source)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {source!r}: {exc}") from None
+    except RecursionError:
+        raise ValueError("invalid regular expression: nested too deeply") from None
+    if _may_backtrack(source):
+        raise ValueError(
+            f"regular expression {source!r} refused: a repeated group that contains a repetition "
+            "or an alternation (such as (a+)+ or (a|aa)*) can take exponential time to match"
+        )
+
+
+def _may_backtrack(source: str) -> bool:
+    """Whether a repeated group contains a repetition or an alternation (a conservative test)."""
+    frames = [[False, False]]  # per open group: [contains a quantifier, contains an alternation]
+    i, n = 0, len(source)
+    prev = ""
+    while i < n:
+        c = source[i]
+        if c == "\\":
+            i += 2
+            prev = "x"
+            continue
+        if c == "[":  # a character class: quantifier characters inside are literals
+            j = i + 1
+            if j < n and source[j] == "^":
+                j += 1
+            if j < n and source[j] == "]":
+                j += 1
+            while j < n and source[j] != "]":
+                j += 2 if source[j] == "\\" else 1
+            i = j + 1
+            prev = "x"
+            continue
+        if c == "(":
+            frames.append([False, False])
+            i += 1
+            if i < n and source[i] == "?":  # (?:...), (?P<name>...), lookarounds, flags
+                i += 1
+            prev = "("
+            continue
+        if c == ")":
+            quant, alt = frames.pop() if len(frames) > 1 else (False, False)
+            repeated = i + 1 < n and source[i + 1] in "*+{"
+            if repeated and (quant or alt):
+                return True
+            frames[-1][0] = frames[-1][0] or quant or repeated
+            frames[-1][1] = frames[-1][1] or alt
+            prev = ")"
+            i += 1
+            continue
+        if c in "*+{" or (c == "?" and prev not in ("(", "q")):
+            frames[-1][0] = True
+            prev = "q"
+        elif c == "|":
+            frames[-1][1] = True
+            prev = "|"
+        else:
+            prev = "x"
+        i += 1
+    return False
 
 
 class AccessControl:

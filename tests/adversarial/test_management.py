@@ -200,3 +200,89 @@ def test_client_that_never_reads_stops_being_read(node: Node) -> None:
     assert rss(node.proc.pid) - before < 50 * 1024 * 1024
     assert node.get("/api/overview")["management_version"]
     s.close()
+
+
+def raw_request(node: Node, method: str, path: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    s = connect(node)
+    s.sendall(method.encode() + b" " + path + b" HTTP/1.1\r\n" + AUTH.encode()
+              + b"\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body)
+    status, data = read_response(s)
+    return status, data.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("path", [
+    b"/ui/../../app.py", b"/ui/%2e%2e/%2e%2e/app.py", b"/%2e%2e/%2e%2e/etc/passwd", b"/ui/..%2F..%2Fapp.py",
+    b"/api/queues/%2F/..", b"/api/queues/..%2F..", b"/api/queues/%252F", b"/api/queues/%2F/" + b"q" * 7000,
+    b"/api/queues/%FF%FE", b"/api/queues/%2F/%FF", b"/api/queues/%2F/a%00b", b"/api/exchanges/%2F/%00",
+    b"/api/vhosts/%", b"/api/queues/%2F/q%ZZ", b"/api/users/%C0%AE%C0%AE",
+])
+def test_path_tricks_are_clean_404s(node: Node, path: bytes) -> None:
+    status, body = raw_request(node, "GET", path)
+    assert status in (400, 404), (status, body[:200])
+    assert b"Traceback" not in body and b"minimq" not in body.lower().replace(b"minimq@", b"")
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100000 + b"]" * 100000,
+    b'{"a":' * 50000 + b"1" + b"}" * 50000,
+    b'{"arguments":' * 30000 + b"{}" + b"}" * 30000,
+])
+def test_json_bombs_are_400_not_json(node: Node, body: bytes) -> None:
+    for path in (b"/api/queues/%2F/bomb", b"/api/exchanges/%2F/bomb", b"/api/users/mghard-bomb",
+                 b"/api/permissions/%2F/guest", b"/api/vhosts/bomb"):
+        status, reply = raw_request(node, "PUT", path, body)
+        assert status == 400 and b'"not_json"' in reply, (path, status, reply[:200])
+    status, reply = raw_request(node, "POST", b"/api/definitions", body)
+    assert status == 400 and b'"not_json"' in reply, (status, reply[:200])
+
+
+@pytest.mark.parametrize("regex", [r"^(a+)+b", r"(a*)*b", r"(a|aa)*b", r"((x+)y)*$"])
+def test_backtracking_permission_regex_is_refused(node: Node, regex: str) -> None:
+    """A regex like (a+)+b would hold the event loop for seconds on every declare of a
+    queue named aaaa...; it is refused with a 400, by the API and in a definitions import."""
+    import json
+
+    body = json.dumps({"configure": regex, "write": ".*", "read": ".*"}).encode()
+    status, reply = raw_request(node, "PUT", b"/api/permissions/%2F/guest", body)
+    assert status == 400, (status, reply)
+    assert b"exponential" in reply
+    defs = json.dumps({"permissions": [{"user": "guest", "vhost": "/", "configure": regex,
+                                        "write": ".*", "read": ".*"}]}).encode()
+    status, reply = raw_request(node, "POST", b"/api/definitions", defs)
+    assert status == 400 and b"exponential" in reply, (status, reply)
+    assert node.get("/api/permissions/%2F/guest")["configure"] == ".*"
+
+
+@pytest.mark.parametrize("regex", [r"^amq\.gen.*$", r"^(foo|bar)\..*", r"^(?:ab)+$", r"[(a+)+]", r"x{2,3}(y)?"])
+def test_usual_permission_regexes_still_accepted(node: Node, regex: str) -> None:
+    import json
+
+    node.request("PUT", "/api/users/mghard-rx", {"password": "p", "tags": ""})
+    body = json.dumps({"configure": regex, "write": ".*", "read": ".*"}).encode()
+    status, reply = raw_request(node, "PUT", b"/api/permissions/%2F/mghard-rx", body)
+    assert status in (201, 204), (status, reply)
+
+
+def test_hostile_definitions_import_does_not_freeze_amqp(node: Node) -> None:
+    """30 000 queues with big arguments in one import: it goes in slices, and an unrelated
+    AMQP client's round trip stays short meanwhile."""
+    import json
+    import types
+
+    from tests.adversarial.tools import Bystander
+
+    vhost = "mghard-import"
+    node.request("PUT", f"/api/vhosts/{vhost}", {})
+    defs = {"queues": [{"name": f"q{i}", "vhost": vhost, "durable": False, "auto_delete": False,
+                        "arguments": {"x-pad": "p" * 100}} for i in range(30000)]}
+    by = Bystander(types.SimpleNamespace(host="127.0.0.1", port=node.amqp_port)).start()
+    try:
+        status, _, _ = node.request("POST", "/api/definitions", raw=json.dumps(defs).encode(), timeout=300)
+    finally:
+        times = by.stop()
+    assert status == 204
+    assert node.get(f"/api/vhosts/{vhost}")["name"] == vhost
+    assert len(node.get(f"/api/queues/{vhost}?page=1&page_size=1")["items"]) == 1
+    assert max(times) < 1.5, f"bystander waited {max(times):.2f}s"
+    node.request("DELETE", f"/api/vhosts/{vhost}")
