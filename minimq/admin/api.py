@@ -148,7 +148,7 @@ class API:
         if who is None:
             raise HTTPError(401, "not_authorized", "Login failed", challenge)
         if not who.can_manage:
-            raise HTTPError(401, "not_authorized", "Not management user", challenge)
+            raise HTTPError(401, "not_authorised", "Not management user", challenge)  # sic, as RabbitMQ
         return who
 
     # ------------------------------------------------------------- routing
@@ -221,12 +221,14 @@ class API:
         if not who.is_monitor:
             raise HTTPError(401, "not_authorised", "Not monitor user")
 
-    def _vhost(self, who: Principal, name: str) -> Any:
+    def _vhost(self, who: Principal, name: str,
+                reason: str = "User not authorised to access virtual host") -> Any:
+        """The vhost a request names; 401 with RabbitMQ's reason if `who` may not use it."""
         vhost = self.broker.vhosts.get(name)
         if vhost is None:
             raise not_found()
         if not auth.can_see_vhost(self.broker, who, name):
-            raise not_authorised()
+            raise not_authorised(reason)
         return vhost
 
     def _visible_vhosts(self, who: Principal) -> list[Any]:
@@ -345,7 +347,8 @@ class API:
         if len(seg) == 1:
             self.allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
-                return json_response(ctx.vhost(self._vhost(who, name)))
+                # RabbitMQ's reason here, for a vhost the user has no permissions in
+                return json_response(ctx.vhost(self._vhost(who, name, "Not administrator user")))
             self.require_admin(who)
             if method == "PUT":
                 if not isinstance(self.body_json(request), dict):  # as RabbitMQ: [1] is not_json

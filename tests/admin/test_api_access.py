@@ -44,7 +44,7 @@ def test_tag_rules(node, unique):
     # a user without a management tag may not use the API at all
     assert node.request("PUT", f"/api/users/{unique}-none", {"password": "pw", "tags": ""})[0] == 201
     status, body, _ = node.request("GET", "/api/overview", user=f"{unique}-none", password="pw")
-    assert (status, body) == (401, {"error": "not_authorized", "reason": "Not management user"})
+    assert (status, body) == (401, {"error": "not_authorised", "reason": "Not management user"})
     # management: sees only the vhosts it has permissions in, changes nothing global
     vh = unique + "-vh"
     assert node.request("PUT", f"/api/vhosts/{vh}")[0] == 201
