@@ -339,3 +339,50 @@ def test_management_user_sees_only_its_own_connections(node: Node, users: None) 
         assert node.get("/api/connections", user="mghard-mg", password="pw") == []
     finally:
         guest_conn.sock.close()
+
+
+def test_idle_connections_are_capped() -> None:
+    """Thousands of idle connections: past 1000 open ones a new one gets 503 and a close, and
+    once some go away new clients are served again."""
+    import resource
+
+    from minimq.admin.http import MAX_CONNECTIONS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = MAX_CONNECTIONS + 200
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want * 2), hard))  # the broker inherits it
+    n = start_node()
+    socks: list[socket.socket] = []
+    try:
+        import select
+
+        for _ in range(MAX_CONNECTIONS + 5):  # bounded
+            socks.append(connect(n))
+        readable, _, _ = select.select(socks, [], [], 30)  # the refused ones get an answer
+        assert readable, "no connection was refused"
+        for s in readable:
+            s.settimeout(10)
+            assert s.recv(100).startswith(b"HTTP/1.1 503")
+        assert len(readable) <= 5
+        for s in socks[:10]:
+            s.close()
+        deadline = time.monotonic() + 30
+        while not _served(n):  # bounded: the broker notices the closes promptly
+            assert time.monotonic() < deadline
+    finally:
+        for s in socks:
+            s.close()
+        n.stop()
+
+
+def _served(n: Node) -> bool:
+    s = connect(n)
+    s.settimeout(5)
+    try:
+        s.sendall(b"GET /api/overview HTTP/1.1\r\n" + AUTH.encode() + b"\r\nConnection: close\r\n\r\n")
+        return s.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+    finally:
+        s.close()
