@@ -47,10 +47,16 @@ class Timers:
         return heap[0][0] if heap else None
 
     def run_due(self, now: float) -> int:
-        """Run every timer due at `now` (in deadline order); returns how many ran."""
+        """Run every timer due at `now` (in deadline order); returns how many ran.
+
+        A timer set while this runs waits for the next run even if it is already due, so a
+        callback that re-arms itself for `now` (work continued in slices) lets the driver
+        do other things in between instead of keeping one run going.
+        """
         heap = self._heap
         ran = 0
-        while heap and heap[0][0] <= now:
+        stop = next(self._seq)
+        while heap and heap[0][0] <= now and heap[0][1] < stop:
             _, _, timer = heapq.heappop(heap)
             if not timer.cancelled:
                 timer.cancelled = True

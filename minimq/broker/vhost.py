@@ -36,9 +36,6 @@ log = logging.getLogger("minimq.vhost")
 # length (re-encoding that history is most of a long chain's work); a slice is ~0.1 s here.
 DEAD_LETTER_SLICE = 20_000
 DEAD_LETTER_HOP = 8
-# When a slice is used up: the remaining hops run this much later (clock seconds), so the
-# driver serves sockets in between.
-DEAD_LETTER_PAUSE = 0.001
 
 DELAYED_TYPE = "x-delayed-message"
 
@@ -107,6 +104,11 @@ class VirtualHost:
         self._draining = False
         self._drain_timer: Any = None
         self._backlog = False  # a drain ran out of its slice (logged once per episode)
+        # What dead-lettering may still do before it must let the event loop turn: spent by
+        # every drain (so a read full of publishes into a long chain cannot add up to
+        # minutes), refilled only when the timer continuation runs, i.e. after the loop
+        # served everyone else.
+        self._budget = DEAD_LETTER_SLICE
 
     # ------------------------------------------------------------- lookups
 
@@ -497,10 +499,12 @@ class VirtualHost:
         at once (TTL 0, a full queue), which dead-letters again, and so on along a chain of
         any length. So each dead-letter joins a work list, and the outermost call drains it
         in order (first in, first out: a message's copies are republished in the order
-        their queues dropped them, as RabbitMQ's queue processes do). A drain works through
-        at most DEAD_LETTER_SLICE hops at once; the rest (and any dead-letter that comes
-        meanwhile, behind it) continues on the broker's timers, so an endless cycle (allowed
-        after a rejection, as RabbitMQ allows it) or a huge fan-out keeps the broker serving.
+        their queues dropped them, as RabbitMQ's queue processes do). Dead-lettering spends
+        a budget of DEAD_LETTER_SLICE that only a turn of the event loop refills: once it is
+        spent, the rest (and any dead-letter that comes meanwhile, behind it) continues on
+        the broker's timers, so an endless cycle (allowed after a rejection, as RabbitMQ
+        allows it), a huge fan-out or a flood of publishes into a long chain keeps the
+        broker serving.
         """
         if queue.args.dlx is None:
             return
@@ -519,17 +523,16 @@ class VirtualHost:
         if self._draining or not pending:
             return
         self._draining = True
-        budget = DEAD_LETTER_SLICE
         try:
             while pending:
-                if budget <= 0:
+                if self._budget <= 0:
                     self._schedule_drain()
                     return
                 queue, msg, reason = pending.popleft()
                 try:
-                    budget -= DEAD_LETTER_HOP + self._republish_dead(queue, msg, reason)
+                    self._budget -= DEAD_LETTER_HOP + self._republish_dead(queue, msg, reason)
                 except Exception:
-                    budget -= DEAD_LETTER_HOP
+                    self._budget -= DEAD_LETTER_HOP
                     log.error(
                         "dead-lettering a message from queue %r (%s) failed; message dropped",
                         queue.name, reason, exc_info=True,
@@ -548,12 +551,13 @@ class VirtualHost:
                     "vhost %r: a long run of dead-lettering (a long DLX chain, a cycle allowed "
                     "after a rejection, a large fan-out) continues in slices", self.name,
                 )
-            self._drain_timer = self.broker.timers.call_at(
-                self.broker.clock() + DEAD_LETTER_PAUSE, self._drain_later
-            )
+            # Due at once, but a timer set while the timers run waits for their next run:
+            # the driver turns its event loop (serves sockets) in between.
+            self._drain_timer = self.broker.timers.call_at(self.broker.clock(), self._drain_later)
 
     def _drain_later(self) -> None:
         self._drain_timer = None
+        self._budget = DEAD_LETTER_SLICE
         self._drain_dead_letters()
 
     @property
