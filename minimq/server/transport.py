@@ -181,10 +181,16 @@ class AMQPServerProtocol(asyncio.Protocol):
     # ----------------------------------------------------------- memory alarm
 
     def alarm_on(self, reason: str) -> None:
-        """Publishers outran memory: tell the client, stop reading once it publishes."""
+        """An alarm is on: block this connection if it is part-way through a message.
+
+        An idle or consuming connection is left alone; one that publishes later is blocked
+        when that publish is read (_feed calls _apply_alarm).
+        """
         self.alarm = reason
-        self._apply_alarm()
-        self.flush()
+        session = self.session
+        if session is not None and session.conn.content_in_progress():
+            self._apply_alarm()
+            self.flush()
 
     def alarm_off(self) -> None:
         self.alarm = None
@@ -198,19 +204,25 @@ class AMQPServerProtocol(asyncio.Protocol):
             self._update_reading()
 
     def _apply_alarm(self) -> None:
+        """As RabbitMQ 3.10's reader: while an alarm is on, a connection that publishes (or is
+        part-way through a message) stops being read and, if it announced the capability, gets
+        connection.blocked then, with the reason of the alarms on at that moment. Idle and
+        consumer-only connections are never blocked or told; nor is one that published only
+        before the alarm, until it publishes again. An alarm raised while a connection is
+        blocked sends nothing more; connection.unblocked goes only to connections told
+        connection.blocked, once the last alarm clears."""
         session = self.session
-        if session is None or session.conn.state is not ConnState.OPEN:
+        if session is None or session.conn.state is not ConnState.OPEN or self._alarm_paused:
             return
+        if not (session.published or session.conn.content_in_progress()):
+            return
+        self._alarm_paused = True
+        self._update_reading()
         if not self._alarm_notified:
             caps = session.conn.client_properties.get("capabilities") or {}
             if caps.get("connection.blocked"):
                 self._alarm_notified = True
                 session.conn.send_method(0, spec.ConnectionBlocked(self.alarm or ""))
-        # As RabbitMQ: only a connection that publishes (or is part-way through a message's
-        # body) is blocked; consumers keep going.
-        if (session.published or session.conn.content_in_progress()) and not self._alarm_paused:
-            self._alarm_paused = True
-            self._update_reading()
 
     def eof_received(self) -> bool:
         return False

@@ -1022,9 +1022,11 @@ class Broker:
     def block(self, reason: str = "low on memory") -> None:
         """Block publishers, as RabbitMQ does under a memory or disk alarm.
 
-        Connections that announced the `connection.blocked` capability get
-        connection.blocked(reason); a connection that publishes while blocked is no longer
-        read from (its publishes wait in the socket) until `unblock()`. Consumers go on.
+        As RabbitMQ 3.10: a connection that publishes while blocked is no longer read from
+        (its publishes wait in the socket) and, if it announced the `connection.blocked`
+        capability, gets connection.blocked(reason) then; idle and consumer-only
+        connections are neither paused nor told. `unblock()` sends connection.unblocked to
+        the connections that were told.
         This raises the server's own resource alarm by hand ('low on disk' -> the disk alarm).
         """
         def run() -> None:

@@ -16,7 +16,7 @@ free_port() {
 case "${1:-}" in
 start)
     dir=$(mktemp -d /tmp/minimq-diff-rabbit.XXXXXX)
-    node="minimq-diff-$$@localhost"
+    node="${MINIMQ_PRIVATE_NODE_PREFIX:-minimq-diff}-$$@localhost"
     port=$(free_port)
     dist=$(free_port)
     while [ "$dist" = "$port" ]; do dist=$(free_port); done

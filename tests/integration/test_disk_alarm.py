@@ -54,11 +54,13 @@ def wait_blocked(conn: mqclient.Connection, timeout: float = 15.0) -> str | None
 def test_low_disk_blocks_publishers_and_consumers_go_on(tmp_path):
     broker = start_broker("--data-dir", str(tmp_path / "data"), "--disk-free-limit", ALWAYS_LOW)
     try:
-        # The alarm is on from the start: a client hears of it as soon as it is connected
-        # (minimq.client keeps the reason even before any callback could be registered).
+        # The alarm is on from the start; as RabbitMQ 3.10, a connection hears of it only
+        # when it publishes (minimq.client keeps the reason).
         publisher = mqclient.connect(broker.url)
         ch = publisher.channel()
         ch.declare_queue("disk-q", durable=True)
+        assert wait_blocked(publisher, timeout=0.5) is None
+        ch.publish(b"told", "nowhere")  # unroutable: dropped, but a publish
         assert wait_blocked(publisher) == "low on disk"
         # A publisher is no longer read from once it publishes: the read that carried its
         # first publish is handled, later publishes wait unread in its socket.
@@ -158,6 +160,9 @@ def test_memory_and_disk_alarms_together_block_once_and_unblock_when_both_clear(
         ch = publisher.channel()
         ch.queue_declare("both-q")
         running.call(lambda: server.set_alarm("memory", True))
+        publisher.process_data_events(time_limit=0.2)
+        assert events == []  # not told before it publishes
+        ch.basic_publish("", "nowhere", b"probe")
         assert pump(publisher, lambda: events)
         disk.free = 10**6  # below 50MB: the disk alarm goes on too
         assert pump(publisher, lambda: "disk" in server.alarms)
@@ -165,9 +170,11 @@ def test_memory_and_disk_alarms_together_block_once_and_unblock_when_both_clear(
         running.call(lambda: server.set_alarm("memory", False))
         publisher.process_data_events(time_limit=0.3)
         assert events == [("blocked", "low on memory")]  # one blocked, no unblocked yet
-        # A connection opened now is told about what is on now.
+        # A connection opened now is told about what is on when it publishes.
         late = mqclient.connect(url)
-        late.channel()
+        lch = late.channel()
+        assert wait_blocked(late, timeout=0.3) is None
+        lch.publish(b"probe", "nowhere")
         assert wait_blocked(late) == "low on disk"
         disk.free = 10**9
         assert pump(publisher, lambda: len(events) == 2)

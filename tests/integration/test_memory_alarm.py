@@ -39,8 +39,19 @@ def test_publishers_blocked_above_the_watermark_and_released_when_drained():
         publisher.add_on_connection_unblocked_callback(lambda c, m: events.append("unblocked"))
         ch = publisher.channel()
         ch.queue_declare("alarm-q")
+        idle_events: list[str] = []
+        idle = pika.BlockingConnection(params)
+        idle.add_on_connection_blocked_callback(lambda c, m: idle_events.append("blocked"))
         ch.basic_publish("", "alarm-q", b"first" * (120 * 1024))
-        assert pump(publisher, lambda: "blocked" in events), "no connection.blocked"
+        # As RabbitMQ: connection.blocked comes when the publisher publishes while the alarm
+        # is on, not when the alarm goes on, so publish small probes until it does.
+        probes = 0
+        deadline = time.monotonic() + 20
+        while "blocked" not in events:
+            assert time.monotonic() < deadline, "no connection.blocked"
+            ch.basic_publish("", "alarm-q", b"probe")
+            probes += 1
+            pump(publisher, lambda: "blocked" in events, timeout=0.3)
         # A consumer-only connection keeps working while publishers are blocked.
         consumer = pika.BlockingConnection(params)
         cch = consumer.channel()
@@ -49,7 +60,11 @@ def test_publishers_blocked_above_the_watermark_and_released_when_drained():
         assert pump(publisher, lambda: "unblocked" in events), "no connection.unblocked"
         ch.basic_publish("", "alarm-q", b"second")
         publisher.process_data_events(time_limit=0.1)
-        assert cch.queue_declare("alarm-q", passive=True).method.message_count == 1
+        assert cch.queue_declare("alarm-q", passive=True).method.message_count == probes + 1
+        # The idle connection was never told: it did not publish.
+        idle.process_data_events(time_limit=0.1)
+        assert idle_events == []
+        idle.close()
         consumer.close()
         publisher.close()
     finally:
