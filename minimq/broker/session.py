@@ -58,7 +58,10 @@ _FRAME = struct.Struct(">BHI")
 _USER_ID_FLAG = 1 << 4
 _SPECIAL_FLAGS = _USER_ID_FLAG | EXPIRATION_FLAG | REPLY_TO_FLAG
 _END = b"\xce"
-_ACL_CACHE_MAX = 4096
+# Access-control answers remembered per connection, per cache. Kept small: the caches are not
+# counted by the memory alarm, and a client can fill them with distinct names (up to 255
+# bytes each) on every connection it opens; a miss only costs one regex search.
+_ACL_CACHE_MAX = 256
 _ROUTE_ENTRY_COST = 320  # the key tuple, the cached tuple, the route bytes' header, dict slot
 _CONTENT_OVERHEAD = 48  # frame headers and ends around one message's content, roughly
 FEED_SLICE = 2048
