@@ -205,10 +205,11 @@ class HTTPProtocol(asyncio.Protocol):
             self._admitted = True
         if len(buf) < start + length:
             if self._deadline_kind != "body":
+                # First read of this request's body: arm its deadline and, once, answer
+                # `Expect: 100-continue` (the head is parsed again on every read).
                 self._arm_deadline(BODY_TIMEOUT, "request body not received in time", "body")
-            if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                headers.pop("expect")
+                if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         body = bytes(buf[start : start + length])
         del buf[: start + length]

@@ -386,3 +386,27 @@ def _served(n: Node) -> bool:
         return False
     finally:
         s.close()
+
+
+def test_expect_100_continue_is_answered_once_for_a_body_in_many_reads(node: Node) -> None:
+    """`Expect: 100-continue` gets one interim response, however many reads the body takes."""
+    body = b'{"durable": false, "auto_delete": false, "arguments": {}}'
+    s = connect(node)
+    s.sendall(("PUT /api/queues/%2F/expect-continue HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               f"{AUTH}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode())
+    s.settimeout(30)
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        chunk = s.recv(65536)
+        assert chunk, interim
+        interim += chunk
+    assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    for i in range(0, len(body), 8):  # the body in several writes, each read on its own
+        s.sendall(body[i:i + 8])
+        time.sleep(0.01)  # pacing the writes so they arrive as separate reads (not a wait)
+    status, data = read_response(s)
+    rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):] + data
+    assert status in (201, 204) and b"100 Continue" not in rest, rest[:300]
+    assert rest.startswith(b"HTTP/1.1 201") or rest.startswith(b"HTTP/1.1 204"), rest[:300]
+    assert node.request("DELETE", "/api/queues/%2F/expect-continue")[0] == 204
