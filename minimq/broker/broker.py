@@ -323,6 +323,10 @@ class Broker:
         """Delete a vhost with its queues, permissions and limits; its connections are closed."""
         vhost = self.vhosts.pop(name, None)
         if vhost is not None:
+            # As RabbitMQ: the vhost's connections go first (320), so what they held
+            # unacked is back in its queues before those are deleted with them.
+            for session in [s for s in self.sessions if s.vhost is vhost and not s.closed]:
+                session.force_close(ConnectionForced(f"vhost '{name}' is deleted"))
             for q in list(vhost.queues.values()):
                 vhost.delete_queue(q)
             self.vhost_metadata.pop(name, None)

@@ -186,3 +186,23 @@ def test_vhost_create_and_delete(node, unique):
     conn.close()
     assert node.request("DELETE", f"/api/vhosts/{unique}")[0] == 204
     assert node.request("GET", f"/api/vhosts/{unique}")[0] == 404
+
+
+def test_deleting_a_vhost_closes_its_connections_as_rabbitmq_does(node, unique):
+    """RabbitMQ closes a deleted vhost's connections with 320; they must not live on in a
+    vhost that no longer exists (where a declare would make an orphan queue)."""
+    assert node.request("PUT", f"/api/vhosts/{unique}")[0] == 201
+    inside = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port, virtual_host=unique))
+    outside = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port))
+    ch = inside.channel()
+    ch.queue_declare("work")
+    ch.basic_publish("", "work", b"m")
+    assert ch.basic_get("work")[0] is not None  # held unacked when the vhost goes
+    assert node.request("DELETE", f"/api/vhosts/{unique}")[0] == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as ei:
+        inside.process_data_events(time_limit=10)
+        inside.channel()
+    assert (ei.value.reply_code, ei.value.reply_text) == (320, f"CONNECTION_FORCED - vhost '{unique}' is deleted")
+    assert node.request("GET", f"/api/queues/{unique}")[0] == 404
+    outside.channel().queue_declare("", exclusive=True)  # other vhosts' connections stay
+    outside.close()
