@@ -145,7 +145,9 @@ def validate_regex(source: str) -> None:
     Python's `re` cannot be interrupted, and a permission regex runs on the broker's one
     event loop for every declare, bind and publish it guards: `(a+)+b` against a 26-byte
     queue name takes 20 s. RabbitMQ's PCRE has a match limit; we refuse such patterns up front
-    (a repeated group that itself repeats or alternates), which no usual permission needs.
+    (a repeated group that itself repeats, or alternates between branches that can start
+    alike), and patterns that may try more than MAX_REGEX_SPLITS ways to split a name
+    (three `.*` in a row), which no usual permission needs.
     """
     if len(source) > MAX_REGEX_LENGTH:
         raise ValueError(f"invalid regular expression: longer than {MAX_REGEX_LENGTH} characters")
@@ -157,14 +159,59 @@ def validate_regex(source: str) -> None:
         raise ValueError("invalid regular expression: nested too deeply") from None
     if _may_backtrack(source):
         raise ValueError(
-            f"regular expression {source!r} refused: a repeated group that contains a repetition "
-            "or an alternation (such as (a+)+ or (a|aa)*) can take exponential time to match"
+            f"regular expression {source!r} refused: it can take exponential or high polynomial "
+            "time to match (a repeated group that contains a repetition or an ambiguous "
+            "alternation, such as (a+)+ or (a|aa)*, or more than two unbounded repetitions "
+            "in a row, such as .*a.*b.*)"
         )
 
 
+def _unambiguous_words(body: str) -> bool:
+    """Whether a group's body is an alternation of plain words that start with different
+    characters, such as `foo|bar`: repeated, it still splits any name in one way only, so
+    matching it is linear. (RabbitMQ definitions files use such groups: `^(dev|prod)\\.`.)"""
+    if body.startswith("?:"):
+        body = body[2:]
+    firsts: set[str] = set()
+    for branch in body.split("|"):
+        if not branch:
+            return False
+        i = 0
+        first = ""
+        while i < len(branch):
+            c = branch[i]
+            if c == "\\":
+                nxt = branch[i + 1:i + 2]
+                if not nxt or nxt.isalnum():  # \d, \w, \b...: classes and anchors
+                    return False
+                c, i = nxt, i + 2
+            elif c in ".^$[](){}*+?":
+                return False
+            else:
+                i += 1
+            first = first or c.casefold()  # (?i) may be on
+        if first in firsts:
+            return False
+        firsts.add(first)
+    return True
+
+
+#: Names, routing keys and exchange names are at most 255 bytes: a repetition can take at most
+#: this many lengths when it splits one.
+_SPLITS = 256
+#: The most ways to split a name a permission regex may try (with every start position, about
+#: 10 ms of `re` time): two unbounded repetitions (`.*a.*`) fit, three (`.*a.*b.*`, 0.2–16 s
+#: on a crafted 255-byte name) do not.
+MAX_REGEX_SPLITS = _SPLITS * _SPLITS * 4
+
+
 def _may_backtrack(source: str) -> bool:
-    """Whether a repeated group contains a repetition or an alternation (a conservative test)."""
-    frames = [[False, False]]  # per open group: [contains a quantifier, contains an alternation]
+    """Whether matching could take more than polynomial time of a low degree (a conservative
+    test): a repeated group that contains a repetition or an ambiguous alternation is
+    exponential; otherwise the cost grows with the product of how many lengths each
+    repetition and how many branches each alternation can try."""
+    frames = [[False, 1, 0]]  # per open group: [contains a quantifier, branches, start]
+    splits = 1
     i, n = 0, len(source)
     prev = ""
     while i < n:
@@ -185,32 +232,47 @@ def _may_backtrack(source: str) -> bool:
             prev = "x"
             continue
         if c == "(":
-            frames.append([False, False])
+            frames.append([False, 1, i + 1])
             i += 1
             if i < n and source[i] == "?":  # (?:...), (?P<name>...), lookarounds, flags
                 i += 1
             prev = "("
             continue
         if c == ")":
-            quant, alt = frames.pop() if len(frames) > 1 else (False, False)
+            quant, branches, start = frames.pop() if len(frames) > 1 else (False, 1, i)
             repeated = i + 1 < n and source[i + 1] in "*+{"
-            if repeated and (quant or alt):
+            if repeated and (quant or (branches > 1 and not _unambiguous_words(source[start:i]))):
                 return True
+            splits *= branches
             frames[-1][0] = frames[-1][0] or quant or repeated
-            frames[-1][1] = frames[-1][1] or alt
             prev = ")"
             i += 1
             continue
         if c in "*+{" or (c == "?" and prev not in ("(", "q")):
+            lengths = _SPLITS if c in "*+" else 2
+            if c == "{":
+                j = source.find("}", i)
+                bounds = source[i + 1:j].split(",") if j > 0 else []
+                if len(bounds) == 1 and bounds[0].isdigit():
+                    lengths = 1
+                elif len(bounds) == 2 and bounds[0].isdigit() and bounds[1].isdigit():
+                    lengths = min(_SPLITS, max(1, int(bounds[1]) - int(bounds[0]) + 1))
+                elif len(bounds) == 2 and bounds[0].isdigit() and not bounds[1]:
+                    lengths = _SPLITS
+                elif len(bounds) == 2 and not bounds[0] and bounds[1].isdigit():
+                    lengths = min(_SPLITS, int(bounds[1]) + 1)
+                else:  # not a quantifier to `re`: a literal brace
+                    lengths = 1
+            splits *= lengths
             frames[-1][0] = True
             prev = "q"
         elif c == "|":
-            frames[-1][1] = True
+            frames[-1][1] += 1
             prev = "|"
         else:
             prev = "x"
         i += 1
-    return False
+    return splits * frames[0][1] > MAX_REGEX_SPLITS
 
 
 class AccessControl:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minimq.broker import Broker
-from minimq.broker.access import MD5, SHA512, AccessControl, User, hash_password
+from minimq.broker.access import MD5, SHA512, AccessControl, User, hash_password, regex_matches
 from minimq.broker.definitions import DefinitionsError, export_definitions, import_definitions
 from minimq.codec.errors import AccessRefused
 
@@ -246,3 +246,30 @@ def test_deleted_guest_cannot_log_in():
     with pytest.raises(ConnectionClosed) as ei:
         CoreClient(broker)
     assert ei.value.code == 403
+
+
+ACCEPTED_REGEXES = [r"^amq\.gen.*$", r"(foo|bar)*", r"^(?:dev|prod|test)+\.", r".*a.*c", r"^app-.*-.*$",
+                    r"^(app1|app2)-.*-.*$", r"x{,5}", r".{0,255}.{0,255}c", r"^[a-z]+\.[a-z]+$"]
+REFUSED_REGEXES = [r"^(a+)+b", r"(a*)*b", r"(a|aa)*b", r"(a|)*", r"(?i)(foo|Foo)*$", r".*a.*a.*c",
+                   r"a*a*a*c", r"a{0,255}a{0,255}a{0,255}c", r"((x+)y)*$"]
+
+
+@pytest.mark.parametrize("regex", ACCEPTED_REGEXES)
+def test_a_permission_regex_that_is_accepted_matches_crafted_names_at_once(regex: str) -> None:
+    """What validate_regex lets through must stay cheap on the worst 255-byte names a client
+    can send (each character of the pattern repeated, with and without a failing tail): were
+    the estimate wrong, this test would hang for seconds to hours, not pass."""
+    access = AccessControl()
+    access.add_user("u", "p")
+    access.set_permissions("u", "/", regex, ".*", ".*")
+    for ch in set(regex) | {"a", "."}:
+        for name in (ch * 255, ch * 254 + "!", "foo" * 85):
+            regex_matches(regex, name)
+
+
+@pytest.mark.parametrize("regex", REFUSED_REGEXES)
+def test_a_permission_regex_that_could_freeze_the_loop_is_refused(regex: str) -> None:
+    access = AccessControl()
+    access.add_user("u", "p")
+    with pytest.raises(ValueError, match="exponential or high polynomial"):
+        access.set_permissions("u", "/", regex, ".*", ".*")
