@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Generate minimq/codec/spec.py from the AMQP 0-9-1 XML.
+"""Generate minimq/codec/spec.py and minimq/codec/constants.py from the AMQP 0-9-1 XML.
 
-Usage: python tools/gen_spec.py path/to/amqp0-9-1.extended.xml [output.py]
+Usage: python tools/gen_spec.py path/to/amqp0-9-1.extended.xml [output-dir]
 
-The broker never reads the XML at run time: we commit the generated module.
+The broker never reads the XML at run time: we commit the generated modules.
+constants.py holds the XML's numbers (frame types, frame-end, reply codes) and
+imports nothing, so errors.py can take its reply codes from it while spec.py
+imports errors; everything else imports the numbers from there.
 Generation (rather than a table-driven codec) exists so that every method gets
 straight-line struct code with adjacent fixed-width fields merged into one
 precompiled ``struct.Struct`` call -- the per-field interpretive loop is what
@@ -376,9 +379,7 @@ def generate(xml_path: str) -> str:
                 resp = ", ".join(camel(c["name"]) + camel(r) for r in m["responses"])
                 responses.append(f"{pyname}.RESPONSES = ({resp},)")
 
-    const_lines = [f"{name} = {value}" for name, value, _ in constants]
-    soft = [name for name, _, klass in constants if klass == "soft-error"]
-    hard = [name for name, _, klass in constants if klass == "hard-error"]
+    const_names = [name for name, _, _ in constants]
 
     parts = [
         HEADER,
@@ -389,17 +390,13 @@ def generate(xml_path: str) -> str:
         "from __future__ import annotations\n",
         "import struct",
         "from typing import ClassVar\n",
+        "# The XML's numbers live in constants.py; re-exported so spec.NOT_FOUND keeps working.",
+        "from .constants import (  # noqa: F401",
+        *[f"    {n}," for n in sorted(["PORT", "PROTOCOL_VERSION", *const_names])],
+        ")",
         "from .errors import CodecError, UnknownMethod",
         "from .values import decode_table as _decode_table",
         "from .values import encode_table as _encode_table\n",
-        "PROTOCOL_VERSION = (0, 9, 1)",
-        "PORT = 5672",
-        *const_lines,
-        "",
-        "# As classified by the XML; errors.py is authoritative for the broker.",
-        f"SOFT_ERRORS = frozenset(({''.join(n + ', ' for n in soft)}))",
-        f"HARD_ERRORS = frozenset(({''.join(n + ', ' for n in hard)}))",
-        "",
         "_DECODE_ERRORS = (struct.error, IndexError)",
         "_new = object.__new__",
         "_ENCODE_ERRORS = (struct.error, TypeError, AttributeError, UnicodeEncodeError, OverflowError)",
@@ -424,6 +421,26 @@ def generate(xml_path: str) -> str:
     text = "\n".join(parts)
     text = text.replace(STRUCTS_MARK, "\n".join(structs.render()))
     return text.rstrip() + "\n"
+
+
+def generate_constants(xml_path: str) -> str:
+    """constants.py: the XML's <constant>s, with no imports (errors.py and frames.py use it).
+
+    Whether a reply code closes the channel or the connection is not here: that is the
+    ``HARD`` attribute of its class in errors.py, the one place the broker reads it from.
+    """
+    constants, _ = parse(xml_path)
+    lines = [
+        HEADER,
+        '"""AMQP 0-9-1 wire numbers (generated from the XML\'s <constant> elements).\n\n'
+        "Frame types, frame-end, frame-min-size and reply codes. Every other module\n"
+        "imports them from here; tests/unit/test_wire_facts.py checks nobody redefines them.\n"
+        '"""\n',
+        "PROTOCOL_VERSION = (0, 9, 1)",
+        "PORT = 5672",
+        *[f"{name} = {value}" for name, value, _ in constants],
+    ]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 STRUCTS_MARK = "# @@STRUCTS@@"
@@ -516,9 +533,11 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    out = Path(argv[2]) if len(argv) > 2 else Path(__file__).resolve().parent.parent / "minimq" / "codec" / "spec.py"
-    out.write_text(generate(argv[1]))
-    print(f"wrote {out}")
+    out_dir = Path(argv[2]) if len(argv) > 2 else Path(__file__).resolve().parent.parent / "minimq" / "codec"
+    for name, text in (("spec.py", generate(argv[1])), ("constants.py", generate_constants(argv[1]))):
+        out = out_dir / name
+        out.write_text(text)
+        print(f"wrote {out}")
     return 0
 
 

@@ -18,12 +18,12 @@ from minimq.broker.arguments import parse_expiration
 from minimq.broker.channel import STAT_FIELDS
 from minimq.broker.caches import BoundedCache
 from minimq.broker.exchange_types import TopicExchangeType
-from minimq.broker.message import EXPIRATION_FLAG
 from minimq.broker.queue import Queue
 from minimq.broker.session import Session
 from minimq.broker.timers import Timers
 from minimq.broker.vhost import VirtualHost
 from minimq.codec.errors import ConnectionForced, NotAllowed
+from minimq.codec.properties import EXPIRATION_FLAG
 from minimq.protocol.connection import ServerConnection
 
 CAPABILITIES = {

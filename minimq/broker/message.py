@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import copy
 
-from minimq.codec.properties import BasicProperties, decode_headers_only, encode_content_header
+from minimq.codec.properties import (
+    DELIVERY_MODE_FLAG,
+    PRIORITY_FLAG,
+    BasicProperties,
+    decode_headers_only,
+    encode_content_header,
+    header_octet,
+)
+
+# Re-exported for session.py until it imports them from the codec itself.
+from minimq.codec.properties import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG  # noqa: F401
 
 _PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
-HEADERS_FLAG = 1 << 13
-REPLY_TO_FLAG = 1 << 9
-EXPIRATION_FLAG = 1 << 8
 
 
 def make_route(exchange: str, routing_key: str) -> bytes:
@@ -77,38 +84,14 @@ class Message:
         m._props = self._props
         return m
 
-    def _octet_property(self, flag: int) -> int | None:
-        """delivery-mode (flag 0x10) or priority (0x08) straight from the header bytes.
-
-        Both are single octets behind content-type, content-encoding and headers (and priority
-        behind delivery-mode), so skipping those three is all a full decode would buy here.
-        """
-        h = self.header
-        if len(h) < 15 or not h[12] & flag:
-            return None
-        flags = h[12]
-        off = 14
-        try:
-            if flags & 0x80:  # content-type
-                off += 1 + h[off]
-            if flags & 0x40:  # content-encoding
-                off += 1 + h[off]
-            if flags & 0x20:  # headers
-                off += 4 + int.from_bytes(h[off : off + 4], "big")
-            if flag == 0x08 and flags & 0x10:  # priority comes after delivery-mode
-                off += 1
-            return h[off]
-        except IndexError:
-            return None
-
     def priority_value(self) -> int:
         """The message's priority property (0 when absent)."""
-        return self._octet_property(0x08) or 0
+        return header_octet(self.header, PRIORITY_FLAG) or 0
 
     @property
     def persistent(self) -> bool:
         """delivery_mode == 2."""
-        return self._octet_property(0x10) == 2
+        return header_octet(self.header, DELIVERY_MODE_FLAG) == 2
 
     @property
     def properties(self) -> BasicProperties:

@@ -15,9 +15,10 @@ from typing import Any, Callable, Iterable, Sequence
 from minimq.broker.arguments import inequivalent, parse_queue_args
 from minimq.broker.exchange import DefaultExchangeType, Exchange
 from minimq.broker.exchange_types import EXCHANGE_TYPES, make_exchange_type
-from minimq.broker.message import HEADERS_FLAG, Message
+from minimq.broker.message import Message
 from minimq.broker.queue import Queue
 from minimq.broker.teardown import guarded
+from minimq.codec.properties import HEADERS_FLAG
 from minimq.codec.values import Int64
 from minimq.codec.errors import (
     AccessRefused,

@@ -17,6 +17,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from minimq.codec.constants import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    CONNECTION_FORCED,
+    CONTENT_TOO_LARGE,
+    FRAME_ERROR,
+    INTERNAL_ERROR,
+    INVALID_PATH,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    NO_CONSUMERS,
+    NO_ROUTE,
+    PRECONDITION_FAILED,
+    RESOURCE_ERROR,
+    RESOURCE_LOCKED,
+    SYNTAX_ERROR,
+    UNEXPECTED_FRAME,
+)
+
 __all__ = [
     "ClientError",
     "AMQPError",
@@ -97,133 +118,133 @@ class ConnectionClosed(AMQPError):
 class ContentTooLarge(ChannelClosed):
     """CONTENT_TOO_LARGE: the message is larger than the broker accepts."""
 
-    code = 311
+    code = CONTENT_TOO_LARGE
     name = "CONTENT_TOO_LARGE"
 
 
 class NoRoute(ChannelClosed):
     """NO_ROUTE: a mandatory message could not be routed."""
 
-    code = 312
+    code = NO_ROUTE
     name = "NO_ROUTE"
 
 
 class NoConsumers(ChannelClosed):
     """NO_CONSUMERS: an immediate message had no consumer."""
 
-    code = 313
+    code = NO_CONSUMERS
     name = "NO_CONSUMERS"
 
 
 class AccessRefused(ChannelClosed):
     """ACCESS_REFUSED: the operation is not permitted (e.g. a reserved ``amq.`` name)."""
 
-    code = 403
+    code = ACCESS_REFUSED
     name = "ACCESS_REFUSED"
 
 
 class NotFound(ChannelClosed):
     """NOT_FOUND: no such exchange or queue."""
 
-    code = 404
+    code = NOT_FOUND
     name = "NOT_FOUND"
 
 
 class ResourceLocked(ChannelClosed):
     """RESOURCE_LOCKED: the queue is exclusive to another connection."""
 
-    code = 405
+    code = RESOURCE_LOCKED
     name = "RESOURCE_LOCKED"
 
 
 class PreconditionFailed(ChannelClosed):
     """PRECONDITION_FAILED: e.g. redeclared differently, unknown delivery tag, in use."""
 
-    code = 406
+    code = PRECONDITION_FAILED
     name = "PRECONDITION_FAILED"
 
 
 class ResourceError(ChannelClosed):
     """RESOURCE_ERROR: the broker lacks the resources for this request."""
 
-    code = 506
+    code = RESOURCE_ERROR
     name = "RESOURCE_ERROR"
 
 
 class ConnectionForced(ConnectionClosed):
     """CONNECTION_FORCED: an operator or shutdown closed the connection."""
 
-    code = 320
+    code = CONNECTION_FORCED
     name = "CONNECTION_FORCED"
 
 
 class InvalidPath(ConnectionClosed):
     """INVALID_PATH: unknown virtual host path."""
 
-    code = 402
+    code = INVALID_PATH
     name = "INVALID_PATH"
 
 
 class FrameError(ConnectionClosed):
     """FRAME_ERROR: a malformed frame."""
 
-    code = 501
+    code = FRAME_ERROR
     name = "FRAME_ERROR"
 
 
 class AMQPSyntaxError(ConnectionClosed):
     """SYNTAX_ERROR: a field had an illegal value."""
 
-    code = 502
+    code = SYNTAX_ERROR
     name = "SYNTAX_ERROR"
 
 
 class CommandInvalid(ConnectionClosed):
     """COMMAND_INVALID: a method was not valid in this state."""
 
-    code = 503
+    code = COMMAND_INVALID
     name = "COMMAND_INVALID"
 
 
 class ChannelError(ConnectionClosed):
     """CHANNEL_ERROR: a frame named a channel that is not open."""
 
-    code = 504
+    code = CHANNEL_ERROR
     name = "CHANNEL_ERROR"
 
 
 class UnexpectedFrame(ConnectionClosed):
     """UNEXPECTED_FRAME: a frame arrived out of order."""
 
-    code = 505
+    code = UNEXPECTED_FRAME
     name = "UNEXPECTED_FRAME"
 
 
 class NotAllowed(ConnectionClosed):
     """NOT_ALLOWED: e.g. the virtual host does not exist or is not allowed."""
 
-    code = 530
+    code = NOT_ALLOWED
     name = "NOT_ALLOWED"
 
 
 class AMQPNotImplemented(ConnectionClosed):
     """NOT_IMPLEMENTED: the broker does not implement this."""
 
-    code = 540
+    code = NOT_IMPLEMENTED
     name = "NOT_IMPLEMENTED"
 
 
 class InternalError(ConnectionClosed):
     """INTERNAL_ERROR: the broker failed internally."""
 
-    code = 541
+    code = INTERNAL_ERROR
     name = "INTERNAL_ERROR"
 
 
 class AuthenticationError(ConnectionClosed):
     """ACCESS_REFUSED at login: wrong user name or password (code 403)."""
 
-    code = 403
+    code = ACCESS_REFUSED
     name = "ACCESS_REFUSED"
 
 

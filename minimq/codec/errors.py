@@ -10,6 +10,27 @@ treat it as a connection-level frame error.
 
 from __future__ import annotations
 
+from .constants import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    CONNECTION_FORCED,
+    CONTENT_TOO_LARGE,
+    FRAME_ERROR,
+    INTERNAL_ERROR,
+    INVALID_PATH,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    NO_CONSUMERS,
+    NO_ROUTE,
+    PRECONDITION_FAILED,
+    RESOURCE_ERROR,
+    RESOURCE_LOCKED,
+    SYNTAX_ERROR,
+    UNEXPECTED_FRAME,
+)
+
 __all__ = [
     "AMQPError",
     "ContentTooLarge",
@@ -56,7 +77,7 @@ class AMQPError(Exception):
     an error that was not classified more precisely.
     """
 
-    code: int = 541
+    code: int = INTERNAL_ERROR
     NAME: str = "INTERNAL_ERROR"
     HARD: bool = True
 
@@ -84,112 +105,114 @@ class AMQPError(Exception):
 
 
 class ContentTooLarge(AMQPError):
-    code = 311
+    code = CONTENT_TOO_LARGE
     NAME = "CONTENT_TOO_LARGE"
     HARD = False
 
 
 class NoRoute(AMQPError):
-    code = 312
+    code = NO_ROUTE
     NAME = "NO_ROUTE"
     HARD = False
 
 
 class NoConsumers(AMQPError):
-    code = 313
+    code = NO_CONSUMERS
     NAME = "NO_CONSUMERS"
     HARD = False
 
 
 class ConnectionForced(AMQPError):
-    code = 320
+    code = CONNECTION_FORCED
     NAME = "CONNECTION_FORCED"
     HARD = True
 
 
 class InvalidPath(AMQPError):
-    code = 402
+    code = INVALID_PATH
     NAME = "INVALID_PATH"
     HARD = True
 
 
 class AccessRefused(AMQPError):
-    code = 403
+    code = ACCESS_REFUSED
     NAME = "ACCESS_REFUSED"
     HARD = False
 
 
 class NotFound(AMQPError):
-    code = 404
+    code = NOT_FOUND
     NAME = "NOT_FOUND"
     HARD = False
 
 
 class ResourceLocked(AMQPError):
-    code = 405
+    code = RESOURCE_LOCKED
     NAME = "RESOURCE_LOCKED"
     HARD = False
 
 
 class PreconditionFailed(AMQPError):
-    code = 406
+    code = PRECONDITION_FAILED
     NAME = "PRECONDITION_FAILED"
     HARD = False
 
 
 class FrameError(AMQPError):
-    code = 501
+    code = FRAME_ERROR
     NAME = "FRAME_ERROR"
     HARD = True
 
 
 class AMQPSyntaxError(AMQPError):
-    code = 502
+    code = SYNTAX_ERROR
     NAME = "SYNTAX_ERROR"
     HARD = True
 
 
 class CommandInvalid(AMQPError):
-    code = 503
+    code = COMMAND_INVALID
     NAME = "COMMAND_INVALID"
     HARD = True
 
 
 class ChannelError(AMQPError):
-    code = 504
+    code = CHANNEL_ERROR
     NAME = "CHANNEL_ERROR"
     HARD = True
 
 
 class UnexpectedFrame(AMQPError):
-    code = 505
+    code = UNEXPECTED_FRAME
     NAME = "UNEXPECTED_FRAME"
     HARD = True
 
 
 class ResourceError(AMQPError):
-    # The 0-9-1 XML marks 506 hard, but RabbitMQ treats it as a channel-level
-    # error (e.g. queue declare refused for lack of resources); we follow
-    # RabbitMQ so clients see the behaviour they are written against.
-    code = 506
+    # Deliberately soft, unlike the 0-9-1 XML and RabbitMQ's generated framing
+    # (both class 506 as a hard error; RabbitMQ itself raises it only from
+    # plug-ins). minimq raises it for one thing only: a durable declaration or
+    # binding the disk refused to record (store.py). Closing just that channel
+    # keeps the connection's consumers draining queues while the disk is failing.
+    code = RESOURCE_ERROR
     NAME = "RESOURCE_ERROR"
     HARD = False
 
 
 class NotAllowed(AMQPError):
-    code = 530
+    code = NOT_ALLOWED
     NAME = "NOT_ALLOWED"
     HARD = True
 
 
 class AMQPNotImplemented(AMQPError):
-    code = 540
+    code = NOT_IMPLEMENTED
     NAME = "NOT_IMPLEMENTED"
     HARD = True
 
 
 class InternalError(AMQPError):
-    code = 541
+    code = INTERNAL_ERROR
     NAME = "INTERNAL_ERROR"
     HARD = True
 
@@ -209,7 +232,7 @@ class UnknownMethod(CodecError):
     is overridden while staying a CodecError for callers that catch broadly.
     """
 
-    code = 503
+    code = COMMAND_INVALID
     NAME = "COMMAND_INVALID"
     HARD = True
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
+from .constants import FRAME_BODY as _FRAME_BODY
+from .constants import FRAME_END as _FRAME_END
+from .constants import FRAME_HEADER as _FRAME_HEADER
+from .constants import FRAME_HEARTBEAT as _FRAME_HEARTBEAT
+from .constants import FRAME_METHOD as _FRAME_METHOD
+from .constants import PROTOCOL_VERSION
 from .errors import CodecError
-from .spec import FRAME_BODY as _FRAME_BODY
-from .spec import FRAME_END as _FRAME_END
-from .spec import FRAME_HEADER as _FRAME_HEADER
-from .spec import FRAME_HEARTBEAT as _FRAME_HEARTBEAT
-from .spec import FRAME_METHOD as _FRAME_METHOD
 
 __all__ = [
     "PROTOCOL_HEADER",
@@ -27,9 +28,11 @@ __all__ = [
     "FrameParser",
 ]
 
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+# The framing every module shares: b"AMQP\x00\x00\x09\x01", the 7-byte frame header
+# (type, channel, payload size) and the frame-end octet 0xCE.
+PROTOCOL_HEADER = b"AMQP\x00" + bytes(PROTOCOL_VERSION)
 FRAME_HEADER = struct.Struct(">BHI")
-FRAME_END_BYTE = b"\xce"
+FRAME_END_BYTE = bytes((_FRAME_END,))
 
 _KNOWN_TYPES = frozenset((_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY, _FRAME_HEARTBEAT))
 _OVERHEAD = 8  # 7-byte header + frame-end octet

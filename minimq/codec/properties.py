@@ -17,6 +17,21 @@ from .values import as_bytes, decode_shortstr, decode_table, encode_shortstr, en
 __all__ = [
     "BasicProperties",
     "PROPERTY_NAMES",
+    "CONTENT_TYPE_FLAG",
+    "CONTENT_ENCODING_FLAG",
+    "HEADERS_FLAG",
+    "DELIVERY_MODE_FLAG",
+    "PRIORITY_FLAG",
+    "CORRELATION_ID_FLAG",
+    "REPLY_TO_FLAG",
+    "EXPIRATION_FLAG",
+    "MESSAGE_ID_FLAG",
+    "TIMESTAMP_FLAG",
+    "TYPE_FLAG",
+    "USER_ID_FLAG",
+    "APP_ID_FLAG",
+    "CLUSTER_ID_FLAG",
+    "header_octet",
     "encode_content_header",
     "parse_content_header",
     "decode_headers_only",
@@ -45,23 +60,30 @@ PROPERTY_NAMES = (
     "cluster_id",
 )
 
-# Flag bit per property, most significant first (spec: bit 15 = first property).
-_F_CONTENT_TYPE = 1 << 15
-_F_CONTENT_ENCODING = 1 << 14
-_F_HEADERS = 1 << 13
-_F_DELIVERY_MODE = 1 << 12
-_F_PRIORITY = 1 << 11
-_F_CORRELATION_ID = 1 << 10
-_F_REPLY_TO = 1 << 9
-_F_EXPIRATION = 1 << 8
-_F_MESSAGE_ID = 1 << 7
-_F_TIMESTAMP = 1 << 6
-_F_TYPE = 1 << 5
-_F_USER_ID = 1 << 4
-_F_APP_ID = 1 << 3
-_F_CLUSTER_ID = 1 << 2
-_F_UNKNOWN = 1 << 1  # a 15th property we could not know the type of
-_F_CONTINUATION = 1
+# Flag bit per property, most significant first (spec: bit 15 = first property). The one
+# definition: the broker tests presence on the raw header bytes with these.
+CONTENT_TYPE_FLAG = 1 << 15
+CONTENT_ENCODING_FLAG = 1 << 14
+HEADERS_FLAG = 1 << 13
+DELIVERY_MODE_FLAG = 1 << 12
+PRIORITY_FLAG = 1 << 11
+CORRELATION_ID_FLAG = 1 << 10
+REPLY_TO_FLAG = 1 << 9
+EXPIRATION_FLAG = 1 << 8
+MESSAGE_ID_FLAG = 1 << 7
+TIMESTAMP_FLAG = 1 << 6
+TYPE_FLAG = 1 << 5
+USER_ID_FLAG = 1 << 4
+APP_ID_FLAG = 1 << 3
+CLUSTER_ID_FLAG = 1 << 2
+# The same flags in the first octet of the flag word, for reading a header in place.
+_CONTENT_TYPE_BIT = CONTENT_TYPE_FLAG >> 8
+_CONTENT_ENCODING_BIT = CONTENT_ENCODING_FLAG >> 8
+_HEADERS_BIT = HEADERS_FLAG >> 8
+_DELIVERY_MODE_BIT = DELIVERY_MODE_FLAG >> 8
+_PRIORITY_BIT = PRIORITY_FLAG >> 8
+_UNKNOWN_FLAG = 1 << 1  # a 15th property we could not know the type of
+_CONTINUATION_FLAG = 1
 
 _EMPTY_PROPERTIES = b"\x00\x00"
 _DECODE_ERRORS = (struct.error, IndexError)
@@ -71,15 +93,15 @@ def _read_flags(buf, offset: int) -> tuple[int, int]:
     """Read the flag word(s); later words may only repeat 'no more properties'."""
     (flags,) = _H.unpack_from(buf, offset)
     offset += 2
-    if flags & _F_UNKNOWN:
+    if flags & _UNKNOWN_FLAG:
         raise CodecError("content header sets an unknown property flag")
-    more = flags & _F_CONTINUATION
+    more = flags & _CONTINUATION_FLAG
     while more:
         (extra,) = _H.unpack_from(buf, offset)
         offset += 2
-        if extra & ~_F_CONTINUATION:
+        if extra & ~_CONTINUATION_FLAG:
             raise CodecError("content header sets an unknown property flag")
-        more = extra & _F_CONTINUATION
+        more = extra & _CONTINUATION_FLAG
     return flags, offset
 
 
@@ -127,46 +149,46 @@ class BasicProperties:
         append = parts.append
         try:
             if self.content_type is not None:
-                flags |= _F_CONTENT_TYPE
+                flags |= CONTENT_TYPE_FLAG
                 append(encode_shortstr(self.content_type))
             if self.content_encoding is not None:
-                flags |= _F_CONTENT_ENCODING
+                flags |= CONTENT_ENCODING_FLAG
                 append(encode_shortstr(self.content_encoding))
             if self.headers is not None:
-                flags |= _F_HEADERS
+                flags |= HEADERS_FLAG
                 append(encode_table(self.headers))
             if self.delivery_mode is not None:
-                flags |= _F_DELIVERY_MODE
+                flags |= DELIVERY_MODE_FLAG
                 append(bytes((self.delivery_mode,)))
             if self.priority is not None:
-                flags |= _F_PRIORITY
+                flags |= PRIORITY_FLAG
                 append(bytes((self.priority,)))
             if self.correlation_id is not None:
-                flags |= _F_CORRELATION_ID
+                flags |= CORRELATION_ID_FLAG
                 append(encode_shortstr(self.correlation_id))
             if self.reply_to is not None:
-                flags |= _F_REPLY_TO
+                flags |= REPLY_TO_FLAG
                 append(encode_shortstr(self.reply_to))
             if self.expiration is not None:
-                flags |= _F_EXPIRATION
+                flags |= EXPIRATION_FLAG
                 append(encode_shortstr(self.expiration))
             if self.message_id is not None:
-                flags |= _F_MESSAGE_ID
+                flags |= MESSAGE_ID_FLAG
                 append(encode_shortstr(self.message_id))
             if self.timestamp is not None:
-                flags |= _F_TIMESTAMP
+                flags |= TIMESTAMP_FLAG
                 append(_Q.pack(self.timestamp))
             if self.type is not None:
-                flags |= _F_TYPE
+                flags |= TYPE_FLAG
                 append(encode_shortstr(self.type))
             if self.user_id is not None:
-                flags |= _F_USER_ID
+                flags |= USER_ID_FLAG
                 append(encode_shortstr(self.user_id))
             if self.app_id is not None:
-                flags |= _F_APP_ID
+                flags |= APP_ID_FLAG
                 append(encode_shortstr(self.app_id))
             if self.cluster_id is not None:
-                flags |= _F_CLUSTER_ID
+                flags |= CLUSTER_ID_FLAG
                 append(encode_shortstr(self.cluster_id))
         except (struct.error, TypeError, ValueError, OverflowError) as exc:
             raise CodecError(f"cannot encode basic properties: {exc}") from None
@@ -183,62 +205,62 @@ class BasicProperties:
         self = cls.__new__(cls)
         try:
             flags, offset = _read_flags(buf, offset)
-            if flags & _F_CONTENT_TYPE:
+            if flags & CONTENT_TYPE_FLAG:
                 self.content_type, offset = decode_shortstr(buf, offset)
             else:
                 self.content_type = None
-            if flags & _F_CONTENT_ENCODING:
+            if flags & CONTENT_ENCODING_FLAG:
                 self.content_encoding, offset = decode_shortstr(buf, offset)
             else:
                 self.content_encoding = None
-            if flags & _F_HEADERS:
+            if flags & HEADERS_FLAG:
                 self.headers, offset = decode_table(buf, offset)
             else:
                 self.headers = None
-            if flags & _F_DELIVERY_MODE:
+            if flags & DELIVERY_MODE_FLAG:
                 self.delivery_mode = buf[offset]
                 offset += 1
             else:
                 self.delivery_mode = None
-            if flags & _F_PRIORITY:
+            if flags & PRIORITY_FLAG:
                 self.priority = buf[offset]
                 offset += 1
             else:
                 self.priority = None
-            if flags & _F_CORRELATION_ID:
+            if flags & CORRELATION_ID_FLAG:
                 self.correlation_id, offset = decode_shortstr(buf, offset)
             else:
                 self.correlation_id = None
-            if flags & _F_REPLY_TO:
+            if flags & REPLY_TO_FLAG:
                 self.reply_to, offset = decode_shortstr(buf, offset)
             else:
                 self.reply_to = None
-            if flags & _F_EXPIRATION:
+            if flags & EXPIRATION_FLAG:
                 self.expiration, offset = decode_shortstr(buf, offset)
             else:
                 self.expiration = None
-            if flags & _F_MESSAGE_ID:
+            if flags & MESSAGE_ID_FLAG:
                 self.message_id, offset = decode_shortstr(buf, offset)
             else:
                 self.message_id = None
-            if flags & _F_TIMESTAMP:
+            if flags & TIMESTAMP_FLAG:
                 self.timestamp = _Q.unpack_from(buf, offset)[0]
                 offset += 8
             else:
                 self.timestamp = None
-            if flags & _F_TYPE:
+            if flags & TYPE_FLAG:
                 self.type, offset = decode_shortstr(buf, offset)
             else:
                 self.type = None
-            if flags & _F_USER_ID:
+            if flags & USER_ID_FLAG:
                 self.user_id, offset = decode_shortstr(buf, offset)
             else:
                 self.user_id = None
-            if flags & _F_APP_ID:
+            if flags & APP_ID_FLAG:
                 self.app_id, offset = decode_shortstr(buf, offset)
             else:
                 self.app_id = None
-            if flags & _F_CLUSTER_ID:
+            if flags & CLUSTER_ID_FLAG:
                 self.cluster_id, offset = decode_shortstr(buf, offset)
             else:
                 self.cluster_id = None
@@ -293,9 +315,9 @@ def parse_content_header(payload: bytes | memoryview) -> tuple[int, int, bytes |
 
 
 def _skip_to_headers(buf, flags: int, offset: int) -> int:
-    if flags & _F_CONTENT_TYPE:
+    if flags & CONTENT_TYPE_FLAG:
         offset += 1 + buf[offset]
-    if flags & _F_CONTENT_ENCODING:
+    if flags & CONTENT_ENCODING_FLAG:
         offset += 1 + buf[offset]
     return offset
 
@@ -306,7 +328,7 @@ def decode_headers_only(prop_bytes: bytes | memoryview) -> dict | None:
         prop_bytes = as_bytes(prop_bytes)
     try:
         flags, offset = _read_flags(prop_bytes, 0)
-        if not flags & _F_HEADERS:
+        if not flags & HEADERS_FLAG:
             return None
         offset = _skip_to_headers(prop_bytes, flags, offset)
         return decode_table(prop_bytes, offset)[0]
@@ -314,14 +336,42 @@ def decode_headers_only(prop_bytes: bytes | memoryview) -> dict | None:
         raise CodecError(f"malformed basic properties: {exc}") from None
 
 
+def header_octet(header: bytes, flag: int) -> int | None:
+    """delivery-mode (``DELIVERY_MODE_FLAG``) or priority (``PRIORITY_FLAG``) straight from a
+    whole content-header payload (class id, weight, body size, flags, properties).
+
+    Both are single octets behind content-type, content-encoding and headers (and priority
+    behind delivery-mode), so skipping those three is all a full decode would buy; this runs
+    for every publish, so it reads the bytes in place and is lenient (None, never an error):
+    the property bytes were already checked when the message arrived.
+    """
+    bit = flag >> 8
+    if len(header) < 15 or not header[12] & bit:
+        return None
+    flags = header[12]
+    off = 14
+    try:
+        if flags & _CONTENT_TYPE_BIT:
+            off += 1 + header[off]
+        if flags & _CONTENT_ENCODING_BIT:
+            off += 1 + header[off]
+        if flags & _HEADERS_BIT:
+            off += 4 + int.from_bytes(header[off : off + 4], "big")
+        if bit == _PRIORITY_BIT and flags & _DELIVERY_MODE_BIT:  # priority comes after delivery-mode
+            off += 1
+        return header[off]
+    except IndexError:
+        return None
+
+
 def delivery_mode_of(prop_bytes: bytes | memoryview) -> int | None:
     """The ``delivery_mode`` octet alone (or None), for persistence decisions."""
     try:
         flags, offset = _read_flags(prop_bytes, 0)
-        if not flags & _F_DELIVERY_MODE:
+        if not flags & DELIVERY_MODE_FLAG:
             return None
         offset = _skip_to_headers(prop_bytes, flags, offset)
-        if flags & _F_HEADERS:
+        if flags & HEADERS_FLAG:
             offset += 4 + _I.unpack_from(prop_bytes, offset)[0]
         return prop_bytes[offset]
     except _DECODE_ERRORS as exc:

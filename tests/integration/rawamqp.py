@@ -30,11 +30,8 @@ from minimq.codec import (
     parse_content_header,
     spec,
 )
+from minimq.codec.constants import FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD
 
-FRAME_METHOD = 1
-FRAME_HEADER = 2
-FRAME_BODY = 3
-FRAME_HEARTBEAT = 8
 TIMEOUT = 5.0
 
 CLIENT_PROPERTIES = {

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from minimq.broker import Broker
 from minimq.codec import spec
+from minimq.codec.constants import FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD
 from minimq.codec.frames import (
     PROTOCOL_HEADER,
     FrameParser,
@@ -33,8 +34,6 @@ from minimq.codec.frames import (
     encode_method_frame,
 )
 from minimq.codec.properties import BasicProperties, encode_content_header
-
-FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 
 __all__ = [
     "CoreClient",
