@@ -7,8 +7,29 @@ one; `Side(url, prefix)` plays one on a broker over raw sockets (tests/integrati
 opening connections and channels on first use, and returns, after each operation, everything
 the broker sent in answer: per (connection, channel), the frames in order, normalised (names
 server-generated or prefixed by the run become placeholders). After every operation a
-barrier (channel.flow(true) on every open channel, twice) makes sure asynchronous frames
-(deliveries, returns, confirms, channel closes caused by an earlier method) have arrived.
+barrier makes sure asynchronous frames (deliveries, returns, confirms, channel closes caused
+by an earlier method) have arrived: channel.flow(true) on every open channel (each channel
+has handled what was sent before), then queue.declare(passive) of every queue seen, from a
+connection of its own (in RabbitMQ each queue is a process: its answer means it has handled
+every publish routed to it before, and sent the deliveries), then channel.flow again, until
+a round brings nothing new.
+
+Only what RabbitMQ decides deterministically is compared. What its own timing decides, each
+checked on a RabbitMQ 3.10.8 node (this is the one place that says why):
+- How long a queue takes over a message: the first persistent message in a new durable
+  queue creates its index files, several channel round trips. The queue barrier above waits
+  for each queue instead of for a number of round trips.
+- The order of deliveries from two queues to one channel caused by one operation (a publish
+  routed to both, a recover): two queue processes race, and delivery tags follow the order
+  of arrival (a fanout to three queues consumed on one channel came in four orders out of
+  ten). `generate` has each channel consume from one queue only.
+- Deliveries on a connection that a hard error is closing (`settle`): they race the
+  connection.close inside RabbitMQ.
+- Anything else that does not come back on two replays of the same sequence
+  (test_differential.py).
+What runs leave behind is removed (`Side.cleanup`): on a RabbitMQ shared by many runs, a
+leftover binding between amq.* exchanges or a server-named queue bound to one would route
+the next run's publishes where a fresh broker returns them.
 
 `run_lockstep(ops, url_a, url_b)` plays a sequence on both and returns the first divergence;
 `shrink(ops, diverges)` cuts a diverging sequence down to a minimal one that still diverges.
@@ -86,6 +107,11 @@ def generate(seed: int, length: int) -> list[tuple]:
     ]
     if rng.random() < 0.5:
         ops.append(("consume", 1, 2, 0, "t1", False, False))
+    # The queue each channel consumes from: one per channel. Deliveries that one operation
+    # causes from two queues to one channel (a publish routed to both, a recover) arrive in
+    # the order RabbitMQ's two queue processes happen to run, which is not deterministic
+    # (and delivery tags follow that order), so a sequence never sets that up.
+    consuming: dict[tuple[int, int], int] = {(1, 2): 0} if len(ops) > 7 else {}
     for _ in range(length):
         op = rng.choice(names)
         c, ch = rng.randrange(CONNECTIONS), rng.choice(CHANNELS)
@@ -116,6 +142,7 @@ def generate(seed: int, length: int) -> list[tuple]:
         elif op == "get":
             ops.append((op, c, ch, q, flag(0.4)))
         elif op == "consume":
+            q = consuming.setdefault((c, ch), q)
             ops.append((op, c, ch, q, rng.choice(("", "t1", "t2")), flag(0.3), flag(0.1)))
         elif op == "cancel":
             ops.append((op, c, ch, rng.choice(("t1", "t2", "nope"))))
@@ -163,6 +190,12 @@ class Side:
         self.prefix = prefix or "diff-" + uuid.uuid4().hex[:8] + "-"
         self.conns = [Conn() for _ in range(CONNECTIONS)]
         self._names: dict[str, str] = {}
+        # Every queue a declare-ok named (as the broker spelled it), for the queue barrier,
+        # and the connection that barrier runs on (never part of what is compared).
+        self.queues: set[str] = set()
+        self.e2e: set[tuple[str, str, str]] = set()  # exchange.bind (destination, source, key) sent
+        self._probe: RawAMQP | None = None
+        self._probe_open: set[int] = set()
 
     # -- names
 
@@ -192,12 +225,17 @@ class Side:
             c.last_tag = {}
         return c.raw
 
-    def channel(self, i: int, ch: int) -> RawAMQP:
+    def channel(self, i: int, ch: int, seen: dict) -> RawAMQP | None:
+        """Connection `i` with channel `ch` open (None if the connection went away meanwhile).
+
+        Frames that arrive before channel.open-ok (a late delivery on another channel) are
+        observations like any other: they go into `seen`."""
         raw = self.conn(i)
         c = self.conns[i]
         if ch not in c.open:
             raw.send_method(ch, spec.ChannelOpen())
-            raw.expect(spec.ChannelOpenOk, channel=ch)
+            if not self._await_reply(i, ch, (spec.ChannelOpenOk,), seen, record=False):
+                return None
             c.open.add(ch)
         return raw
 
@@ -206,13 +244,19 @@ class Side:
             if c.raw is not None:
                 c.raw.sock.close()
                 c.raw = None
+        if self._probe is not None:
+            self._probe.sock.close()
+            self._probe = None
 
     # -- one operation
 
     def play(self, op: tuple) -> dict[tuple[int, int], list[Frame]]:
         """Run one operation; everything each connection received, per (conn, channel)."""
         name, ci, ch = op[0], op[1], op[2]
-        raw = self.channel(ci, ch)
+        seen: dict[tuple[int, int], list[Frame]] = {}
+        raw = self.channel(ci, ch, seen)
+        if raw is None:
+            return self.barrier(seen)
         sent: list = []
 
         def send(m) -> None:
@@ -234,6 +278,7 @@ class Side:
         elif name == "queue_unbind":
             send(spec.QueueUnbind(0, n(op[3]), x(op[4]), self.name(KEYS[op[5]]), BIND_ARGS[op[6]]))
         elif name == "exchange_bind":
+            self.e2e.add((x(op[3]), x(op[4]), self.name(KEYS[op[5]])))
             send(spec.ExchangeBind(0, x(op[3]), x(op[4]), self.name(KEYS[op[5]])))
         elif name == "exchange_unbind":
             send(spec.ExchangeUnbind(0, x(op[3]), x(op[4]), self.name(KEYS[op[5]])))
@@ -286,19 +331,21 @@ class Side:
             raw.send_method(0, spec.ConnectionClose(200, "bye", 0, 0))
         else:
             raise ValueError(f"unknown operation {name!r}")
-        seen: dict[tuple[int, int], list[Frame]] = {}
         if sent and sent[-1].RESPONSES:
             # A synchronous method: its reply first. RabbitMQ refuses any other method on
             # the channel meanwhile (504 'unexpected command while processing').
             self._await_reply(ci, ch, tuple(sent[-1].RESPONSES), seen)
         return self.barrier(seen)
 
-    def _await_reply(self, i: int, ch: int, replies: tuple, seen: dict) -> None:
+    def _await_reply(self, i: int, ch: int, replies: tuple, seen: dict, record: bool = True) -> bool:
+        """Read until channel `ch` answered with one of `replies`; False if the connection
+        went away first. `record=False` leaves the reply itself out of `seen`."""
         c = self.conns[i]
         pending = {ch}
         while c.raw is not None and pending:
-            if not self._read_one(i, c, pending, seen, replies=(ch, replies)):
-                return
+            if not self._read_one(i, c, pending, seen, replies=(ch, replies), record=record):
+                return False
+        return not pending
 
     # -- collecting what came back
 
@@ -311,6 +358,8 @@ class Side:
         rounds, last = 0, -1
         while rounds < 2 or (last != self._count(seen) and rounds < 6):
             last = self._count(seen)
+            if rounds:
+                self._sync_queues()
             rounds += 1
             for i, c in enumerate(self.conns):
                 if c.raw is None:
@@ -323,12 +372,50 @@ class Side:
                         break
         return seen
 
+    def _sync_queues(self) -> None:
+        """queue.declare(passive) of every queue seen, each on its own channel of the probe
+        connection, pipelined; returns once all answered. A missing queue (404) is forgotten;
+        another connection's exclusive queue (405) answers without its process, so it is
+        the one case this barrier does not cover."""
+        if not self.queues:
+            return
+        try:
+            if self._probe is None:
+                self._probe = RawAMQP.connect(self.host, self.port)
+                self._probe_open = set()
+            probe = self._probe
+            names = dict(enumerate(sorted(self.queues), 1))
+            for number, name in names.items():
+                if number not in self._probe_open:
+                    probe.send_method(number, spec.ChannelOpen())
+                probe.send_method(number, spec.QueueDeclare(0, name, True))
+            waiting = set(names)
+            while waiting:
+                frame = probe.read_frame(10.0)
+                if frame.type != FRAME_METHOD:
+                    continue
+                m = frame.method
+                if isinstance(m, spec.ChannelOpenOk):
+                    self._probe_open.add(frame.channel)
+                elif isinstance(m, spec.QueueDeclareOk):
+                    waiting.discard(frame.channel)
+                elif isinstance(m, spec.ChannelClose):
+                    probe.send_method(frame.channel, spec.ChannelCloseOk())
+                    self._probe_open.discard(frame.channel)
+                    waiting.discard(frame.channel)
+                    if m.reply_code == 404:
+                        self.queues.discard(names[frame.channel])
+        except (Closed, TimeoutError, OSError):
+            if self._probe is not None:
+                self._probe.sock.close()
+            self._probe = None
+
     @staticmethod
     def _count(seen: dict) -> int:
         return sum(len(v) for v in seen.values())
 
     def _read_one(self, i: int, c: Conn, pending: set[int], seen: dict,
-                  replies: tuple | None = None) -> bool:
+                  replies: tuple | None = None, record: bool = True) -> bool:
         raw = c.raw
         assert raw is not None
         try:
@@ -367,8 +454,12 @@ class Side:
             c.raw = None
             pending.clear()
             return False
+        if isinstance(method, spec.QueueDeclareOk):
+            self.queues.add(method.queue)
         if replies is not None and frame.channel == replies[0] and isinstance(method, replies[1]):
             pending.discard(frame.channel)  # the awaited reply (get-ok has content: below)
+            if not record:
+                return True
         if method.HAS_CONTENT:
             out.append(Frame(self.normalise(repr(method)) + " " + self._content(raw, frame.channel)))
             if isinstance(method, (spec.BasicDeliver, spec.BasicGetOk)):
@@ -393,23 +484,41 @@ class Side:
     # -- cleaning up what a run left on the broker
 
     def cleanup(self) -> None:
+        """Delete what the run created, so the next run (on a RabbitMQ shared by many runs)
+        starts from the same state as on a fresh minimq: the prefixed queues and exchanges,
+        the server-named queues it declared, and the bindings it made between the built-in
+        amq.* exchanges (they outlive every queue and exchange of the run, and a leftover
+        one routes the next run's publishes where a fresh broker would return them)."""
         self.close()
+        deletes: list = []
+        for name in sorted({self.name(t) for t in NAMES} | self.queues):
+            if name and not name.startswith("amq.") or name.startswith("amq.gen-"):
+                deletes.append(spec.QueueDelete(0, name))
+        for template in EXCHANGES:
+            name = self.name(template)
+            if name and not name.startswith("amq."):
+                deletes.append(spec.ExchangeDelete(0, name))
+        for dest, source, key in sorted(self.e2e):
+            if dest.startswith("amq.") and source.startswith("amq."):
+                deletes.append(spec.ExchangeUnbind(0, dest, source, key))
         try:
             raw = RawAMQP.connect(self.host, self.port)
         except OSError:
             return
         try:
-            raw.channel_open(1)
-            for template in NAMES:
-                name = self.name(template)
-                if name and not name.startswith("amq."):
-                    raw.send_method(1, spec.QueueDelete(0, name))
-                    raw.expect(spec.QueueDeleteOk)
-            for template in EXCHANGES:
-                name = self.name(template)
-                if name and not name.startswith("amq."):
-                    raw.send_method(1, spec.ExchangeDelete(0, name))
-                    raw.expect(spec.ExchangeDeleteOk)
+            # One channel each, pipelined: a refusal (an exclusive queue still held by a
+            # connection on its way out) closes that channel only.
+            for number, method in enumerate(deletes, 1):
+                raw.send_method(number, spec.ChannelOpen())
+                raw.send_method(number, method)
+            waiting = set(range(1, len(deletes) + 1))
+            while waiting:
+                frame = raw.read_frame(10.0)
+                if frame.type != FRAME_METHOD or isinstance(frame.method, spec.ChannelOpenOk):
+                    continue
+                if isinstance(frame.method, spec.ChannelClose):
+                    raw.send_method(frame.channel, spec.ChannelCloseOk())
+                waiting.discard(frame.channel)
             raw.close()
         except (Closed, TimeoutError, OSError, AssertionError):
             pass
