@@ -43,7 +43,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from minimq.codec import BasicProperties, spec
 
@@ -187,6 +187,14 @@ class Side:
     def __init__(self, url: str, prefix: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 5672
+        # The URL's vhost ('/' when the path is empty), user and password. Runs that share
+        # a RabbitMQ at the same time need a vhost each: the amq.* exchanges are per vhost,
+        # and one run's bindings to them route the other's publishes.
+        self.login = {
+            "user": unquote(parts.username or "guest"),
+            "password": unquote(parts.password or "guest"),
+            "vhost": unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+        }
         self.prefix = prefix or "diff-" + uuid.uuid4().hex[:8] + "-"
         self.conns = [Conn() for _ in range(CONNECTIONS)]
         self._names: dict[str, str] = {}
@@ -204,6 +212,7 @@ class Side:
 
     def normalise(self, text: str) -> str:
         text = text.replace(self.prefix, "P-")
+        text = re.sub(r"vhost (\\?)'" + re.escape(self.login["vhost"]) + r"\1'", r"vhost \1'V\1'", text)
 
         def sub(m: re.Match) -> str:
             got = m.group(0)
@@ -219,7 +228,7 @@ class Side:
     def conn(self, i: int) -> RawAMQP:
         c = self.conns[i]
         if c.raw is None:
-            c.raw = RawAMQP.connect(self.host, self.port)
+            c.raw = RawAMQP.connect(self.host, self.port, **self.login)
             c.open = set()
             c.closing = set()
             c.last_tag = {}
@@ -381,7 +390,7 @@ class Side:
             return
         try:
             if self._probe is None:
-                self._probe = RawAMQP.connect(self.host, self.port)
+                self._probe = RawAMQP.connect(self.host, self.port, **self.login)
                 self._probe_open = set()
             probe = self._probe
             names = dict(enumerate(sorted(self.queues), 1))
@@ -502,7 +511,7 @@ class Side:
             if dest.startswith("amq.") and source.startswith("amq."):
                 deletes.append(spec.ExchangeUnbind(0, dest, source, key))
         try:
-            raw = RawAMQP.connect(self.host, self.port)
+            raw = RawAMQP.connect(self.host, self.port, **self.login)
         except OSError:
             return
         try:

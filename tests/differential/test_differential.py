@@ -10,7 +10,10 @@ closes. The first divergence is shrunk to a minimal sequence and printed with th
 replays it.
 
 Where to point it: MINIMQ_DIFF_URL=amqp://guest:guest@127.0.0.1:5672/ (any RabbitMQ; `.ci/run`
-starts a private node with tests/differential/private_rabbitmq.sh). Budget: MINIMQ_DIFF_SEEDS
+starts a private node with tests/differential/private_rabbitmq.sh). Runs at the same time on
+one RabbitMQ need a vhost each (amqp://guest:guest@127.0.0.1:5672/diff-a): the amq.*
+exchanges are shared within a vhost, and one run's bindings to them route the other's
+publishes. Budget: MINIMQ_DIFF_SEEDS
 (default 30) seeds from MINIMQ_DIFF_SEED_BASE (default 0), MINIMQ_DIFF_LENGTH operations each
 (default 40); a longer budget finds more. Replay one sequence: MINIMQ_DIFF_REPLAY='[...]'.
 """
