@@ -383,9 +383,9 @@ class Side:
 
     def _sync_queues(self) -> None:
         """queue.declare(passive) of every queue seen, each on its own channel of the probe
-        connection, pipelined; returns once all answered. A missing queue (404) is forgotten;
-        another connection's exclusive queue (405) answers without its process, so it is
-        the one case this barrier does not cover."""
+        connection, pipelined; returns once all answered. A missing queue (404) is forgotten.
+        Another connection's exclusive queue answers 405, but RabbitMQ asks the queue process
+        for its counts before it checks the owner, so that queue is waited for too."""
         if not self.queues:
             return
         try:
