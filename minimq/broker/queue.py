@@ -283,7 +283,9 @@ class Queue:
         if not self.special:
             self.ready.append(message)
             self.ready_bytes += len(message.body)
-            if self.consumers:
+            # Only a consumer with turns (or, with consumer priorities, any consumer) can
+            # take it now; testing the plain dict costs no call on the publish path.
+            if self._turns or self.prioritized:
                 self.dispatch()
             return True
         return self._enqueue_special(message)

@@ -44,7 +44,7 @@ from minimq.protocol.amqp08 import (
 from minimq.codec.spec import FRAME_BODY, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE
 from minimq.codec.spec import FRAME_HEADER as FRAME_HEADER_TYPE
 from minimq.codec.values import decode_table
-from minimq.protocol.assembler import ContentAssembler
+from minimq.protocol.assembler import CONTENT_HEADER_SIZE, ContentAssembler
 from minimq.protocol.events import (
     ChannelClosed,
     ChannelOpened,
@@ -60,6 +60,8 @@ NEED_DATA = object()
 """Sentinel from next_event: every complete frame has been consumed."""
 
 _PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
+_BASIC_CLASS_ID = b"\x00\x3c"  # a content header of class basic (the only one with content)
+_BODY_SIZE = struct.Struct(">Q")  # a content header's body size, after class id and weight
 _PUBLISH_CACHE_MAX = 256
 _PUBLISH_ENTRY_COST = 400  # the decoded method object and its dict slot, besides the key
 
@@ -140,6 +142,7 @@ class ServerConnection:
         self._frames: list = []
         self._pos = 0
         self._assembling = ContentAssembler(ContentReceived, max_message_size)
+        self._in_progress = self._assembling.channels  # read here without a call per frame
         self._publish_cache: dict[bytes, spec.BasicPublish] = {}
         self.cache_bytes = 0  # what _publish_cache holds, approximately
         self._pending_error: AMQPError | None = None
@@ -334,7 +337,7 @@ class ServerConnection:
                 return self._connection_method(self._decode(payload))
             cstate = self.channels.get(channel)
             if cstate is ChanState.OPEN:
-                if channel in self._assembling:
+                if channel in self._in_progress:
                     raise UnexpectedFrame(
                         f"expected content header for class 60, got a method frame on channel {channel}"
                     )
@@ -349,6 +352,35 @@ class ServerConnection:
                             self.cache_bytes = 0
                         self._publish_cache[payload] = method
                         self.cache_bytes += len(payload) + _PUBLISH_ENTRY_COST
+                    # Fast path: a publish whose header and single body frame (or header
+                    # alone, for an empty body) arrived in the same read is complete here,
+                    # with no assembler calls. It only takes frames the general path would
+                    # accept as they are; anything else (a body split over frames, a
+                    # header still to come, a bad or oversized header) falls through to
+                    # the ContentAssembler, which stays the one definition of assembly
+                    # (raising its errors). No event could come between these frames on
+                    # the general path either, so consuming them now changes nothing.
+                    frames = self._frames
+                    pos = self._pos
+                    if pos < len(frames):
+                        hframe = frames[pos]
+                        header = hframe[2]
+                        if (
+                            hframe[0] == FRAME_HEADER_TYPE
+                            and hframe[1] == channel
+                            and len(header) >= CONTENT_HEADER_SIZE
+                            and header.startswith(_BASIC_CLASS_ID)
+                        ):
+                            size = _BODY_SIZE.unpack_from(header, 4)[0]
+                            if not size:
+                                self._pos = pos + 1
+                                return ContentReceived(channel, method, header, b"")
+                            if pos + 1 < len(frames) and size <= self._assembling.max_size:
+                                bframe = frames[pos + 1]
+                                body = bframe[2]
+                                if bframe[0] == FRAME_BODY and bframe[1] == channel and len(body) == size:
+                                    self._pos = pos + 2
+                                    return ContentReceived(channel, method, header, body)
                     self._assembling.start(channel, method)
                     return None
                 method = self._decode(payload)
