@@ -3,6 +3,10 @@
 
     python benchmarks/run.py [--n 50000] [--size 100] [--rounds 2] [--memory-count 1000000]
                              [--rabbit-url amqp://guest:guest@127.0.0.1:5672/] [--no-node]
+                             [--base OTHER_CHECKOUT]
+
+With --base, the second broker is not RabbitMQ but minimq from another source tree (e.g. a
+`git worktree` of an older commit), measured the same way: current/base ratios, same session.
 
 1. starts a minimq broker (`server.py --port 0`) as a subprocess;
 2. runs benchmarks/loadgen.py against it and, if port 5672 answers, against RabbitMQ,
@@ -43,10 +47,12 @@ def log(msg: str) -> None:
 
 
 class MinimqBroker:
-    def __init__(self) -> None:
+    def __init__(self, repo: str = REPO) -> None:
+        # PYTHONPATH names the tree explicitly: an inherited one must not decide which code runs.
+        env = dict(os.environ, PYTHONPATH=repo)
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "server.py"), "--port", "0", "--in-memory", "--log-level", "warning"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, os.path.join(repo, "server.py"), "--port", "0", "--in-memory", "--log-level", "warning"],
+            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         line = self.proc.stdout.readline()
         m = re.search(r"amqp://([\d.]+):(\d+)", line)
@@ -182,11 +188,12 @@ def fmt(v, nd=0):
 
 
 def build_report(mq: list[dict], rb: list[dict], mem: list[dict], nmq: list[dict], nrb: list[dict],
-                 args, meta: dict) -> tuple[str, dict]:
+                 args, meta: dict, names: tuple[str, str] = ("minimq", "RabbitMQ")) -> tuple[str, dict]:
     rows = []
     res: dict = {}
-    hdr = ["workload", "gen", "minimq", "RabbitMQ", "minimq/RabbitMQ",
-           "cpu% gen/broker/other: minimq", "RabbitMQ", "per broker-cpu-s: minimq", "RabbitMQ"]
+    a_name, b_name = names
+    hdr = ["workload", "gen", a_name, b_name, f"{a_name}/{b_name}",
+           f"cpu% gen/broker/other: {a_name}", b_name, f"per broker-cpu-s: {a_name}", b_name]
     for client, a, b in (("python_loadgen", mq, rb), ("node_amqplib", nmq, nrb)):
         for test, field, label, _hib in METRICS:
             va = med(collect(a, test, field, client))
@@ -224,6 +231,24 @@ def build_report(mq: list[dict], rb: list[dict], mem: list[dict], nmq: list[dict
     for row in rows:
         md.append("| " + " | ".join(str(x).ljust(w[i]) for i, x in enumerate(row)) + " |")
 
+    if b_name != "RabbitMQ":
+        # Two minimq trees: the median of each round's ratio (both measured back to back in
+        # that round) is steadier on a shared machine than the ratio of the medians.
+        lines = ["", f"Median of per-round {a_name}/{b_name} ratios (> 1: {a_name} higher):"]
+        for client, a, b in (("python_loadgen", mq, rb), ("node_amqplib", nmq, nrb)):
+            for test, field, label, _hib in METRICS:
+                per_round = []
+                for rnd in range(args.rounds):
+                    va = med([r.get(field) for r in a if r.get("label") == f"minimq-r{rnd}"
+                              and r.get("test") == test and r.get("client") == client and "error" not in r])
+                    vb = med([r.get(field) for r in b if r.get("label") == f"rabbitmq-r{rnd}"
+                              and r.get("test") == test and r.get("client") == client and "error" not in r])
+                    if va is not None and vb:
+                        per_round.append(va / vb)
+                if per_round and test != "topic":
+                    lines.append(f"- {label} ({client}): {statistics.median(per_round):.3f} "
+                                 f"(rounds: {', '.join(f'{x:.3f}' for x in per_round)})")
+        return "\n".join(md + lines), res
     # targets
     t = []
 
@@ -269,14 +294,22 @@ def main() -> int:
     p.add_argument("--rabbit-url", default="amqp://guest:guest@127.0.0.1:5672/")
     p.add_argument("--no-rabbit", action="store_true")
     p.add_argument("--no-node", action="store_true")
+    p.add_argument("--base", help="compare with minimq from this source tree instead of RabbitMQ")
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     args = p.parse_args()
 
     stamp = time.strftime("%Y-%m-%d_%H%M%S")
     os.makedirs(args.out_dir, exist_ok=True)
-    rabbit = not args.no_rabbit and reachable(args.rabbit_url)
-    if not rabbit and not args.no_rabbit:
-        log(f"RabbitMQ not reachable at {args.rabbit_url}: minimq only")
+    base = None
+    other_pid = "auto"
+    if args.base:
+        base = MinimqBroker(os.path.abspath(args.base))
+        log(f"base minimq ({args.base}) pid {base.pid} on port {base.port}")
+        args.rabbit_url, other_pid, rabbit = base.url, base.pid, True
+    else:
+        rabbit = not args.no_rabbit and reachable(args.rabbit_url)
+        if not rabbit and not args.no_rabbit:
+            log(f"RabbitMQ not reachable at {args.rabbit_url}: minimq only")
     node_env = node_available(args)
     mq, rb, nmq, nrb, mem = [], [], [], [], []
     broker = MinimqBroker()
@@ -294,7 +327,7 @@ def main() -> int:
                     if who == "minimq":
                         mq += loadgen(broker.url, args, test, f"minimq-r{rnd}", broker.pid)
                     elif rabbit:
-                        rb += loadgen(args.rabbit_url, args, test, f"rabbitmq-r{rnd}", "auto")
+                        rb += loadgen(args.rabbit_url, args, test, f"rabbitmq-r{rnd}", other_pid)
             if node_env is not None:
                 for test in ("e2e", "rpc"):
                     order = ["minimq", "rabbitmq"] if k % 2 == 0 else ["rabbitmq", "minimq"]
@@ -306,6 +339,8 @@ def main() -> int:
                             nrb += node_bench(args.rabbit_url, args, node_env, f"rabbitmq-r{rnd}", test)
     finally:
         broker.stop()
+        if base is not None:
+            base.stop()
     if args.memory_count:
         fresh = MinimqBroker()
         log(f"fresh minimq pid {fresh.pid} for the memory workload")
@@ -316,8 +351,11 @@ def main() -> int:
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "n": args.n, "size": args.size,
             "rounds": args.rounds, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    text, _res = build_report(mq, rb, mem, nmq, nrb, args, meta)
-    header = (f"minimq vs RabbitMQ - {meta['date']} - n={args.n} size={args.size} "
+    names = ("current", "base") if args.base else ("minimq", "RabbitMQ")
+    if args.base:
+        meta["base"] = args.base
+    text, _res = build_report(mq, rb, mem, nmq, nrb, args, meta, names)
+    header = (f"{names[0]} vs {names[1]} - {meta['date']} - n={args.n} size={args.size} "
               f"rounds={args.rounds} (median), {meta['cpus']} CPUs\n"
               "cpu columns: % of one core during the measured window; gen = load generator (incl. its "
               "helper connections / node's forked helper), other = rest of the machine (max 200 = 2 cores)\n"
