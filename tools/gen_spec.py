@@ -323,7 +323,7 @@ def gen_decode(cls_index: int, m_index: int, fields, structs: StructRegistry, do
 
 
 def generate(xml_path: str) -> str:
-    constants, classes = parse(xml_path)
+    _, classes = parse(xml_path)
     structs = StructRegistry()
     structs.get("I")  # decode_method's class/method id read
     out_classes: list[str] = []
@@ -379,7 +379,6 @@ def generate(xml_path: str) -> str:
                 resp = ", ".join(camel(c["name"]) + camel(r) for r in m["responses"])
                 responses.append(f"{pyname}.RESPONSES = ({resp},)")
 
-    const_names = [name for name, _, _ in constants]
 
     parts = [
         HEADER,
@@ -391,9 +390,7 @@ def generate(xml_path: str) -> str:
         "import struct",
         "from typing import ClassVar\n",
         "# The XML's numbers live in constants.py; re-exported so spec.NOT_FOUND keeps working.",
-        "from .constants import (  # noqa: F401",
-        *[f"    {n}," for n in sorted(["PORT", "PROTOCOL_VERSION", *const_names])],
-        ")",
+        "from .constants import *  # noqa: F401,F403",
         "from .errors import CodecError, UnknownMethod",
         "from .values import decode_table as _decode_table",
         "from .values import encode_table as _encode_table\n",

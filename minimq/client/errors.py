@@ -17,26 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minimq.codec.constants import (
-    ACCESS_REFUSED,
-    CHANNEL_ERROR,
-    COMMAND_INVALID,
-    CONNECTION_FORCED,
-    CONTENT_TOO_LARGE,
-    FRAME_ERROR,
-    INTERNAL_ERROR,
-    INVALID_PATH,
-    NOT_ALLOWED,
-    NOT_FOUND,
-    NOT_IMPLEMENTED,
-    NO_CONSUMERS,
-    NO_ROUTE,
-    PRECONDITION_FAILED,
-    RESOURCE_ERROR,
-    RESOURCE_LOCKED,
-    SYNTAX_ERROR,
-    UNEXPECTED_FRAME,
-)
+from minimq.codec import constants
 
 __all__ = [
     "ClientError",
@@ -118,133 +99,133 @@ class ConnectionClosed(AMQPError):
 class ContentTooLarge(ChannelClosed):
     """CONTENT_TOO_LARGE: the message is larger than the broker accepts."""
 
-    code = CONTENT_TOO_LARGE
+    code = constants.CONTENT_TOO_LARGE
     name = "CONTENT_TOO_LARGE"
 
 
 class NoRoute(ChannelClosed):
     """NO_ROUTE: a mandatory message could not be routed."""
 
-    code = NO_ROUTE
+    code = constants.NO_ROUTE
     name = "NO_ROUTE"
 
 
 class NoConsumers(ChannelClosed):
     """NO_CONSUMERS: an immediate message had no consumer."""
 
-    code = NO_CONSUMERS
+    code = constants.NO_CONSUMERS
     name = "NO_CONSUMERS"
 
 
 class AccessRefused(ChannelClosed):
     """ACCESS_REFUSED: the operation is not permitted (e.g. a reserved ``amq.`` name)."""
 
-    code = ACCESS_REFUSED
+    code = constants.ACCESS_REFUSED
     name = "ACCESS_REFUSED"
 
 
 class NotFound(ChannelClosed):
     """NOT_FOUND: no such exchange or queue."""
 
-    code = NOT_FOUND
+    code = constants.NOT_FOUND
     name = "NOT_FOUND"
 
 
 class ResourceLocked(ChannelClosed):
     """RESOURCE_LOCKED: the queue is exclusive to another connection."""
 
-    code = RESOURCE_LOCKED
+    code = constants.RESOURCE_LOCKED
     name = "RESOURCE_LOCKED"
 
 
 class PreconditionFailed(ChannelClosed):
     """PRECONDITION_FAILED: e.g. redeclared differently, unknown delivery tag, in use."""
 
-    code = PRECONDITION_FAILED
+    code = constants.PRECONDITION_FAILED
     name = "PRECONDITION_FAILED"
 
 
 class ResourceError(ChannelClosed):
     """RESOURCE_ERROR: the broker lacks the resources for this request."""
 
-    code = RESOURCE_ERROR
+    code = constants.RESOURCE_ERROR
     name = "RESOURCE_ERROR"
 
 
 class ConnectionForced(ConnectionClosed):
     """CONNECTION_FORCED: an operator or shutdown closed the connection."""
 
-    code = CONNECTION_FORCED
+    code = constants.CONNECTION_FORCED
     name = "CONNECTION_FORCED"
 
 
 class InvalidPath(ConnectionClosed):
     """INVALID_PATH: unknown virtual host path."""
 
-    code = INVALID_PATH
+    code = constants.INVALID_PATH
     name = "INVALID_PATH"
 
 
 class FrameError(ConnectionClosed):
     """FRAME_ERROR: a malformed frame."""
 
-    code = FRAME_ERROR
+    code = constants.FRAME_ERROR
     name = "FRAME_ERROR"
 
 
 class AMQPSyntaxError(ConnectionClosed):
     """SYNTAX_ERROR: a field had an illegal value."""
 
-    code = SYNTAX_ERROR
+    code = constants.SYNTAX_ERROR
     name = "SYNTAX_ERROR"
 
 
 class CommandInvalid(ConnectionClosed):
     """COMMAND_INVALID: a method was not valid in this state."""
 
-    code = COMMAND_INVALID
+    code = constants.COMMAND_INVALID
     name = "COMMAND_INVALID"
 
 
 class ChannelError(ConnectionClosed):
     """CHANNEL_ERROR: a frame named a channel that is not open."""
 
-    code = CHANNEL_ERROR
+    code = constants.CHANNEL_ERROR
     name = "CHANNEL_ERROR"
 
 
 class UnexpectedFrame(ConnectionClosed):
     """UNEXPECTED_FRAME: a frame arrived out of order."""
 
-    code = UNEXPECTED_FRAME
+    code = constants.UNEXPECTED_FRAME
     name = "UNEXPECTED_FRAME"
 
 
 class NotAllowed(ConnectionClosed):
     """NOT_ALLOWED: e.g. the virtual host does not exist or is not allowed."""
 
-    code = NOT_ALLOWED
+    code = constants.NOT_ALLOWED
     name = "NOT_ALLOWED"
 
 
 class AMQPNotImplemented(ConnectionClosed):
     """NOT_IMPLEMENTED: the broker does not implement this."""
 
-    code = NOT_IMPLEMENTED
+    code = constants.NOT_IMPLEMENTED
     name = "NOT_IMPLEMENTED"
 
 
 class InternalError(ConnectionClosed):
     """INTERNAL_ERROR: the broker failed internally."""
 
-    code = INTERNAL_ERROR
+    code = constants.INTERNAL_ERROR
     name = "INTERNAL_ERROR"
 
 
 class AuthenticationError(ConnectionClosed):
     """ACCESS_REFUSED at login: wrong user name or password (code 403)."""
 
-    code = ACCESS_REFUSED
+    code = constants.ACCESS_REFUSED
     name = "ACCESS_REFUSED"
 
 

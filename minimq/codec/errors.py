@@ -10,26 +10,7 @@ treat it as a connection-level frame error.
 
 from __future__ import annotations
 
-from .constants import (
-    ACCESS_REFUSED,
-    CHANNEL_ERROR,
-    COMMAND_INVALID,
-    CONNECTION_FORCED,
-    CONTENT_TOO_LARGE,
-    FRAME_ERROR,
-    INTERNAL_ERROR,
-    INVALID_PATH,
-    NOT_ALLOWED,
-    NOT_FOUND,
-    NOT_IMPLEMENTED,
-    NO_CONSUMERS,
-    NO_ROUTE,
-    PRECONDITION_FAILED,
-    RESOURCE_ERROR,
-    RESOURCE_LOCKED,
-    SYNTAX_ERROR,
-    UNEXPECTED_FRAME,
-)
+from . import constants
 
 __all__ = [
     "AMQPError",
@@ -77,7 +58,7 @@ class AMQPError(Exception):
     an error that was not classified more precisely.
     """
 
-    code: int = INTERNAL_ERROR
+    code: int = constants.INTERNAL_ERROR
     NAME: str = "INTERNAL_ERROR"
     HARD: bool = True
 
@@ -105,85 +86,85 @@ class AMQPError(Exception):
 
 
 class ContentTooLarge(AMQPError):
-    code = CONTENT_TOO_LARGE
+    code = constants.CONTENT_TOO_LARGE
     NAME = "CONTENT_TOO_LARGE"
     HARD = False
 
 
 class NoRoute(AMQPError):
-    code = NO_ROUTE
+    code = constants.NO_ROUTE
     NAME = "NO_ROUTE"
     HARD = False
 
 
 class NoConsumers(AMQPError):
-    code = NO_CONSUMERS
+    code = constants.NO_CONSUMERS
     NAME = "NO_CONSUMERS"
     HARD = False
 
 
 class ConnectionForced(AMQPError):
-    code = CONNECTION_FORCED
+    code = constants.CONNECTION_FORCED
     NAME = "CONNECTION_FORCED"
     HARD = True
 
 
 class InvalidPath(AMQPError):
-    code = INVALID_PATH
+    code = constants.INVALID_PATH
     NAME = "INVALID_PATH"
     HARD = True
 
 
 class AccessRefused(AMQPError):
-    code = ACCESS_REFUSED
+    code = constants.ACCESS_REFUSED
     NAME = "ACCESS_REFUSED"
     HARD = False
 
 
 class NotFound(AMQPError):
-    code = NOT_FOUND
+    code = constants.NOT_FOUND
     NAME = "NOT_FOUND"
     HARD = False
 
 
 class ResourceLocked(AMQPError):
-    code = RESOURCE_LOCKED
+    code = constants.RESOURCE_LOCKED
     NAME = "RESOURCE_LOCKED"
     HARD = False
 
 
 class PreconditionFailed(AMQPError):
-    code = PRECONDITION_FAILED
+    code = constants.PRECONDITION_FAILED
     NAME = "PRECONDITION_FAILED"
     HARD = False
 
 
 class FrameError(AMQPError):
-    code = FRAME_ERROR
+    code = constants.FRAME_ERROR
     NAME = "FRAME_ERROR"
     HARD = True
 
 
 class AMQPSyntaxError(AMQPError):
-    code = SYNTAX_ERROR
+    code = constants.SYNTAX_ERROR
     NAME = "SYNTAX_ERROR"
     HARD = True
 
 
 class CommandInvalid(AMQPError):
-    code = COMMAND_INVALID
+    code = constants.COMMAND_INVALID
     NAME = "COMMAND_INVALID"
     HARD = True
 
 
 class ChannelError(AMQPError):
-    code = CHANNEL_ERROR
+    code = constants.CHANNEL_ERROR
     NAME = "CHANNEL_ERROR"
     HARD = True
 
 
 class UnexpectedFrame(AMQPError):
-    code = UNEXPECTED_FRAME
+    code = constants.UNEXPECTED_FRAME
     NAME = "UNEXPECTED_FRAME"
     HARD = True
 
@@ -194,25 +175,25 @@ class ResourceError(AMQPError):
     # plug-ins). minimq raises it for one thing only: a durable declaration or
     # binding the disk refused to record (store.py). Closing just that channel
     # keeps the connection's consumers draining queues while the disk is failing.
-    code = RESOURCE_ERROR
+    code = constants.RESOURCE_ERROR
     NAME = "RESOURCE_ERROR"
     HARD = False
 
 
 class NotAllowed(AMQPError):
-    code = NOT_ALLOWED
+    code = constants.NOT_ALLOWED
     NAME = "NOT_ALLOWED"
     HARD = True
 
 
 class AMQPNotImplemented(AMQPError):
-    code = NOT_IMPLEMENTED
+    code = constants.NOT_IMPLEMENTED
     NAME = "NOT_IMPLEMENTED"
     HARD = True
 
 
 class InternalError(AMQPError):
-    code = INTERNAL_ERROR
+    code = constants.INTERNAL_ERROR
     NAME = "INTERNAL_ERROR"
     HARD = True
 
@@ -232,7 +213,7 @@ class UnknownMethod(CodecError):
     is overridden while staying a CodecError for callers that catch broadly.
     """
 
-    code = COMMAND_INVALID
+    code = constants.COMMAND_INVALID
     NAME = "COMMAND_INVALID"
     HARD = True
 
