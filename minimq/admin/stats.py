@@ -17,7 +17,6 @@ from typing import Any, Callable
 log = logging.getLogger("minimq.admin.stats")
 
 QUEUE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "get_no_ack", "ack", "redeliver")
-EXCHANGE_FIELDS = ("in", "out")
 EXCHANGE_NAMES = ("publish_in", "publish_out")
 TOTAL_FIELDS = (
     "publish", "confirm", "return_unroutable", "drop_unroutable", "deliver", "deliver_no_ack",
@@ -80,9 +79,7 @@ class RateSampler:
         # The node's totals over time: (time, {field: count}) oldest first.
         self.history: deque[tuple[float, dict[str, int]]] = deque(maxlen=HISTORY)
         self.started = clock()
-        self.rounds = 0
         self._task: asyncio.Task | None = None
-        self._round_done = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -105,11 +102,6 @@ class RateSampler:
             except Exception:
                 log.exception("sampling message rates failed")
             await asyncio.sleep(self.interval)
-
-    async def wait_round(self) -> None:
-        """Wait for the next completed sampling round (tests use this, not sleeps)."""
-        self._round_done.clear()
-        await self._round_done.wait()
 
     # ------------------------------------------------------------- sampling
 
@@ -159,8 +151,6 @@ class RateSampler:
         totals["messages_unacknowledged"] = unacked_total
         self.samples = new
         self.history.append((now, totals))
-        self.rounds += 1
-        self._round_done.set()
 
     # -------------------------------------------------------------- reading
 

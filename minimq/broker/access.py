@@ -47,8 +47,6 @@ HASHING_ALGORITHMS: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
     MD5: hashlib.md5,
 }
 USER_TAGS = ("administrator", "monitoring", "policymaker", "management", "impersonator")
-PERMISSION_KINDS = ("configure", "write", "read")
-RESOURCE_KINDS = ("queue", "exchange", "topic")
 
 VHOST_LIMITS = ("max-connections", "max-queues")
 USER_LIMITS = ("max-connections", "max-channels")
@@ -93,10 +91,6 @@ class User:
         salt, expected = raw[:4], raw[4:]
         actual = digest(salt + password.encode("utf-8")).digest()
         return hmac.compare_digest(actual, expected)
-
-    @property
-    def is_administrator(self) -> bool:
-        return "administrator" in self.tags
 
 
 @dataclass
@@ -351,15 +345,6 @@ class AccessControl:
         self._user(name).tags = [t for t in _split_tags(tags) if t]
         self.changed()
 
-    def change_password(self, name: str, password: str) -> None:
-        user = self._user(name)
-        user.password_hash = hash_password(password, user.hashing_algorithm)
-        self.changed()
-
-    def clear_password(self, name: str) -> None:
-        self._user(name).password_hash = ""
-        self.changed()
-
     def _user(self, name: str) -> User:
         user = self.users.get(name)
         if user is None:
@@ -420,24 +405,12 @@ class AccessControl:
             del self.vhost_limits[vhost]
         self.changed()
 
-    def clear_vhost_limits(self, vhost: str) -> bool:
-        if self.vhost_limits.pop(vhost, None) is None:
-            return False
-        self.changed()
-        return True
-
     def set_user_limits(self, user: str, limits: dict[str, int]) -> None:
         self._user(user)
         self.user_limits[user] = _limits(limits, USER_LIMITS)
         if not self.user_limits[user]:
             del self.user_limits[user]
         self.changed()
-
-    def clear_user_limits(self, user: str) -> bool:
-        if self.user_limits.pop(user, None) is None:
-            return False
-        self.changed()
-        return True
 
     def vhost_limit(self, vhost: str, name: str) -> int | None:
         value = self.vhost_limits.get(vhost, {}).get(name)

@@ -142,9 +142,6 @@ class Broker:
         for name in vhosts:
             self.add_vhost(name)
 
-    def now(self) -> float:
-        return self.clock()
-
     def held_memory(self) -> dict[str, int]:
         """Bytes the core holds, by kind: what the memory alarm counts (with the output).
 

@@ -571,14 +571,6 @@ class Queue:
 
     # ----------------------------------------------------------------- info
 
-    @property
-    def message_count(self) -> int:
-        return len(self.ready)
-
-    @property
-    def consumer_count(self) -> int:
-        return len(self.consumers)
-
     def messages(self) -> Iterable[Message]:
         return iter(self.ready)
 

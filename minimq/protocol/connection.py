@@ -259,15 +259,6 @@ class ServerConnection:
     def send_heartbeat(self) -> None:
         self.out.append(HEARTBEAT_FRAME)
 
-    def data_to_send(self) -> bytes:
-        """Everything queued for the peer, joined once; empties the queue."""
-        out = self.out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        return data
-
     def close(self, error: AMQPError) -> Event:
         """Close the connection from the server side with `error` (a hard error).
 
@@ -298,9 +289,6 @@ class ServerConnection:
             channel,
             spec.ChannelClose(error.code, error.reply_text[:255], error.class_id, error.method_id),
         )
-
-    def is_open(self, channel: int) -> bool:
-        return self.channels.get(channel) is ChanState.OPEN
 
     # --------------------------------------------------------------- internals
 

@@ -79,11 +79,6 @@ class AppendFile:
 
     # ------------------------------------------------------------- writing
 
-    @property
-    def dirty(self) -> bool:
-        """Something is pending or not yet fsynced."""
-        return bool(self.pending or self.unsynced or self.cut_needed)
-
     def write(self) -> bool:
         """Hand the pending records to the OS; True when none is left pending."""
         pending = self.pending

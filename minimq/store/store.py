@@ -103,14 +103,6 @@ _SEG_SHIFT = 40
 _ID_MASK = (1 << _SEG_SHIFT) - 1
 
 
-def ref_id(ref: int) -> int:
-    return ref & _ID_MASK
-
-
-def ref_segment(ref: int) -> int:
-    return ref >> _SEG_SHIFT
-
-
 class DurableStore:
     """An append-only, crash-safe log of durable broker state in one directory."""
 
@@ -136,7 +128,6 @@ class DurableStore:
         self._current: _Segment | None = None
         self._next_id = 1
         self.synced = 0  # position known durable (the broker moves it: broker.synced())
-        self.syncs = 0  # fsync rounds done (group commit: far fewer than messages)
         self.on_dirty: Callable[[], None] | None = None
         self._dirty = False
         # Set by the broker: given a predicate on references, yields (vhost, queue name,
@@ -395,9 +386,6 @@ class DurableStore:
         st = self.files.statvfs(self.path)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
-    def segment_files(self) -> list[str]:
-        return [seg.path for seg in self._segments.values()]
-
     # ------------------------------------------------------- appending (core)
 
     def _append_meta(self, data: bytes, strict: bool) -> int:
@@ -599,7 +587,6 @@ class DurableStore:
                 fsync(f.fd)
             except OSError as exc:
                 mark.error = exc
-        self.syncs += 1
 
     def sync_end(self, round_: list[tuple[AppendFile, SyncMark]]) -> int:
         """Finish a sync round (on the loop); returns the durable position."""
