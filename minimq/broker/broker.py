@@ -183,7 +183,7 @@ class Broker:
         for ch in list(self.awaiting_sync):
             if ch.closed:
                 self.awaiting_sync.discard(ch)
-            elif ch.session.release_confirms(ch, store.synced):
+            elif ch.release_confirms(store.synced):
                 self.awaiting_sync.discard(ch)
         waiting = self._after_sync
         while waiting and waiting[0][0] <= store.synced:
@@ -458,7 +458,7 @@ def _cancel_consumers(queue: Queue) -> None:
     # RabbitMQ cancels a deleted queue's consumers in consumer-tag order.
     for consumer in sorted(queue.consumers, key=lambda c: c.tag):
         queue.remove_consumer(consumer)
-        consumer.channel.session.server_cancel(consumer)
+        consumer.channel.server_cancel(consumer)
 
 
 def _no_clock() -> float:

@@ -1,4 +1,11 @@
-"""A channel's broker-side state: consumers, unacked deliveries, prefetch, confirms, tx.
+"""A channel as the broker sees it: its state and the handlers of every channel method.
+
+As RabbitMQ's rabbit_channel, the channel owns its work: the session (the connection) only
+hands it the methods that arrive on it (`HANDLERS` maps each method's index to the handler).
+The handlers live in modules by kind, mixed into `Channel`: `declare` (exchange.*, queue.*),
+`basic` (consume, get, ack, recover, flow), `publish` (basic.publish, confirms, tx), with the
+access checks they share in `permissions`. This module holds the state and the delivery
+bookkeeping: consumers, unacked deliveries, prefetch, requeueing on close.
 
 Prefetch accounting follows RabbitMQ: basic.qos with global=false sets the limit each consumer
 created afterwards gets on its own; global=true sets one limit shared by all consumers of the
@@ -11,9 +18,14 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from minimq.broker.basic import BasicHandlers
+from minimq.broker.declare import DeclareHandlers
 from minimq.broker.message import Message
+from minimq.broker.permissions import PermissionChecks
+from minimq.broker.publish import PublishHandlers
 from minimq.broker.queue import Consumer, Queue, requeue_grouped
 from minimq.broker.teardown import guarded
+from minimq.codec import spec
 from minimq.codec.errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -41,10 +53,15 @@ STAT_FIELDS = (
 Unacked = tuple
 
 
-class Channel:
+class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks):
     def __init__(self, number: int, session: "Session") -> None:
         self.number = number
         self.session = session
+        # Bound once for the handlers (the connection is open: its vhost is known).
+        self.vhost = session.vhost
+        self.broker = session.broker
+        self.route_cache = session.broker.route_cache
+        self.write_ok = session.write_ok
         self.consumers: dict[str, Consumer] = {}
         self.unacked: dict[int, Unacked] = {}
         self.next_tag = 1
@@ -68,6 +85,9 @@ class Channel:
         # the name replies are addressed to.
         self.reply_consumer: Consumer | None = None
         self.reply_name: str | None = None
+        # While a queue.delete on this channel runs: its own consumers' basic.cancel, which
+        # RabbitMQ sends after queue.delete-ok.
+        self.held_cancels: list[str] | None = None
         # Message counters for the management API (see STAT_FIELDS); folded into the
         # broker's totals when the channel closes.
         self.stat_publish = 0
@@ -81,6 +101,10 @@ class Channel:
         self.stat_get_empty = 0
         self.stat_ack = 0
         self.stat_redeliver = 0
+
+    def send(self, method: Any) -> None:
+        """Queue one method frame on this channel."""
+        self.session.send(self.number, method)
 
     def drop_reply_consumer(self) -> None:
         if self.reply_name is not None:
@@ -329,3 +353,33 @@ class Channel:
 
 def _first(item: tuple) -> Any:
     return item[0]
+
+
+# Method index -> the Channel handler for it (called as handler(channel, method)).
+HANDLERS = {
+    spec.BasicAck.INDEX: Channel.basic_ack,
+    spec.BasicNack.INDEX: Channel.basic_nack,
+    spec.BasicReject.INDEX: Channel.basic_reject,
+    spec.BasicQos.INDEX: Channel.basic_qos,
+    spec.BasicConsume.INDEX: Channel.basic_consume,
+    spec.BasicCancel.INDEX: Channel.basic_cancel,
+    spec.BasicGet.INDEX: Channel.basic_get,
+    spec.BasicRecover.INDEX: Channel.basic_recover,
+    spec.BasicRecoverAsync.INDEX: Channel.basic_recover_async,
+    spec.ExchangeDeclare.INDEX: Channel.exchange_declare,
+    spec.ExchangeDelete.INDEX: Channel.exchange_delete,
+    spec.ExchangeBind.INDEX: Channel.exchange_bind,
+    spec.ExchangeUnbind.INDEX: Channel.exchange_unbind,
+    spec.QueueDeclare.INDEX: Channel.queue_declare,
+    spec.QueueBind.INDEX: Channel.queue_bind,
+    spec.QueueUnbind.INDEX: Channel.queue_unbind,
+    spec.QueuePurge.INDEX: Channel.queue_purge,
+    spec.QueueDelete.INDEX: Channel.queue_delete,
+    spec.ChannelFlow.INDEX: Channel.channel_flow,
+    spec.ChannelFlowOk.INDEX: Channel.ignore_method,
+    spec.BasicCancelOk.INDEX: Channel.ignore_method,  # some clients answer a server cancel
+    spec.ConfirmSelect.INDEX: Channel.confirm_select,
+    spec.TxSelect.INDEX: Channel.tx_select,
+    spec.TxCommit.INDEX: Channel.tx_commit,
+    spec.TxRollback.INDEX: Channel.tx_rollback,
+}

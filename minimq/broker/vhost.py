@@ -677,7 +677,7 @@ def _text(value: Any) -> str | None:
 def _delayed_kind(type_name: str, arguments: dict | None):
     """The routing plug-in of an x-delayed-message exchange: its x-delayed-type's.
 
-    Messages wait for their x-delay before routing (see Session); the rest is the
+    Messages wait for their x-delay before routing (see broker/publish.py); the rest is the
     underlying type's routing.
     """
     if type_name != DELAYED_TYPE:
