@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 from decimal import Decimal
 
 import pytest
@@ -236,12 +238,41 @@ def ref_match(pattern: list[str], words: list[str]) -> bool:
     return False
 
 
-def topic_matches(pattern: str, key: str) -> bool:
+@functools.lru_cache(maxsize=None)  # the random tests ask the same for every budget
+def regex_match(pattern: str, key: str) -> bool:
+    """A second oracle, independent of the first: the key as '.w1.w2...' (the empty key is
+    zero words, so ''), each pattern word one regex piece that eats its leading dot."""
+    pieces = []
+    for word in ref_split(pattern):
+        if word == "#":
+            pieces.append(r"(?:\.[^.]*)*")
+        elif word == "*":
+            pieces.append(r"\.[^.]*")
+        else:
+            pieces.append(r"\." + re.escape(word))
+    subject = "".join("." + w for w in ref_split(key))
+    return re.fullmatch("".join(pieces), subject) is not None
+
+
+def topic_exchange(budget: int | None = None) -> TopicExchangeType:
+    """A topic exchange; `budget` 0 sends every key through the bit-parallel automaton,
+    a small one makes walks give up part-way."""
     x = TopicExchangeType()
+    if budget is not None:
+        x.WALK_BUDGET = budget
+    return x
+
+
+BUDGETS = [None, 0, 3]
+
+
+def topic_matches(pattern: str, key: str, budget: int | None = None) -> bool:
+    x = topic_exchange(budget)
     q = Dest("q")
     x.add_binding(q, pattern, {})
     result = x.route(key, None)
     assert ref_match(ref_split(pattern), ref_split(key)) == bool(result), (pattern, key)
+    assert regex_match(pattern, key) == bool(result), (pattern, key)
     return bool(result)
 
 
@@ -307,8 +338,9 @@ def topic_matches(pattern: str, key: str) -> bool:
         ("#.#.#", "x", True),
     ],
 )
-def test_topic_examples(pattern, key, expected):
-    assert topic_matches(pattern, key) is expected
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_examples(pattern, key, expected, budget):
+    assert topic_matches(pattern, key, budget) is expected
 
 
 def test_topic_dedupes_destination_across_bindings():
@@ -348,8 +380,9 @@ def test_topic_cache_is_bounded_in_bytes_across_exchanges():
     assert TopicExchangeType.cache_bytes() > 0
 
 
-def test_topic_matching_many_hashes_is_polynomial():
-    x = TopicExchangeType()
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_matching_many_hashes_is_polynomial(budget):
+    x = topic_exchange(budget)
     q1, q2 = Dest("q1"), Dest("q2")
     x.add_binding(q1, ".".join(["#"] * 127), {})
     x.add_binding(q2, ".".join(["#", "a"] * 63 + ["#"]), {})
@@ -426,11 +459,65 @@ def random_key(rng: random.Random) -> str:
     return ".".join(rng.choice(WORDS) for _ in range(n))
 
 
-def test_topic_single_binding_against_reference_random():
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_single_binding_against_reference_random(budget):
     rng = random.Random(20240601)
     for _ in range(4000):
         pattern, key = random_pattern(rng), random_key(rng)
-        topic_matches(pattern, key)
+        topic_matches(pattern, key, budget)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_many_long_patterns_against_a_regex_reference(budget):
+    """Tries of 40 patterns up to 12 words ('#' runs, '*', empty words, shared prefixes),
+    keys up to 14 words: the walk, the automaton and a walk that gives up part-way all
+    route as the regex oracle says."""
+    rng = random.Random(11)
+    pattern_words = ["a", "b", "", "*", "#", "#"]
+    for _ in range(40):
+        x = topic_exchange(budget)
+        patterns = {".".join(rng.choice(pattern_words) for _ in range(rng.randint(0, 12)))
+                    for _ in range(40)}
+        dests = {p: Dest(p) for p in patterns}
+        for p, d in dests.items():
+            x.add_binding(d, p, {})
+        for _ in range(40):
+            key = ".".join(rng.choice(["a", "b", ""]) for _ in range(rng.randint(0, 14)))
+            expected = {d for p, d in dests.items() if regex_match(p, key)}
+            assert routed(x, key) == expected, key
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_worst_patterns_route_right(budget):
+    """The patterns that cost most: '#.a' repeated, '#' runs, '#' then 100 '*', '#' and
+    empty words; keys of 120 words and of 255 empty words."""
+    q = Dest("q")
+    patterns = [".".join(["#", "a"] * 63 + ["#"]), ".".join(["#"] * 127),
+                "#." + ".".join(["*"] * 100), ".".join(["#", ""] * 85)]
+    keys = [".".join(["a"] * 119 + ["z"]), ".".join(["a"] * 62), "." * 254, "",
+            ".".join(["a"] * 100), ".".join(["a"] * 99), "a." * 63 + "a"]
+    for pattern in patterns:
+        x = topic_exchange(budget)
+        x.add_binding(q, pattern, {})
+        for key in keys:
+            assert routed(x, key) == ({q} if memo_match(pattern, key) else set()), (
+                pattern, key)
+
+
+def memo_match(pattern: str, key: str) -> bool:
+    """ref_match with a memo on (pattern position, key position): polynomial, for patterns
+    the backtracking oracles would take ages over."""
+    p, w = ref_split(pattern), ref_split(key)
+
+    @functools.lru_cache(maxsize=None)
+    def m(i: int, j: int) -> bool:
+        if i == len(p):
+            return j == len(w)
+        if p[i] == "#":
+            return m(i + 1, j) or (j < len(w) and m(i, j + 1))
+        return j < len(w) and p[i] in ("*", w[j]) and m(i + 1, j + 1)
+
+    return m(0, 0)
 
 
 def test_topic_exhaustive_small_against_reference():
@@ -445,9 +532,10 @@ def test_topic_exhaustive_small_against_reference():
         assert routed(x, key) == expected, key
 
 
-def test_topic_churn_against_reference():
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_topic_churn_against_reference(budget):
     rng = random.Random(7)
-    x = TopicExchangeType()
+    x = topic_exchange(budget)
     dests = [Dest(f"q{i}") for i in range(12)]
     live: set[tuple[Dest, str, tuple]] = set()
     for step in range(3000):
