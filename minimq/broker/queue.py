@@ -11,6 +11,7 @@ heads and keeps byte counts; expiry only ever looks at the head, never scans the
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -102,54 +103,118 @@ def insert_by_position(ready: deque, messages: list[Message]) -> None:
         ready.insert(i, m)
 
 
-class ConsumerList:
-    """A queue's consumers in order: O(1) append and removal, list-like reading.
+class PriorityGroups:
+    """Consumers grouped by priority, each group in arrival order, the highest group at hand.
 
-    A dict keeps the order; removing one of 400k consumers (a connection going away) costs
-    what removing one of ten does. Indexing and slicing copy, so they are for the cold paths.
+    The groups are dicts (O(1) append and removal); a heap of priorities finds the highest
+    group in O(log n) without a sort, whatever the number of distinct priorities. Heap
+    entries of groups gone are dropped lazily (and compacted when they pile up).
     """
 
-    __slots__ = ("_d",)
+    __slots__ = ("groups", "_heap")
 
     def __init__(self) -> None:
-        self._d: dict[Consumer, None] = {}
+        self.groups: dict[int, dict[Consumer, None]] = {}
+        self._heap: list[int] = []  # negated priorities: heapq is a min-heap
 
-    def append(self, c: Consumer) -> None:
-        self._d[c] = None
+    def add(self, c: Consumer) -> None:
+        group = self.groups.get(c.priority)
+        if group is None:
+            group = self.groups[c.priority] = {}
+            heap = self._heap
+            if len(heap) > 2 * len(self.groups) + 8:
+                heap[:] = [-p for p in self.groups]
+                heapq.heapify(heap)
+            else:
+                heapq.heappush(heap, -c.priority)
+        group[c] = None
 
-    def remove(self, c: Consumer) -> None:
-        del self._d[c]  # KeyError, as list.remove's ValueError, when absent
+    def discard(self, c: Consumer) -> bool:
+        """Remove `c`; False if it was not there."""
+        group = self.groups.get(c.priority)
+        if group is None or c not in group:
+            return False
+        del group[c]
+        if not group:
+            del self.groups[c.priority]
+        return True
 
-    def insert(self, index: int, c: Consumer) -> None:
-        items = list(self._d)
-        items.insert(index, c)
-        self._d = dict.fromkeys(items)
+    def __contains__(self, c: Consumer) -> bool:
+        group = self.groups.get(c.priority)
+        return group is not None and c in group
 
-    def first(self) -> Consumer | None:
-        return next(iter(self._d), None)
-
-    def __contains__(self, c: object) -> bool:
-        return c in self._d
+    def top(self) -> dict[Consumer, None] | None:
+        """The highest non-empty group (a live dict: callers may rotate or empty it)."""
+        heap, groups = self._heap, self.groups
+        while heap:
+            priority = -heap[0]
+            group = groups.get(priority)
+            if group:
+                return group
+            if group is not None:
+                del groups[priority]  # emptied in place by a caller
+            heapq.heappop(heap)
+        return None
 
     def __iter__(self) -> Iterator[Consumer]:
-        return iter(self._d)
+        groups = self.groups
+        if len(groups) == 1:
+            return iter(next(iter(groups.values())))
+        return (c for p in sorted(groups, reverse=True) for c in groups[p])
+
+
+class ConsumerList:
+    """A queue's consumers, highest priority first, then in arrival order.
+
+    O(1) append and removal: removing one of 400k consumers (a connection going away) costs
+    what removing one of ten does, with or without priorities. Indexing and slicing copy, so
+    they are for the cold paths.
+    """
+
+    __slots__ = ("_groups", "_n")
+
+    def __init__(self) -> None:
+        self._groups = PriorityGroups()
+        self._n = 0
+
+    def append(self, c: Consumer) -> None:
+        """Add `c` after every consumer of the same or a higher priority."""
+        if c not in self._groups:
+            self._groups.add(c)
+            self._n += 1
+
+    def remove(self, c: Consumer) -> None:
+        if not self._groups.discard(c):
+            raise KeyError(c)  # as list.remove's ValueError, when absent
+        self._n -= 1
+
+    def first(self) -> Consumer | None:
+        group = self._groups.top()
+        return next(iter(group)) if group else None
+
+    def __contains__(self, c: Consumer) -> bool:
+        group = self._groups.groups.get(c.priority)  # inlined: unpark asks on every ack
+        return group is not None and c in group
+
+    def __iter__(self) -> Iterator[Consumer]:
+        return iter(self._groups) if self._n else iter(())
 
     def __len__(self) -> int:
-        return len(self._d)
+        return self._n
 
     def __bool__(self) -> bool:
-        return bool(self._d)
+        return self._n > 0
 
     def __getitem__(self, index):
-        if index == 0 and self._d:
-            return next(iter(self._d))
-        return list(self._d)[index]
+        if index == 0 and self._n:
+            return self.first()
+        return list(self)[index]
 
     def __eq__(self, other: object) -> bool:
-        return list(self._d) == (list(other) if isinstance(other, ConsumerList) else other)
+        return list(self) == (list(other) if isinstance(other, ConsumerList) else other)
 
     def __repr__(self) -> str:
-        return repr(list(self._d))
+        return repr(list(self))
 
 
 class PriorityReady:
@@ -238,6 +303,8 @@ class Queue:
         # `unpark` when its ack, its channel's flow or its socket frees it: a publish never
         # walks past consumers that cannot take it.
         self._turns: dict[Consumer, None] = {}
+        # The same while consumer priorities are in use, one round-robin group per priority.
+        self._prio_turns = PriorityGroups()
         self._prioritized_count = 0
         self.exclusive_consumer: Consumer | None = None
         self.prioritized = False  # some consumer has a non-zero x-priority
@@ -245,7 +312,6 @@ class Queue:
         self.deleted = False
         self.persist = False  # durable queue with a store: persistent messages are logged
         self.last_used = 0.0  # for x-expires
-        self._rr = 0
         # Message counters for the management API's rates (plain ints: the hot path only
         # adds to them; minimq.admin samples them every few seconds).
         self.stat_publish = 0
@@ -409,7 +475,10 @@ class Queue:
 
     def unpark(self, consumer: Consumer) -> None:
         """`consumer` may be able to take messages again: give it turns (cheap if it has)."""
-        if consumer not in self._turns and consumer in self.consumers:
+        if self.prioritized:
+            if consumer not in self._prio_turns and consumer in self.consumers:
+                self._prio_turns.add(consumer)
+        elif consumer not in self._turns and consumer in self.consumers:
             self._turns[consumer] = None
 
     def _dispatch_special(self) -> None:
@@ -439,25 +508,19 @@ class Queue:
                     turns[c] = None
                     return c
             return None
-        consumers = list(consumers)
-        n = len(consumers)
-        # Consumers are kept sorted by priority, highest first: take the highest group with
-        # capacity, round-robin within it.
-        start = 0
-        while start < n:
-            prio = consumers[start].priority
-            end = start
-            while end < n and consumers[end].priority == prio:
-                end += 1
-            size = end - start
-            for k in range(size):
-                idx = start + (self._rr + k) % size
-                c = consumers[idx]
+        # The highest-priority group with a consumer that can take, round-robin within it;
+        # one that cannot is parked, as on the plain path, so this never walks past them.
+        groups = self._prio_turns
+        while True:
+            group = groups.top()
+            if group is None:
+                return None
+            while group:
+                c = next(iter(group))
+                del group[c]
                 if c.can_take():
-                    self._rr = (idx - start) + 1
+                    group[c] = None  # to the back of its group
                     return c
-            start = end
-        return None
 
     def _pop(self) -> Message:
         msg = self.ready.popleft()
@@ -532,18 +595,18 @@ class Queue:
 
     def add_consumer(self, consumer: Consumer) -> None:
         if consumer.priority:
-            self.prioritized = True
             self._prioritized_count += 1
+            if not self.prioritized:
+                # Consumer priorities from now on: the turns move into priority groups.
+                self.prioritized = True
+                for c in self._turns:
+                    self._prio_turns.add(c)
+                self._turns.clear()
+        self.consumers.append(consumer)
         if self.prioritized:
-            # Stable insert: after every consumer of the same or higher priority.
-            consumers = list(self.consumers)
-            i = len(consumers)
-            while i > 0 and consumers[i - 1].priority < consumer.priority:
-                i -= 1
-            self.consumers.insert(i, consumer)
+            self._prio_turns.add(consumer)
         else:
-            self.consumers.append(consumer)
-        self._turns[consumer] = None
+            self._turns[consumer] = None
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.dispatch()
@@ -551,9 +614,10 @@ class Queue:
     def withdraw(self, consumer: Consumer) -> None:
         """Give `consumer` no more turns (it is going away)."""
         self._turns.pop(consumer, None)
+        self._prio_turns.discard(consumer)
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        self._turns.pop(consumer, None)
+        self.withdraw(consumer)
         try:
             self.consumers.remove(consumer)
         except KeyError:
@@ -563,7 +627,12 @@ class Queue:
         if consumer.priority:
             self._prioritized_count -= 1
             if not self._prioritized_count:
+                # Back to the plain path: who is left has priority 0, in one group.
                 self.prioritized = False
+                group = self._prio_turns.top()
+                if group:
+                    self._turns.update(group)
+                self._prio_turns = PriorityGroups()
         if self.args.expires is not None and not self.consumers:
             self.last_used = self._now()
         if self.args.single_active and self.consumers:

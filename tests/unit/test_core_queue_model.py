@@ -41,6 +41,7 @@ class ConsumerModel:
     tag: str
     limit: int
     no_ack: bool
+    priority: int = 0
 
 
 @dataclass
@@ -72,9 +73,10 @@ class ModelFailure(AssertionError):
 
 
 class QueueModelRun:
-    def __init__(self, seed: int, *, drops: bool = False) -> None:
+    def __init__(self, seed: int, *, drops: bool = False, priorities: bool = False) -> None:
         self.seed = seed
         self.drops = drops
+        self.priorities = priorities  # consumers get x-priority: the highest that can take wins
         self.rng = random.Random(seed)
         self.broker = Broker()
         self.log: list[str] = []
@@ -189,6 +191,11 @@ class QueueModelRun:
         cons = ch.consumers.get(m.consumer_tag)
         self.check(cons is not None, f"delivery to unknown/cancelled consumer {m.consumer_tag} on {ch.number}")
         self.check(ch.can_take(cons), f"delivery to {m.consumer_tag} beyond its prefetch: {ch}")
+        best = max(c.priority for other in self.channels.values()
+                   for c in other.consumers.values() if other.can_take(c))
+        self.check(cons.priority == best,
+                   f"delivery to {cons.tag} (priority {cons.priority}) while one of priority "
+                   f"{best} could take it")
         self._take_head(item, ch, m.delivery_tag, m.redelivered, cons.tag, cons.no_ack)
 
     def _on_get_ok(self, item: Received) -> None:
@@ -259,14 +266,17 @@ class QueueModelRun:
             return
         prefetch = self.rng.choice((0, 1, 1, 2, 3))
         no_ack = self.rng.random() < 0.1
+        priority = self.rng.choice((0, 0, 1, 5, -2)) if self.priorities else 0
         tag = f"c{self.next_ctag}"
         self.next_ctag += 1
-        self.log.append(f"consume ch{ch.number} {tag} prefetch={prefetch} no_ack={no_ack}")
+        self.log.append(f"consume ch{ch.number} {tag} prefetch={prefetch} no_ack={no_ack} "
+                        f"priority={priority}")
         ch.prefetch = prefetch
-        ch.consumers[tag] = ConsumerModel(tag, prefetch, no_ack)
+        ch.consumers[tag] = ConsumerModel(tag, prefetch, no_ack, priority)
         self.send(
             (ch.number, spec.BasicQos(0, prefetch, False)),
-            (ch.number, spec.BasicConsume(queue=QUEUE, consumer_tag=tag, no_ack=no_ack)),
+            (ch.number, spec.BasicConsume(queue=QUEUE, consumer_tag=tag, no_ack=no_ack,
+                                          arguments={"x-priority": priority} if priority else None)),
         )
         self.observe([spec.BasicQosOk, spec.BasicConsumeOk])
 
@@ -415,6 +425,15 @@ def test_queue_model_with_connection_drops(case):
     """As above, plus the whole connection vanishing now and then (all channels at once)."""
     for seed in range(1000 + case * SEEDS_PER_CASE, 1000 + (case + 1) * SEEDS_PER_CASE):
         QueueModelRun(seed, drops=True).run(STEPS)
+
+
+@pytest.mark.parametrize("case", range(CASES // 2))
+def test_queue_model_with_consumer_priorities(case):
+    """As above, consumers with x-priority 0, 1, 5 or -2 coming and going (so the queue
+    moves in and out of priority dispatch): each delivery goes to the highest priority
+    that can take it."""
+    for seed in range(2000 + case * SEEDS_PER_CASE, 2000 + (case + 1) * SEEDS_PER_CASE):
+        QueueModelRun(seed, drops=case % 2 == 1, priorities=True).run(STEPS)
 
 
 def test_queue_model_long_run():
