@@ -43,7 +43,7 @@ _SAME_AS_0_9_1 = frozenset(
     )
 )
 
-CHANNEL_OPEN_OK = b"\x00\x14\x00\x0b"
+CHANNEL_OPEN_OK = spec.ChannelOpenOk.INDEX.to_bytes(4, "big")  # 0-8's has no arguments
 ACCESS_REQUEST_OK = b"\x00\x1e\x00\x0b\x00\x01"  # ticket 1, as RabbitMQ hands out
 
 

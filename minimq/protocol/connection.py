@@ -59,8 +59,8 @@ from minimq.protocol.states import ChanState, ConnState
 NEED_DATA = object()
 """Sentinel from next_event: every complete frame has been consumed."""
 
-_PUBLISH_PREFIX = b"\x00\x3c\x00\x28"  # class 60 (basic), method 40 (publish)
-_BASIC_CLASS_ID = b"\x00\x3c"  # a content header of class basic (the only one with content)
+_PUBLISH_PREFIX = spec.BasicPublish.INDEX.to_bytes(4, "big")  # class 60 (basic), method 40
+_BASIC_CLASS_ID = spec.BasicPublish.CLASS_ID.to_bytes(2, "big")  # basic: the only class with content
 _BODY_SIZE = struct.Struct(">Q")  # a content header's body size, after class id and weight
 _PUBLISH_CACHE_MAX = 256
 _PUBLISH_ENTRY_COST = 400  # the decoded method object and its dict slot, besides the key

@@ -17,6 +17,7 @@ import pytest
 
 from minimq.client import errors as client_errors
 from minimq.codec import constants, errors, frames, properties
+from minimq.codec.spec import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "minimq"
@@ -150,6 +151,19 @@ def test_framing_bytes_are_built_only_in_frames():
     assert not found, f"framing bytes built outside {FRAMES}: {found}"
 
 
+def test_method_ids_are_not_written_as_bytes():
+    """A hand-encoded frame starts from the generated class's ids
+    (`spec.BasicDeliver.INDEX.to_bytes(4, "big")`), never from b"\\x00\\x3c\\x00\\x3c"."""
+    found = []
+    for rel, tree in SOURCES:
+        if rel == "minimq/codec/spec.py":
+            continue
+        for value, line in _bytes_constants(tree):
+            if len(value) >= 4 and int.from_bytes(value[:4], "big") in METHODS:
+                found.append(f"{rel}:{line} {METHODS[int.from_bytes(value[:4], 'big')].NAME} {value!r}")
+    assert not found, f"method ids written as bytes: {found}"
+
+
 def test_the_framing_follows_the_numbers():
     assert frames.PROTOCOL_HEADER == b"AMQP\x00" + bytes(constants.PROTOCOL_VERSION) == b"AMQP\x00\x00\x09\x01"
     assert frames.FRAME_END_BYTE == bytes((constants.FRAME_END,)) == b"\xce"
@@ -185,11 +199,13 @@ def test_the_rule_catches_a_copy():
         "_FRAME = struct.Struct('>BHI')\n"
         "HEADER = b'AMQP\\x00\\x00\\x09\\x01'\n"
         "_USER_ID_FLAG = 1 << 4\n"
+        "_DELIVER = b'\\x00\\x3c\\x00\\x3c'\n"
         "class E:\n    code = 506\n"
     )
     names = [name for name, _value, _line in assignments(copy)]
     assert "FRAME_END" in names and "_USER_ID_FLAG" in names
-    assert {v for v, _ in _bytes_constants(copy)} == {b"\xce", b"AMQP\x00\x00\x09\x01"}
+    assert {v for v, _ in _bytes_constants(copy)} == {b"\xce", b"AMQP\x00\x00\x09\x01", b"\x00\x3c\x00\x3c"}
+    assert METHODS[int.from_bytes(b"\x00\x3c\x00\x3c", "big")].NAME == "basic.deliver"
     assert list(_frame_structs(copy)) == [3]
     cls = next(n for n in ast.walk(copy) if isinstance(n, ast.ClassDef))
     assert [(n, ast.literal_eval(v)) for n, v, _ in assignments(ast.Module(body=cls.body, type_ignores=[]))] == [("code", 506)]
