@@ -26,17 +26,18 @@ from minimq.broker.publish import PublishHandlers
 from minimq.broker.queue import Consumer, Queue, requeue_grouped
 from minimq.broker.teardown import guarded
 from minimq.codec import spec
+from minimq.codec.constants import FRAME_METHOD
 from minimq.codec.errors import PreconditionFailed
+from minimq.codec.frames import FRAME_END_BYTE as _END
+from minimq.codec.frames import FRAME_HEADER as _FRAME
 
 if TYPE_CHECKING:
     from minimq.broker.session import Session
 
-_FRAME = struct.Struct(">BHI")
 _QB = struct.Struct(">QB")
 _I = struct.Struct(">I")
-_END = b"\xce"
-_DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver: class 60, method 60
-_GET_OK = b"\x00\x3c\x00\x47"  # basic.get-ok: class 60, method 71
+_DELIVER = spec.BasicDeliver.INDEX.to_bytes(4, "big")  # class 60, method 60
+_GET_OK = spec.BasicGetOk.INDEX.to_bytes(4, "big")  # class 60, method 71
 
 # A message's position for requeueing: numbered at its first delivery, in delivery order
 # (which is queue order), so messages waiting in a queue carry no number of their own.
@@ -146,7 +147,7 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         ch = self.number
         session.out.extend(
             (
-                _FRAME.pack(1, ch, 13 + len(ctag) + len(route)),
+                _FRAME.pack(FRAME_METHOD, ch, 13 + len(ctag) + len(route)),
                 _DELIVER,
                 ctag,
                 _QB.pack(tag, msg.redelivered),
@@ -183,7 +184,7 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         ch = self.number
         session.out.extend(
             (
-                _FRAME.pack(1, ch, 17 + len(route)),
+                _FRAME.pack(FRAME_METHOD, ch, 17 + len(route)),
                 _GET_OK,
                 _QB.pack(tag, msg.redelivered),
                 route,

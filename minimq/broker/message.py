@@ -23,9 +23,6 @@ from minimq.codec.properties import (
     header_octet,
 )
 
-# Re-exported for session.py until it imports them from the codec itself.
-from minimq.codec.properties import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG  # noqa: F401
-
 _PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
 
 

@@ -12,14 +12,17 @@ method that caused it.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import TYPE_CHECKING, Callable
 
 from minimq.broker.channel import HANDLERS, Channel
 from minimq.broker.queue import Queue
 from minimq.broker.teardown import guarded
 from minimq.codec import spec
+from minimq.codec.constants import FRAME_BODY
+from minimq.codec.constants import FRAME_HEADER as FRAME_CONTENT_HEADER
 from minimq.codec.errors import AMQPError, CommandInvalid, InternalError
+from minimq.codec.frames import FRAME_END_BYTE as _END
+from minimq.codec.frames import FRAME_HEADER as _FRAME
 from minimq.protocol.connection import NEED_DATA, ServerConnection
 from minimq.protocol.events import (
     ChannelClosed,
@@ -36,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minimq.session")
 
-_FRAME = struct.Struct(">BHI")
-_END = b"\xce"
 _CONTENT_OVERHEAD = 48  # frame headers and ends around one message's content, roughly
 FEED_SLICE = 2048
 """Events handled per feed() call: one connection's input never holds the loop for long."""
@@ -286,14 +287,14 @@ class Session:
         self.out_bytes = pending
         if pending >= self.output_high_water and self.writable:
             self._update_writable()
-        out.append(_FRAME.pack(2, channel, hlen))
+        out.append(_FRAME.pack(FRAME_CONTENT_HEADER, channel, hlen))
         out.append(header)
         if not size:
             out.append(_END)
             return
         limit = self.conn.frame_max - 8
         if size <= limit:
-            out.append(_END + _FRAME.pack(3, channel, size))
+            out.append(_END + _FRAME.pack(FRAME_BODY, channel, size))
             out.append(body)
             out.append(_END)
             return
@@ -301,7 +302,7 @@ class Session:
         view = memoryview(body)
         for start in range(0, size, limit):
             chunk = view[start : start + limit]
-            out.append(_FRAME.pack(3, channel, len(chunk)))
+            out.append(_FRAME.pack(FRAME_BODY, channel, len(chunk)))
             out.append(chunk)
             out.append(_END)
 
