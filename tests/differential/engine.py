@@ -25,6 +25,9 @@ checked on a RabbitMQ 3.10.8 node (this is the one place that says why):
   ten). `generate` has each channel consume from one queue only.
 - Deliveries on a connection that a hard error is closing (`settle`): they race the
   connection.close inside RabbitMQ.
+- The word for an unknown exchange type: 'unknown' while RabbitMQ's VM has no atom of that
+  name, 'invalid' once it has one (any client may have made one); the generated type
+  carries the run's prefix, so no VM has it.
 - Anything else that does not come back on two replays of the same sequence
   (test_differential.py).
 What runs leave behind is removed (`Side.cleanup`): on a RabbitMQ shared by many runs, a
@@ -65,7 +68,9 @@ CHANNELS = (1, 2, 3)
 NAMES = ("{p}q0", "{p}q1", "{p}q2", "", "amq.{p}q", "{p}" + "L" * 200)
 EXCHANGES = ("{p}x0", "{p}x1", "", "amq.direct", "amq.fanout", "amq.topic", "amq.headers",
              "{p}missing", "amq.{p}x")
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers", "bogus")
+# The unknown type carries the run's prefix: RabbitMQ calls a type "unknown" only while no atom
+# of that name exists in its VM ("invalid" once one does, e.g. after any client used 'bogus').
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers", "{p}bogus")
 KEYS = ("k", "a.b", "{p}q0", "{p}q1", "#", "*.b", "")
 QUEUE_ARGS = (
     {},
@@ -281,7 +286,7 @@ class Side:
             send(spec.QueueDeclare(0, n(op[3]), True))
         elif name == "exchange_declare":
             _, _, _, xi, t, passive, durable, auto_delete, internal = op
-            send(spec.ExchangeDeclare(0, x(xi), EXCHANGE_TYPES[t], passive, durable, auto_delete, internal))
+            send(spec.ExchangeDeclare(0, x(xi), self.name(EXCHANGE_TYPES[t]), passive, durable, auto_delete, internal))
         elif name == "queue_bind":
             send(spec.QueueBind(0, n(op[3]), x(op[4]), self.name(KEYS[op[5]]), False, BIND_ARGS[op[6]]))
         elif name == "queue_unbind":
@@ -510,29 +515,52 @@ class Side:
         for dest, source, key in sorted(self.e2e):
             if dest.startswith("amq.") and source.startswith("amq."):
                 deletes.append(spec.ExchangeUnbind(0, dest, source, key))
+        # Then check: a queue or exchange still there (the node was too busy to let the
+        # cleanup connection in, or a refusal) is deleted again, a few times at most.
+        for _attempt in range(4):
+            if not deletes:
+                return
+            if self._each_on_its_channel(deletes) is None:
+                continue
+            checks = [spec.QueueDeclare(0, m.queue, True) if isinstance(m, spec.QueueDelete)
+                      else spec.ExchangeDeclare(0, m.exchange, "direct", True)
+                      for m in deletes if not isinstance(m, spec.ExchangeUnbind)]
+            answers = self._each_on_its_channel(checks)
+            if answers is None:
+                continue
+            deletes = [spec.QueueDelete(0, c.queue) if isinstance(c, spec.QueueDeclare)
+                       else spec.ExchangeDelete(0, c.exchange)
+                       for c, ok in zip(checks, answers) if ok]
+
+    def _each_on_its_channel(self, methods: list) -> list[bool] | None:
+        """Send each method on a fresh channel of a new connection, pipelined (a refusal
+        closes that channel only); per method whether it was answered without a close,
+        or None if the connection failed."""
         try:
             raw = RawAMQP.connect(self.host, self.port, **self.login)
-        except OSError:
-            return
+        except (Closed, TimeoutError, OSError, AssertionError):
+            return None
+        answers = [False] * len(methods)
         try:
-            # One channel each, pipelined: a refusal (an exclusive queue still held by a
-            # connection on its way out) closes that channel only.
-            for number, method in enumerate(deletes, 1):
+            for number, method in enumerate(methods, 1):
                 raw.send_method(number, spec.ChannelOpen())
                 raw.send_method(number, method)
-            waiting = set(range(1, len(deletes) + 1))
+            waiting = set(range(1, len(methods) + 1))
             while waiting:
                 frame = raw.read_frame(10.0)
                 if frame.type != FRAME_METHOD or isinstance(frame.method, spec.ChannelOpenOk):
                     continue
                 if isinstance(frame.method, spec.ChannelClose):
                     raw.send_method(frame.channel, spec.ChannelCloseOk())
+                else:
+                    answers[frame.channel - 1] = True
                 waiting.discard(frame.channel)
             raw.close()
         except (Closed, TimeoutError, OSError, AssertionError):
-            pass
+            return None
         finally:
             raw.sock.close()
+        return answers
 
 
 # --------------------------------------------------------------------- lockstep
