@@ -25,6 +25,8 @@ checked on a RabbitMQ 3.10.8 node (this is the one place that says why):
   ten). `generate` has each channel consume from one queue only.
 - Deliveries on a connection that a hard error is closing (`settle`): they race the
   connection.close inside RabbitMQ.
+- The order of the basic.cancel frames for a deleted queue's consumers with server-generated
+  tags: both brokers go by tag, and those tags are random (`settle` sorts them).
 - The word for an unknown exchange type: 'unknown' while RabbitMQ's VM has no atom of that
   name, 'invalid' once it has one (any client may have made one); the generated type
   carries the run's prefix, so no VM has it.
@@ -590,20 +592,37 @@ def settle(observed: dict) -> dict:
     """Drop what timing alone decides, on either side.
 
     A connection closed with a hard error: RabbitMQ ends the failing channel first, so its
-    unacked messages may be redelivered to the connection's other channels in the instant
-    before connection.close, or not, as its processes race. Those deliveries reach a client
-    that is losing the connection (they are requeued again at once), so they are left out.
+    unacked messages go back to their queues and may be delivered to the connection's other
+    channels in the instant before connection.close (minimq does the same, deterministically).
+    Whether such a delivery is written before the close, or the other channel is shut down
+    first, is a race between RabbitMQ's processes, so the frames on that connection are left
+    out; what happened to the messages shows in later counts and deliveries.
     """
     closing = {c for (c, ch), frames in observed.items()
                if ch == 0 and any(f.startswith("ConnectionClose(") for f in frames)}
-    if not closing:
-        return observed
     out = {}
     for (c, ch), frames in observed.items():
         if c in closing and ch:
             frames = [f for f in frames if not f.startswith("BasicDeliver(")]
         if frames:
-            out[(c, ch)] = frames
+            out[(c, ch)] = _cancels_sorted(frames)
+    return out
+
+
+def _cancels_sorted(frames: list[str]) -> list[str]:
+    """A deleted queue's consumers are cancelled in consumer-tag order, on both brokers; for
+    server-generated tags (random names) that order is chance, so each run of basic.cancel
+    frames is compared sorted by the tags' placeholders."""
+    out: list[str] = []
+    run: list[str] = []
+    for f in frames + [""]:
+        if f.startswith("BasicCancel("):
+            run.append(f)
+            continue
+        out.extend(sorted(run))
+        run = []
+        if f:
+            out.append(f)
     return out
 
 
