@@ -155,7 +155,14 @@ class Session:
             exc.method_id = method.METHOD_ID
         if exc.HARD:
             log.info("closing AMQP connection %s: %s", self.describe(), exc.reply_text)
+            # As RabbitMQ: the channel whose method failed ends first, while the others
+            # still run, so what it held goes back to its queues and may go at once to a
+            # consumer on another channel of this connection (delivered before the
+            # connection.close: to a no-ack consumer, that delivery is final).
+            ch = self.channels.pop(channel, None)
             try:
+                if ch is not None:
+                    self._release_channel(ch)
                 self.conn.close(exc)
             finally:
                 self.release()

@@ -336,3 +336,40 @@ def test_0_9_header_is_served_as_0_9_1(broker):
         c.close()
     finally:
         c.sock.close()
+
+
+# ------------------------------------------- what a failing channel gives back, and to whom
+
+
+def test_a_hard_error_ends_the_failing_channel_first(broker, unique):
+    """A connection error raised by a channel's method: RabbitMQ ends that channel first,
+    while the connection's other channels still run. Its unacked message goes back to the
+    queue and at once to a no-ack consumer on another channel of the same connection, whose
+    delivery is written before connection.close; the message is gone from the queue."""
+    a = RawAMQP.connect(broker.host, broker.port)
+    b = RawAMQP.connect(broker.host, broker.port)
+    try:
+        a.channel_open(1)
+        a.channel_open(2)
+        a.channel_open(3)
+        a.queue_declare(1, unique)
+        a.send_method(2, spec.BasicConsume(0, unique, "acks", False, False))
+        a.expect(spec.BasicConsumeOk, channel=2)
+        a.publish(1, "", unique, b"m")
+        assert a.read_message().method.consumer_tag == "acks"
+        a.send_method(3, spec.BasicConsume(0, unique, "no-ack", False, True))
+        a.expect(spec.BasicConsumeOk, channel=3)
+        a.send_method(2, spec.ExchangeDeclare(0, unique, unique + "-no-such-type"))
+        delivered = a.read_message()
+        assert (delivered.channel, delivered.method.consumer_tag, delivered.method.redelivered) == (3, "no-ack", True)
+        close = a.expect_connection_close()
+        assert close.reply_code == 503
+        b.channel_open(1)
+        b.send_method(1, spec.QueueDeclare(0, unique, True))
+        assert b.expect(spec.QueueDeclareOk).message_count == 0
+        b.send_method(1, spec.QueueDelete(0, unique))
+        b.expect(spec.QueueDeleteOk)
+    finally:
+        a.sock.close()
+        b.sock.close()
+
