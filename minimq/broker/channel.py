@@ -247,6 +247,9 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
 
     def settle(self, taken: list[tuple[int, Unacked]], requeue: bool | None) -> None:
         """Finish deliveries: requeue=None acks, True requeues, False drops."""
+        if requeue:
+            self._requeue(taken)
+            return
         freed_consumers: dict[Consumer, None] = {}
         freed = 0
         for _tag, (msg, queue, consumer) in taken:
@@ -283,6 +286,34 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         for q in queues:
             if q.consumers:
                 q.dispatch()
+
+    def _requeue(self, taken: list[tuple[int, Unacked]]) -> None:
+        """Give deliveries back (nack or reject with requeue, basic.recover), as RabbitMQ's
+        channel does: one requeue per (queue, consumer), in that order (queue name, then a
+        queue's basic.get deliveries before its consumers', then consumer tag). Each queue
+        hands out what came back before the next group goes back, and a consumer's prefetch
+        credit returns with its own group; the channel-wide limit frees after all groups.
+        (Which consumer gets a message back depends on it.)"""
+        groups: dict[tuple[Queue, Consumer | None], list[Message]] = {}
+        freed_bytes = 0
+        for _tag, (msg, queue, consumer) in taken:
+            freed_bytes += len(msg.body)
+            msgs = groups.get((queue, consumer))
+            if msgs is None:
+                groups[(queue, consumer)] = [msg]
+            else:
+                msgs.append(msg)
+        self.unacked_bytes -= freed_bytes
+        freed = 0
+        for (queue, consumer), msgs in sorted(groups.items(), key=_group_order):
+            if consumer is not None:
+                consumer.unacked -= len(msgs)
+                freed += len(msgs)
+                queue.unpark(consumer)
+            guarded(f"requeueing {len(msgs)} message(s) to queue {queue.name!r}", queue.requeue, msgs)
+        self.unacked_total -= freed
+        if freed and self.global_limit:
+            self.kick()  # the channel-wide limit came free
 
     def ack(self, tag: int, multiple: bool, requeue: bool | None) -> None:
         taken = self.take_unacked(tag, multiple)
@@ -354,6 +385,11 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
 
 def _first(item: tuple) -> Any:
     return item[0]
+
+
+def _group_order(item: tuple) -> tuple:
+    (queue, consumer), _msgs = item
+    return (queue.name, consumer is not None, consumer.tag if consumer is not None else "")
 
 
 # Method index -> the Channel handler for it (called as handler(channel, method)).

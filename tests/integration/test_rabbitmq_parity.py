@@ -373,3 +373,23 @@ def test_a_hard_error_ends_the_failing_channel_first(broker, unique):
         a.sock.close()
         b.sock.close()
 
+
+def test_nack_gives_messages_back_one_consumer_at_a_time_in_tag_order(conn, unique):
+    """basic.nack(multiple, requeue) over two consumers' deliveries: RabbitMQ's channel
+    requeues per (queue, consumer tag), in tag order, and the queue delivers each group
+    before the next is back. So a's message comes back first and goes to the consumer
+    whose turn it is (b), then b's message goes to a."""
+    conn.queue_declare(1, unique, auto_delete=True)
+    for tag in ("b", "a"):
+        conn.send_method(1, spec.BasicConsume(0, unique, tag))
+        conn.expect(spec.BasicConsumeOk)
+    conn.publish(1, "", unique, b"first")
+    conn.publish(1, "", unique, b"second")
+    first, second = conn.read_message(), conn.read_message()
+    assert [(m.method.consumer_tag, m.body) for m in (first, second)] == [("b", b"first"), ("a", b"second")]
+    conn.send_method(1, spec.BasicNack(0, True, True))
+    again = [conn.read_message() for _ in range(2)]
+    assert [(m.method.consumer_tag, m.body, m.method.redelivered) for m in again] == [
+        ("b", b"second", True),
+        ("a", b"first", True),
+    ]

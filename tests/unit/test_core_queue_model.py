@@ -6,7 +6,9 @@ drop) run against the broker core through CoreClient, and against a small pure-P
 of what RabbitMQ guarantees:
 
 - ready messages sit in original publish order (requeue puts a message back at its position)
-  and every delivery (basic.deliver or basic.get-ok) takes the head;
+  and every delivery (basic.deliver or basic.get-ok) takes the head; a nack, reject or
+  recover gives messages back one consumer at a time (basic.get's first, then by consumer
+  tag), as RabbitMQ's channel does, and the queue may deliver each group before the next;
 - `redelivered` is set exactly on messages that were requeued before;
 - delivery tags count up from 1 per channel;
 - a consumer only receives while under its prefetch (per consumer) and its channel under the
@@ -84,6 +86,10 @@ class QueueModelRun:
         self.next_ctag = 1
         self.ready: list[int] = []
         self.redelivered: set[int] = set()
+        # Given back by one nack/reject/recover, not yet in `ready`: one group per consumer
+        # (basic.get's first, then by consumer tag), as RabbitMQ's channel requeues them; the
+        # queue may hand out a group before the next one is back.
+        self.requeue_groups: list[list[int]] = []
         self.acked: set[int] = set()
         self.dropped: set[int] = set()
         self.channels: dict[int, ChannelModel] = {}
@@ -113,13 +119,27 @@ class QueueModelRun:
         self.ready = sorted(self.ready + ids)
 
     def _settle(self, ch: ChannelModel, tags: list[int], requeue: bool | None) -> None:
-        ids = [ch.unacked.pop(t)[0] for t in tags]
+        entries = [ch.unacked.pop(t) for t in tags]
+        ids = [mid for mid, _c in entries]
         if requeue is None:
             self.acked.update(ids)
         elif requeue:
-            self._requeue(ids)
+            self._requeue_by_consumer(entries)
         else:
             self.dropped.update(ids)
+
+    def _requeue_by_consumer(self, entries: list[tuple[int, str | None]]) -> None:
+        groups: dict[str | None, list[int]] = {}
+        for mid, ctag in entries:
+            groups.setdefault(ctag, []).append(mid)
+        for ctag in sorted(groups, key=lambda c: (c is not None, c or "")):
+            self.requeue_groups.append(groups[ctag])
+
+    def _requeued_up_to(self, mid: int | None) -> None:
+        """Put requeue groups back into `ready`, in order, until `mid` is its head (all of
+        them for None)."""
+        while self.requeue_groups and (mid is None or not self.ready or self.ready[0] != mid):
+            self._requeue(self.requeue_groups.pop(0))
 
     def _release(self, ch: ChannelModel) -> None:
         """Channel gone: consumers cancelled, unacked requeued."""
@@ -180,6 +200,7 @@ class QueueModelRun:
                 if isinstance(m, spec.BasicGetEmpty):
                     self.check(not self.ready, f"get-empty with ready {self.ready}")
                 replies.append(item)
+        self._requeued_up_to(None)
         got = [type(r.method) for r in replies]
         self.check(got == expected, f"replies {got}, expected {expected}")
         return replies
@@ -207,6 +228,7 @@ class QueueModelRun:
 
     def _take_head(self, item, ch: ChannelModel, tag: int, redelivered: bool, ctag, no_ack: bool) -> None:
         mid = int(item.body)
+        self._requeued_up_to(mid)
         self.check(bool(self.ready), f"message {mid} delivered but the model has nothing ready")
         self.check(
             mid == self.ready[0],
@@ -346,9 +368,9 @@ class QueueModelRun:
     def op_recover(self) -> None:
         ch = self._pick_channel()
         self.log.append(f"recover ch{ch.number} ids {[m for m, _c in ch.unacked.values()]}")
-        ids = [mid for mid, _c in ch.unacked.values()]
+        entries = list(ch.unacked.values())
         ch.unacked.clear()
-        self._requeue(ids)
+        self._requeue_by_consumer(entries)
         self.send((ch.number, spec.BasicRecover(True)))
         self.observe([spec.BasicRecoverOk])
 
