@@ -70,6 +70,10 @@ class Session:
         self.on_wake: Callable[["Session"], None] | None = None
         self.wake_pending = False
         self.published = False  # a basic.publish arrived (the transport resets it per read)
+        # Set by the transport while a resource alarm is on: the first complete publish read
+        # then waits in `_held`, and so does everything after it, until the alarm clears.
+        self.hold_publishes = False
+        self._held: ContentReceived | None = None
         # Access control answers already given on this connection: (permission, kind, name)
         # allowed, exchanges it may publish to, and (exchange, routing key) pairs allowed by
         # topic permissions. The broker clears them whenever users or permissions change.
@@ -96,6 +100,11 @@ class Session:
         conn = self.conn
         if data:
             conn.receive_data(data)
+        if self._held is not None:
+            if self.hold_publishes:
+                self.published = True  # still waiting: the transport keeps it blocked
+                return True
+            self._release_held()
         handlers = HANDLERS
         channels = self.channels
         budget = FEED_SLICE
@@ -112,6 +121,12 @@ class Session:
                 break
             cls = ev.__class__
             if cls is ContentReceived:
+                if self.hold_publishes:
+                    # As RabbitMQ's reader: a publish read during an alarm stops the reading.
+                    self._held = ev
+                    self.published = True
+                    more = True
+                    break
                 ch = channels.get(ev.channel)
                 if ch is not None:
                     try:
@@ -148,6 +163,19 @@ class Session:
         if self.confirming:
             self.flush_confirms()
         return more
+
+    def holding(self) -> bool:
+        """Whether a publish read during an alarm waits (with everything after it)."""
+        return self._held is not None
+
+    def _release_held(self) -> None:
+        ev, self._held = self._held, None
+        ch = self.channels.get(ev.channel)
+        if ch is not None:
+            try:
+                ch.publish(ev.method, ev.header, ev.body)
+            except AMQPError as exc:
+                self._fail(ev.channel, ev.method, exc)
 
     def _fail(self, channel: int, method, exc: AMQPError) -> None:
         if not exc.class_id and method is not None:
@@ -244,6 +272,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._held = None  # read during an alarm, never routed: nothing was confirmed
         try:
             channels = list(self.channels.values())
             # Stop deliveries to every channel first: a requeue from one channel must not

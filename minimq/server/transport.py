@@ -98,6 +98,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(limits.output_high_water, limits.output_low_water)
         session = self.broker.new_session(self.peer)
         session.output_high_water = limits.output_high_water
+        session.hold_publishes = self.alarm is not None  # opened during an alarm
         session.on_wake = self._on_wake
         self.session = session
         self.connections.add(self)
@@ -152,6 +153,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         session = self.session
         if self._continue_scheduled or session is None or not session.writable:
             return
+        if session.hold_publishes and session.holding():
+            return  # a publish waits for the alarm to clear (alarm_off calls this again)
         self._continue_scheduled = True
         self.loop.call_soon(self._continue_input)
 
@@ -184,10 +187,14 @@ class AMQPServerProtocol(asyncio.Protocol):
         """An alarm is on: block this connection if it is part-way through a message.
 
         An idle or consuming connection is left alone; one that publishes later is blocked
-        when that publish is read (_feed calls _apply_alarm).
+        when that publish is read (_feed calls _apply_alarm). The session holds that publish,
+        and everything read after it, until the alarm clears (as RabbitMQ's reader, which
+        stops at the first publish it reads while blocked, even inside one read's bytes).
         """
         self.alarm = reason
         session = self.session
+        if session is not None:
+            session.hold_publishes = True
         if session is not None and session.conn.content_in_progress():
             self._apply_alarm()
             self.flush()
@@ -195,6 +202,8 @@ class AMQPServerProtocol(asyncio.Protocol):
     def alarm_off(self) -> None:
         self.alarm = None
         session = self.session
+        if session is not None:
+            session.hold_publishes = False
         if self._alarm_notified and session is not None and session.conn.state is ConnState.OPEN:
             session.conn.send_method(0, spec.ConnectionUnblocked())
             self.flush()
@@ -202,6 +211,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         if self._alarm_paused:
             self._alarm_paused = False
             self._update_reading()
+        if self._input_pending:
+            self._continue_soon()  # the held publish first, then what was read after it
 
     def _apply_alarm(self) -> None:
         """As RabbitMQ 3.10's reader: while an alarm is on, a connection that publishes (or is

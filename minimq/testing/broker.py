@@ -1023,7 +1023,8 @@ class Broker:
         """Block publishers, as RabbitMQ does under a memory or disk alarm.
 
         As RabbitMQ 3.10: a connection that publishes while blocked is no longer read from
-        (its publishes wait in the socket) and, if it announced the `connection.blocked`
+        (that publish, and everything after it, waits until `unblock()`; nothing is lost)
+        and, if it announced the `connection.blocked`
         capability, gets connection.blocked(reason) then; idle and consumer-only
         connections are neither paused nor told. `unblock()` sends connection.unblocked to
         the connections that were told.

@@ -59,21 +59,101 @@ def test_only_connections_that_publish_during_the_alarm_are_told(monkeypatch):
             # The consumer-only connection is read: acks and declares go on.
             consumer.send_method(1, spec.BasicAck(1, False))
             consumer.send_method(1, spec.QueueDeclare(0, "bq", True, False, False, False, False, {}))
-            # (minimq routes the read that carried the blocking publish, so its deliveries may
-            # come first; RabbitMQ holds that publish's body unread until the unblock.)
-            while True:
-                frame = consumer.read_frame()
-                if frame.type == 1 and isinstance(frame.method, spec.QueueDeclareOk):
-                    break
+            # The publishes that blocked "during" and "before" wait: nothing is delivered.
+            assert consumer.expect(spec.QueueDeclareOk).message_count == 0
             assert silent(idle) and silent(late)
 
             mq.unblock()
             during.expect(spec.ConnectionUnblocked)
             before.expect(spec.ConnectionUnblocked)
             assert isinstance(during.read_message(), (rawamqp.Message, spec.BasicGetEmpty))
+            assert {consumer.read_message().body for _ in range(2)} == {b"during", b"again"}
             for c in (idle, late):
                 assert silent(c), "connection.unblocked to a connection never told"
             late.close()
         finally:
             for c in (idle, consumer, before, during):
+                c.sock.close()
+
+
+def publish_frames(channel: int, routing_key: str, body: bytes) -> bytes:
+    method = rawamqp.encode_method_frame(channel, spec.BasicPublish(0, "", routing_key, False, False))
+    return method + rawamqp.content_frames(channel, body)
+
+
+def test_a_publish_read_during_the_alarm_waits_with_everything_after_it(monkeypatch):
+    """RabbitMQ's reader stops at the first publish it reads while an alarm is on, even in
+    the middle of what one read brought: that publish and everything after it on the
+    connection wait until the alarm clears, then are handled in order; nothing is lost."""
+    with Broker() as mq:
+        publisher, observer, consumer = (connect(mq.port, monkeypatch) for _ in range(3))
+        try:
+            observer.queue_declare(1, "held-q")
+            observer.queue_declare(1, "acks-q")
+            consumer.send_method(1, spec.BasicQos(0, 1, False))
+            consumer.expect(spec.BasicQosOk)
+            consumer.send_method(1, spec.BasicConsume(0, "acks-q", "c", False, False, False, False, {}))
+            consumer.expect(spec.BasicConsumeOk)
+            observer.publish(1, "", "acks-q", b"to ack")
+            observer.publish(1, "", "acks-q", b"next")
+            assert consumer.read_message().body == b"to ack"  # "next" waits: prefetch 1
+
+            mq.block("low on memory")
+            # One write: a declare (before any publish: handled), three publishes, a get.
+            publisher.send_raw(
+                rawamqp.encode_method_frame(1, spec.QueueDeclare(0, "held-q", True))
+                + b"".join(publish_frames(1, "held-q", b"m%d" % i) for i in range(3))
+                + rawamqp.encode_method_frame(1, spec.BasicGet(0, "held-q", False))
+            )
+            assert publisher.expect(spec.QueueDeclareOk).message_count == 0
+            assert publisher.expect(spec.ConnectionBlocked).reason == "low on memory"
+            assert silent(publisher), "the basic.get after the held publish was answered"
+            observer.send_method(1, spec.QueueDeclare(0, "held-q", True))
+            assert observer.expect(spec.QueueDeclareOk).message_count == 0, "a publish routed during the alarm"
+            # Connections that do not publish flow: a consumer acks and gets the next message.
+            consumer.send_method(1, spec.BasicAck(1, False))
+            assert consumer.read_message().body == b"next"
+
+            mq.unblock()
+            publisher.expect(spec.ConnectionUnblocked)
+            got = publisher.read_message()
+            assert isinstance(got, rawamqp.Message) and got.body == b"m0"
+            assert got.method.message_count == 2
+            observer.send_method(1, spec.QueueDeclare(0, "held-q", True))
+            assert observer.expect(spec.QueueDeclareOk).message_count == 2
+            observer.send_method(1, spec.BasicGet(0, "held-q", True))
+            assert observer.read_message().body == b"m1"
+            observer.send_method(1, spec.BasicGet(0, "held-q", True))
+            assert observer.read_message().body == b"m2"
+        finally:
+            for c in (publisher, observer, consumer):
+                c.sock.close()
+
+
+def test_a_connection_blocked_while_it_publishes_keeps_all_of_it(monkeypatch):
+    """Many publishes in one write during the alarm: none is routed until it clears, then
+    every one is, in the order sent (after those from before the alarm)."""
+    with Broker() as mq:
+        publisher, observer = (connect(mq.port, monkeypatch) for _ in range(2))
+        try:
+            observer.queue_declare(1, "all-q")
+            publisher.send_raw(b"".join(publish_frames(1, "all-q", b"a%d" % i) for i in range(200)))
+            publisher.send_method(1, spec.QueueDeclare(0, "all-q", True))
+            assert publisher.expect(spec.QueueDeclareOk).message_count == 200
+            mq.block("low on memory")
+            publisher.send_raw(b"".join(publish_frames(1, "all-q", b"b%d" % i) for i in range(200)))
+            assert publisher.expect(spec.ConnectionBlocked).reason == "low on memory"
+            observer.send_method(1, spec.QueueDeclare(0, "all-q", True))
+            assert observer.expect(spec.QueueDeclareOk).message_count == 200, "routed during the alarm"
+            mq.unblock()
+            publisher.expect(spec.ConnectionUnblocked)
+            publisher.send_method(1, spec.QueueDeclare(0, "all-q", True))  # after all 400
+            assert publisher.expect(spec.QueueDeclareOk).message_count == 400
+            bodies = []
+            for _ in range(400):
+                observer.send_method(1, spec.BasicGet(0, "all-q", True))
+                bodies.append(observer.read_message().body)
+            assert bodies == [b"a%d" % i for i in range(200)] + [b"b%d" % i for i in range(200)]
+        finally:
+            for c in (publisher, observer):
                 c.sock.close()

@@ -62,19 +62,18 @@ def test_low_disk_blocks_publishers_and_consumers_go_on(tmp_path):
         assert wait_blocked(publisher, timeout=0.5) is None
         ch.publish(b"told", "nowhere")  # unroutable: dropped, but a publish
         assert wait_blocked(publisher) == "low on disk"
-        # A publisher is no longer read from once it publishes: the read that carried its
-        # first publish is handled, later publishes wait unread in its socket.
-        pika_pub = pika.BlockingConnection(pika.URLParameters(broker.url))
+        # A publisher is no longer read from once it publishes: as RabbitMQ's reader, the
+        # broker stops at that publish, which waits with everything after it.
+        pika_events: list = []
+        pika_pub = watched(broker.url, pika_events)
         pch = pika_pub.channel()
-        pch.basic_publish("", "disk-q", b"first", pika.BasicProperties(delivery_mode=2))
+        pch.basic_publish("", "disk-q", b"held", pika.BasicProperties(delivery_mode=2))
+        assert pump(pika_pub, lambda: pika_events == [("blocked", "low on disk")])
+        # A consumer-only connection is not blocked: it reads the queue, where the held
+        # publish is not.
         consumer = pika.BlockingConnection(pika.URLParameters(broker.url))
         cch = consumer.channel()
-        assert pump(consumer, lambda: cch.queue_declare("disk-q", passive=True).method.message_count == 1)
-        pch.basic_publish("", "disk-q", b"held", pika.BasicProperties(delivery_mode=2))
-        pika_pub.process_data_events(time_limit=0.5)
-        # A consumer-only connection is not blocked: it reads the queue.
-        method, _props, body = cch.basic_get("disk-q", auto_ack=True)
-        assert body == b"first"
+        assert cch.basic_get("disk-q", auto_ack=True) == (None, None, None)
         assert cch.queue_declare("disk-q", passive=True).method.message_count == 0
         consumer.close()
         publisher.close()
