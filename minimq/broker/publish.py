@@ -186,11 +186,16 @@ class PublishHandlers:
         return not queue
 
     def send_nack(self, seq: int) -> None:
-        """A queue refused message `seq` (x-overflow reject-publish): nack it, in order."""
-        if self.confirm_upto > self.confirmed_sent:
+        """A queue refused message `seq` (x-overflow reject-publish): nack it, in order.
+
+        In RabbitMQ's form: requeue set (its basic.nack default; publishers ignore it), and
+        multiple set unless acks go out just before it in the same batch (everything below
+        `seq` is confirmed by then, so multiple names `seq` alone either way)."""
+        batched = self.confirm_upto > self.confirmed_sent
+        if batched:
             self.send(spec.BasicAck(self.confirm_upto, self.confirm_upto - self.confirmed_sent > 1))
         self.confirm_upto = self.confirmed_sent = seq
-        self.send(spec.BasicNack(seq, False, False))
+        self.send(spec.BasicNack(seq, not batched, True))
         self.session.wake()
 
     def nack_unconfirmed(self) -> None:

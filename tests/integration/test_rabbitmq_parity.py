@@ -393,3 +393,14 @@ def test_nack_gives_messages_back_one_consumer_at_a_time_in_tag_order(conn, uniq
         ("b", b"second", True),
         ("a", b"first", True),
     ]
+
+
+def test_a_refused_publish_is_nacked_in_rabbitmqs_form(conn, unique):
+    """x-overflow reject-publish: the refused publish's basic.nack has multiple and requeue
+    set, as RabbitMQ sends it when everything before it is already confirmed."""
+    conn.queue_declare(1, unique, auto_delete=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    assert rpc(conn, spec.ConfirmSelect()) == (1, spec.ConfirmSelectOk())
+    conn.publish(1, "", unique, b"kept")
+    assert conn.read_method() == (1, spec.BasicAck(1, False))
+    conn.publish(1, "", unique, b"refused")
+    assert conn.read_method() == (1, spec.BasicNack(2, True, True))
