@@ -18,7 +18,9 @@ Only what RabbitMQ decides deterministically is compared. What its own timing de
 checked on a RabbitMQ 3.10.8 node (this is the one place that says why):
 - How long a queue takes over a message: the first persistent message in a new durable
   queue creates its index files, several channel round trips. The queue barrier above waits
-  for each queue instead of for a number of round trips.
+  for each queue instead of for a number of round trips. And when a persistent message in a
+  durable queue is confirmed (after RabbitMQ's disk sync, on its own timer): the barrier
+  waits until every publish on a confirm channel has its basic.ack or basic.nack.
 - The order of deliveries from two queues to one channel caused by one operation (a publish
   routed to both, a recover): two queue processes race, and delivery tags follow the order
   of arrival (a fanout to three queues consumed on one channel came in four orders out of
@@ -186,6 +188,9 @@ class Conn:
     open: set[int] = field(default_factory=set)
     closing: set[int] = field(default_factory=set)  # channel.close sent, close-ok awaited
     last_tag: dict[int, int] = field(default_factory=dict)
+    # Channels in confirm mode: publishes sent so far, and those not confirmed yet.
+    published: dict[int, int] = field(default_factory=dict)
+    unconfirmed: dict[int, set[int]] = field(default_factory=dict)
 
 
 class Side:
@@ -239,6 +244,8 @@ class Side:
             c.open = set()
             c.closing = set()
             c.last_tag = {}
+            c.published = {}
+            c.unconfirmed = {}
         return c.raw
 
     def channel(self, i: int, ch: int, seen: dict) -> RawAMQP | None:
@@ -305,6 +312,10 @@ class Side:
         elif name == "publish":
             _, _, _, xi, key, mandatory, persistent, headers, body = op
             props = BasicProperties(delivery_mode=2 if persistent else 1, headers=HEADERS[headers])
+            conn = self.conns[ci]
+            if ch in conn.published:
+                conn.published[ch] += 1
+                conn.unconfirmed[ch].add(conn.published[ch])
             raw.send_raw(
                 encode_method_frame(ch, spec.BasicPublish(0, x(xi), self.name(KEYS[key]), mandatory))
                 + content_frames(ch, b"m%d" % body, props)
@@ -371,8 +382,12 @@ class Side:
         seen = {} if seen is None else seen
         # At least two rounds, then more while a round still brought something new (a
         # channel closed in one round releases its messages to others only afterwards).
+        # Confirms of persistent messages in durable queues wait for RabbitMQ's disk sync
+        # (its own timer): rounds go on until every publish has its confirm, for a while.
         rounds, last = 0, -1
-        while rounds < 2 or (last != self._count(seen) and rounds < 6):
+        deadline = time.monotonic() + 5.0
+        while (rounds < 2 or (last != self._count(seen) and rounds < 6)
+               or (self._confirms_due() and time.monotonic() < deadline)):
             last = self._count(seen)
             if rounds:
                 self._sync_queues()
@@ -387,6 +402,10 @@ class Side:
                     if not self._read_one(i, c, pending, seen):
                         break
         return seen
+
+    def _confirms_due(self) -> bool:
+        return any(pending for c in self.conns if c.raw is not None
+                   for ch, pending in c.unconfirmed.items() if ch in c.open)
 
     def _sync_queues(self) -> None:
         """queue.declare(passive) of every queue seen, each on its own channel of the probe
@@ -449,6 +468,9 @@ class Side:
         if isinstance(method, spec.ChannelFlowOk):
             pending.discard(frame.channel)
             return True
+        if isinstance(method, (spec.ChannelCloseOk, spec.ChannelClose)):
+            c.published.pop(frame.channel, None)
+            c.unconfirmed.pop(frame.channel, None)
         if isinstance(method, spec.ChannelCloseOk):
             c.open.discard(frame.channel)
             c.closing.discard(frame.channel)
@@ -472,6 +494,16 @@ class Side:
             return False
         if isinstance(method, spec.QueueDeclareOk):
             self.queues.add(method.queue)
+        elif isinstance(method, spec.ConfirmSelectOk):
+            c.published.setdefault(frame.channel, 0)
+            c.unconfirmed.setdefault(frame.channel, set())
+        elif isinstance(method, (spec.BasicAck, spec.BasicNack)):
+            pending_confirms = c.unconfirmed.get(frame.channel)
+            if pending_confirms:
+                if method.multiple:
+                    pending_confirms -= {n for n in pending_confirms if n <= method.delivery_tag}
+                else:
+                    pending_confirms.discard(method.delivery_tag)
         if replies is not None and frame.channel == replies[0] and isinstance(method, replies[1]):
             pending.discard(frame.channel)  # the awaited reply (get-ok has content: below)
             if not record:
