@@ -55,12 +55,16 @@ class ChannelModel:
     # tag -> (message id, consumer tag or None for basic.get); dict order = tag order
     unacked: dict = field(default_factory=dict)
     consumers: dict = field(default_factory=dict)
+    # Prefetch credit of deliveries given back but whose requeue group is not back yet: a
+    # consumer's returns with its group, the channel-wide count after the last group.
+    pending: dict = field(default_factory=dict)
+    pending_total: int = 0
 
     def consumer_unacked(self, ctag: str) -> int:
-        return sum(1 for _mid, c in self.unacked.values() if c == ctag)
+        return sum(1 for _mid, c in self.unacked.values() if c == ctag) + self.pending.get(ctag, 0)
 
     def consumer_total(self) -> int:
-        return sum(1 for _mid, c in self.unacked.values() if c is not None)
+        return sum(1 for _mid, c in self.unacked.values() if c is not None) + self.pending_total
 
     def can_take(self, cons: ConsumerModel) -> bool:
         if cons.no_ack:
@@ -89,7 +93,7 @@ class QueueModelRun:
         # Given back by one nack/reject/recover, not yet in `ready`: one group per consumer
         # (basic.get's first, then by consumer tag), as RabbitMQ's channel requeues them; the
         # queue may hand out a group before the next one is back.
-        self.requeue_groups: list[list[int]] = []
+        self.requeue_groups: list[tuple[ChannelModel, str | None, list[int], bool]] = []
         self.acked: set[int] = set()
         self.dropped: set[int] = set()
         self.channels: dict[int, ChannelModel] = {}
@@ -124,22 +128,38 @@ class QueueModelRun:
         if requeue is None:
             self.acked.update(ids)
         elif requeue:
-            self._requeue_by_consumer(entries)
+            self._requeue_by_consumer(ch, entries)
         else:
             self.dropped.update(ids)
 
-    def _requeue_by_consumer(self, entries: list[tuple[int, str | None]]) -> None:
+    def _requeue_by_consumer(self, ch: ChannelModel, entries: list[tuple[int, str | None]]) -> None:
         groups: dict[str | None, list[int]] = {}
         for mid, ctag in entries:
             groups.setdefault(ctag, []).append(mid)
+            if ctag is not None:
+                ch.pending[ctag] = ch.pending.get(ctag, 0) + 1
+                ch.pending_total += 1
         for ctag in sorted(groups, key=lambda c: (c is not None, c or "")):
-            self.requeue_groups.append(groups[ctag])
+            self.requeue_groups.append((ch, ctag, groups[ctag], False))
+        # Then the channel-wide credit, once every group is back (a step of its own: the
+        # queue delivers after the last group before it).
+        self.requeue_groups.append((ch, None, [], True))
 
     def _requeued_up_to(self, mid: int | None) -> None:
         """Put requeue groups back into `ready`, in order, until `mid` is its head (all of
         them for None)."""
         while self.requeue_groups and (mid is None or not self.ready or self.ready[0] != mid):
-            self._requeue(self.requeue_groups.pop(0))
+            self._requeue_next_group()
+
+    def _requeue_next_group(self) -> None:
+        ch, ctag, ids, channel_credit = self.requeue_groups.pop(0)
+        if channel_credit:
+            ch.pending.clear()
+            ch.pending_total = 0
+            return
+        if ctag is not None:
+            ch.pending[ctag] -= len(ids)
+        self._requeue(ids)
 
     def _release(self, ch: ChannelModel) -> None:
         """Channel gone: consumers cancelled, unacked requeued."""
@@ -211,6 +231,11 @@ class QueueModelRun:
         self.check(ch is not None, f"delivery on unknown channel {item.channel}")
         cons = ch.consumers.get(m.consumer_tag)
         self.check(cons is not None, f"delivery to unknown/cancelled consumer {m.consumer_tag} on {ch.number}")
+        # The groups given back before this delivery: up to the one that holds it, and on
+        # until the consumer has the credit for it (its own group gives that back).
+        self._requeued_up_to(int(item.body))
+        while self.requeue_groups and not ch.can_take(cons):
+            self._requeue_next_group()
         self.check(ch.can_take(cons), f"delivery to {m.consumer_tag} beyond its prefetch: {ch}")
         best = max(c.priority for other in self.channels.values()
                    for c in other.consumers.values() if other.can_take(c))
@@ -370,7 +395,7 @@ class QueueModelRun:
         self.log.append(f"recover ch{ch.number} ids {[m for m, _c in ch.unacked.values()]}")
         entries = list(ch.unacked.values())
         ch.unacked.clear()
-        self._requeue_by_consumer(entries)
+        self._requeue_by_consumer(ch, entries)
         self.send((ch.number, spec.BasicRecover(True)))
         self.observe([spec.BasicRecoverOk])
 
