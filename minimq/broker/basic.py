@@ -55,7 +55,7 @@ class BasicHandlers:
         if not m.no_wait:
             self.send(spec.BasicConsumeOk(tag))
         if q.args.expires is not None:
-            q.last_used = self.broker.clock()
+            q.last_used = self.services.clock()
         q.add_consumer(consumer)
 
     def _consume_reply_to(self, m: spec.BasicConsume) -> None:
@@ -71,7 +71,7 @@ class BasicHandlers:
         self.consumers[tag] = consumer
         self.reply_consumer = consumer
         self.reply_name = generated_name(REPLY_TO_PREFIX)
-        self.broker.reply_channels[self.reply_name] = self
+        self.services.reply_channels[self.reply_name] = self
         if not m.no_wait:
             self.send(spec.BasicConsumeOk(tag))
 

@@ -6,7 +6,6 @@ the `clock` callable the broker is given.
 """
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import logging
 import platform
@@ -16,9 +15,9 @@ import minimq
 from minimq.broker.access import FULL, AccessControl, User
 from minimq.broker.arguments import parse_expiration
 from minimq.broker.channel import STAT_FIELDS
-from minimq.broker.caches import BoundedCache
 from minimq.broker.exchange_types import TopicExchangeType
 from minimq.broker.queue import Queue
+from minimq.broker.services import Services
 from minimq.broker.session import Session
 from minimq.broker.timers import Timers
 from minimq.broker.vhost import VirtualHost
@@ -53,7 +52,6 @@ def server_properties() -> dict:
 
 log = logging.getLogger("minimq.broker")
 
-ROUTE_CACHE_BYTES = 4 * 1024 * 1024
 # What a message costs besides its body (the Message object, its slot in a queue or in a
 # channel's unacked map): an estimate, so that many small messages count too.
 READY_OVERHEAD = 200
@@ -85,7 +83,8 @@ class Broker:
         open_users: Iterable[str] = (),
         max_message_size: int = 128 * 1024 * 1024,
     ) -> None:
-        self.clock = clock if clock is not None else _no_clock
+        # The services every vhost, queue, session and channel of this broker is given.
+        self.services = services = Services(clock=clock, stat_fields=STAT_FIELDS)
         vhosts = tuple(vhosts)
         # Users that get full permissions on every vhost this broker adds (see above).
         self.open_users: tuple[str, ...] = tuple(open_users)
@@ -97,7 +96,7 @@ class Broker:
                 for name, password in users.items():
                     access.add_user(name, password, tags=("administrator",) if name == "guest" else ())
                 self.open_users = tuple(users)
-        self.access = access
+        services.access = access
         access.on_invalidate = self._access_changed
         access.on_user_deleted = self._user_deleted
         # Users refused unless they connect through a loopback address (RabbitMQ's
@@ -115,32 +114,61 @@ class Broker:
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size  # RabbitMQ 3.10's default: 128 MiB
         self.server_properties = server_properties()
-        # Deadlines of the core (TTL, expiry, ...), in the time of `clock`. The server (or a
-        # test's virtual clock) waits for `timers.next_deadline()` and calls `tick()`.
-        self.timers = Timers()
+        services.store = store
         # Direct reply-to: token -> the channel consuming from amq.rabbitmq.reply-to.
-        self.reply_channels: dict = {}
-        # Publishes' (exchange, routing key) -> deliver route bytes, for every connection.
-        self.route_cache = BoundedCache(ROUTE_CACHE_BYTES)
-        # Durability (minimq.store.DurableStore or None). Channels whose publisher confirms
-        # wait for the store to sync, and callbacks waiting for a store position.
-        self.store = store
-        # How a run of confirms (first..last publish seq, all now confirmed) goes out: None
-        # sends one basic.ack(last, multiple). A function returning [(tag, multiple), ...]
-        # may spell it differently, as RabbitMQ does when unroutable or transient messages
-        # are confirmed before persistent ones published earlier (minimq.testing's
-        # confirm-reordering fault). The last entry must be (last, True) or cover `last`.
-        self.confirm_order: Callable[[int, int], list[tuple[int, bool]]] | None = None
-        self.awaiting_sync: set = set()
-        self._after_sync: list[tuple[int, int, Callable[[], None]]] = []
-        self._after_seq = 0
+        self.reply_channels = services.reply_channels
         # Message counters of channels that have closed (live ones keep their own), so the
         # totals of the management API and /metrics never go backwards.
-        self.retired_stats: dict[str, int] = dict.fromkeys(STAT_FIELDS, 0)
+        self.retired_stats = services.retired_stats
         if store is not None:
             store.live_messages = self._live_messages
         for name in vhosts:
             self.add_vhost(name)
+
+    # The services, as the broker's own attributes (the server, the management API and
+    # minimq.testing read and set them here).
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Time in seconds, as the core sees it (given at construction)."""
+        return self.services.clock
+
+    @property
+    def timers(self) -> Timers:
+        """Deadlines of the core (TTL, expiry, ...), in the time of `clock`. The server (or
+        a test's virtual clock) waits for `timers.next_deadline()` and calls `tick()`."""
+        return self.services.timers
+
+    @property
+    def access(self) -> AccessControl:
+        return self.services.access
+
+    @property
+    def store(self) -> Any:
+        """Durability (minimq.store.DurableStore or None)."""
+        return self.services.store
+
+    @store.setter
+    def store(self, store: Any) -> None:
+        self.services.store = store
+
+    @property
+    def route_cache(self):
+        """Publishes' (exchange, routing key) -> deliver route bytes, for every connection."""
+        return self.services.route_cache
+
+    @property
+    def confirm_order(self) -> Callable[[int, int], list[tuple[int, bool]]] | None:
+        """How a run of confirms (first..last publish seq, all now confirmed) goes out: None
+        sends one basic.ack(last, multiple). A function returning [(tag, multiple), ...]
+        may spell it differently, as RabbitMQ does when unroutable or transient messages
+        are confirmed before persistent ones published earlier (minimq.testing's
+        confirm-reordering fault). The last entry must be (last, True) or cover `last`."""
+        return self.services.confirm_order
+
+    @confirm_order.setter
+    def confirm_order(self, order: Callable[[int, int], list[tuple[int, bool]]] | None) -> None:
+        self.services.confirm_order = order
 
     def held_memory(self) -> dict[str, int]:
         """Bytes the core holds, by kind: what the memory alarm counts (with the output).
@@ -170,8 +198,7 @@ class Broker:
 
     def after_sync(self, position: int, callback: Callable[[], None]) -> None:
         """Run `callback` once the store has synced everything up to `position`."""
-        self._after_seq += 1
-        heapq.heappush(self._after_sync, (position, self._after_seq, callback))
+        self.services.sync_waits.after(position, callback)
 
     def synced(self, position: int) -> None:
         """The store reports everything up to `position` durable: release confirms."""
@@ -180,15 +207,7 @@ class Broker:
             return
         if position > store.synced:
             store.synced = position
-        for ch in list(self.awaiting_sync):
-            if ch.closed:
-                self.awaiting_sync.discard(ch)
-            elif ch.release_confirms(store.synced):
-                self.awaiting_sync.discard(ch)
-        waiting = self._after_sync
-        while waiting and waiting[0][0] <= store.synced:
-            _, _, callback = heapq.heappop(waiting)
-            callback()
+        self.services.sync_waits.synced(store.synced)
 
     def restore(self, recovered: Any) -> None:
         """Rebuild durable exchanges, queues, bindings and messages read back by the store.
@@ -289,11 +308,6 @@ class Broker:
                     if q.persist and not q.deleted and msg.store_id and wanted(msg.store_id):
                         yield q.vhost.name, q.name, msg
 
-    def retire_channel_stats(self, ch: Any) -> None:
-        totals = self.retired_stats
-        for name in STAT_FIELDS:
-            totals[name] += getattr(ch, "stat_" + name)
-
     def message_totals(self) -> dict[str, int]:
         """Every message counter summed over the broker's lifetime (closed channels too)."""
         totals = dict(self.retired_stats)
@@ -306,7 +320,7 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = VirtualHost(name, self)
+            vhost = VirtualHost(name, self.services)
             vhost.on_queue_deleted = _cancel_consumers
             self.vhosts[name] = vhost
             access = self.access
@@ -460,6 +474,3 @@ def _cancel_consumers(queue: Queue) -> None:
         queue.remove_consumer(consumer)
         consumer.channel.server_cancel(consumer)
 
-
-def _no_clock() -> float:
-    raise RuntimeError("this broker was given no clock")

@@ -60,8 +60,8 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         self.session = session
         # Bound once for the handlers (the connection is open: its vhost is known).
         self.vhost = session.vhost
-        self.broker = session.broker
-        self.route_cache = session.broker.route_cache
+        self.services = services = session.services
+        self.route_cache = services.route_cache
         self.write_ok = session.write_ok
         self.consumers: dict[str, Consumer] = {}
         self.unacked: dict[int, Unacked] = {}
@@ -109,7 +109,7 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
 
     def drop_reply_consumer(self) -> None:
         if self.reply_name is not None:
-            self.session.broker.reply_channels.pop(self.reply_name, None)
+            self.services.reply_channels.pop(self.reply_name, None)
         self.reply_consumer = None
         self.reply_name = None
 
@@ -194,11 +194,10 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         )
         session.write_content(ch, msg.header, msg.body)
 
-    @staticmethod
-    def _first_delivery(queue: Queue | None, msg: Message) -> None:
+    def _first_delivery(self, queue: Queue | None, msg: Message) -> None:
         # Logged so that a restart marks it redelivered (not synced on its own).
         if queue is not None and queue.persist:
-            queue.vhost.broker.store.message_delivered(queue.vhost.name, queue.name, msg.store_id)
+            self.services.store.message_delivered(queue.vhost.name, queue.name, msg.store_id)
 
     def set_active(self) -> None:
         """Recompute whether deliveries may flow (client flow and socket backpressure)."""
@@ -351,7 +350,7 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
             return
         self.closed = True
         self.active = False
-        guarded("folding the channel's message counters", self.session.broker.retire_channel_stats, self)
+        guarded("folding the channel's message counters", self._retire_stats)
         for consumer in list(self.consumers.values()):
             if not guarded(f"cancelling consumer {consumer.tag!r}", self.remove_consumer, consumer):
                 self._forget_consumer(consumer)
@@ -369,6 +368,11 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         self.unacked_bytes = 0
         entries.sort(key=_first)
         requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in entries)
+
+    def _retire_stats(self) -> None:
+        totals = self.services.retired_stats
+        for name in STAT_FIELDS:
+            totals[name] += getattr(self, "stat_" + name)
 
     def _forget_consumer(self, consumer: Consumer) -> None:
         """After a failed cancel: make sure the queue no longer delivers to this consumer."""

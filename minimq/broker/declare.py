@@ -92,7 +92,7 @@ class DeclareHandlers:
     def queue_declare(self, m: spec.QueueDeclare) -> None:
         if m.queue == REPLY_TO or (m.passive and m.queue.startswith(REPLY_TO_PREFIX)):
             # Direct reply-to's pseudo-queues exist while their reply consumer does.
-            if m.queue != REPLY_TO and m.queue not in self.broker.reply_channels:
+            if m.queue != REPLY_TO and m.queue not in self.services.reply_channels:
                 raise NotFound(f"no queue '{m.queue}' in vhost '{self.vhost.name}'")
             if not m.no_wait:
                 self.send(spec.QueueDeclareOk(m.queue, 0, 1))
@@ -120,7 +120,7 @@ class DeclareHandlers:
     def _new_queue_checks(self, name: str, arguments: dict | None) -> None:
         """A queue about to be created: the vhost's max-queues, and with a dead-letter
         exchange, read on the queue and write on that exchange (RabbitMQ's order)."""
-        access = self.broker.access
+        access = self.services.access
         vname = self.vhost.name
         if access.vhost_limits:
             limit = access.vhost_limit(vname, "max-queues")

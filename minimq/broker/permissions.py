@@ -26,7 +26,7 @@ class PermissionChecks:
         cache = self.session.acl_cache
         if key in cache:
             return
-        self.broker.access.check(self.session.user, self.vhost.name, permission, kind, name)
+        self.services.access.check(self.session.user, self.vhost.name, permission, kind, name)
         if len(cache) >= ACL_CACHE_MAX:
             cache.clear()
         cache.add(key)
@@ -35,6 +35,6 @@ class PermissionChecks:
         """Binding to a topic exchange: read permission on the binding key (topic permissions)."""
         if ex is None or ex.type_name != "topic":
             return
-        access = self.broker.access
+        access = self.services.access
         if access.topic_restricted(self.session.user, self.vhost.name, ex.name):
             access.check_topic(self.session.user, self.vhost.name, ex.name, "read", routing_key)

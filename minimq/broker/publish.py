@@ -78,7 +78,7 @@ class PublishHandlers:
         that exchange, per (exchange, routing key) in `topic_ok`.
         """
         self._allow("write", "exchange", exchange)
-        access = self.broker.access
+        access = self.services.access
         vname = self.vhost.name
         if access.topic_restricted(self.session.user, vname, exchange):
             key = (exchange, routing_key)
@@ -104,7 +104,7 @@ class PublishHandlers:
             )
         if flags & EXPIRATION_FLAG:
             ms = parse_expiration(props.expiration)
-            msg.expires = self.broker.clock() + ms / 1000.0
+            msg.expires = self.services.clock() + ms / 1000.0
         if flags & REPLY_TO_FLAG and props.reply_to == REPLY_TO:
             # Direct reply-to: replies must reach this channel's reply consumer.
             if self.reply_consumer is None:
@@ -123,7 +123,7 @@ class PublishHandlers:
             return False, 0
         pos = 0
         if ex.is_default and msg.routing_key.startswith(REPLY_TO_PREFIX):
-            target = self.broker.reply_channels.get(msg.routing_key)
+            target = self.services.reply_channels.get(msg.routing_key)
             if target is not None and target.reply_consumer is not None:
                 target.deliver(target.reply_consumer, msg)
                 return False, 0
@@ -151,7 +151,7 @@ class PublishHandlers:
             if not ex.deleted:
                 vhost.publish(ex, msg)
 
-        self.broker.timers.call_at(self.broker.clock() + delay / 1000.0, release)
+        self.services.timers.call_at(self.services.clock() + delay / 1000.0, release)
 
     def _confirm(self, ok: bool, pos: int) -> None:
         """Confirm the channel's latest publish now, or once the store has synced `pos`.
@@ -160,9 +160,9 @@ class PublishHandlers:
         it (they are all acked together by one basic.ack with multiple set).
         """
         seq = self.publish_seq
-        if self.confirm_queue or (pos and pos > self.broker.store.synced):
+        if self.confirm_queue or (pos and pos > self.services.store.synced):
             self.confirm_queue.append((seq, pos, ok))
-            self.broker.awaiting_sync.add(self)
+            self.services.sync_waits.channels.add(self)
             return
         if ok:
             self.confirm_upto = seq
@@ -208,7 +208,7 @@ class PublishHandlers:
             self.confirm_upto = self.confirmed_sent = upto
         self.confirm_queue.clear()
         self.session.confirming.discard(self)
-        self.broker.awaiting_sync.discard(self)
+        self.services.sync_waits.channels.discard(self)
 
     def confirm_select(self, m: spec.ConfirmSelect) -> None:
         if self.tx is not None:
@@ -237,7 +237,7 @@ class PublishHandlers:
             if ex.deleted:
                 continue
             last = max(last, self._route(ex, msg, mandatory)[1])
-        if last and last > self.broker.store.synced:
+        if last and last > self.services.store.synced:
             # Persistent messages: commit-ok only once they are on disk.
             number = self.number
 
@@ -246,7 +246,7 @@ class PublishHandlers:
                     self.session.send(number, spec.TxCommitOk())
                     self.session.wake()
 
-            self.broker.after_sync(last, committed)
+            self.services.sync_waits.after(last, committed)
             return
         self.send(spec.TxCommitOk())
 

@@ -285,6 +285,7 @@ class Queue:
         args: QueueArgs | None = None,
     ) -> None:
         self.vhost = vhost
+        self.services = vhost.services  # the broker's clock, timers and store
         self.name = name
         self.durable = durable
         self.owner = exclusive_owner  # the session of an exclusive queue
@@ -327,12 +328,12 @@ class Queue:
     # ---------------------------------------------------------------- clock
 
     def _now(self) -> float:
-        return self.vhost.broker.clock()
+        return self.services.clock()
 
     def release(self, msg: Message) -> None:
         """A message left this queue for good: forget it in the durable store."""
         if self.persist and msg.store_id:
-            self.vhost.broker.store.message_acked(self.vhost.name, self.name, msg.store_id)
+            self.services.store.message_acked(self.vhost.name, self.name, msg.store_id)
 
     def _drop(self, msg: Message, reason: str) -> None:
         self.release(msg)
@@ -558,7 +559,7 @@ class Queue:
         n = len(self.ready)
         if self.persist:
             ids = [m.store_id for m in self.ready if m.store_id]
-            self.vhost.broker.store.queue_purged(self.vhost.name, self.name, ids)
+            self.services.store.queue_purged(self.vhost.name, self.name, ids)
         self.ready.clear()
         self.ready_bytes = 0
         return n
@@ -576,7 +577,7 @@ class Queue:
                 return
             self._expiry_timer.cancel()
         self._expiry_when = head.expires
-        self._expiry_timer = self.vhost.broker.timers.call_at(head.expires, self._expire_heads)
+        self._expiry_timer = self.services.timers.call_at(head.expires, self._expire_heads)
 
     def _expire_heads(self) -> None:
         self._expiry_timer = None

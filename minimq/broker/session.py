@@ -48,7 +48,8 @@ class Session:
     """Broker-side state of one connection."""
 
     def __init__(self, broker: "Broker", conn: ServerConnection, peer: str = "") -> None:
-        self.broker = broker
+        self.broker = broker  # the registry: vhosts, sessions, limits
+        self.services = broker.services  # clock, store, confirms, access, caches
         self.conn = conn
         self.out = conn.out
         self.peer = peer
@@ -114,7 +115,7 @@ class Session:
                 more = conn.has_pending()
                 break
             budget -= 1
-            if deadline is not None and not budget & 3 and self.broker.clock() >= deadline:
+            if deadline is not None and not budget & 3 and self.services.clock() >= deadline:
                 budget = 0
             ev = conn.next_event()
             if ev is NEED_DATA:
@@ -214,7 +215,7 @@ class Session:
     def _release_channel(self, ch: Channel) -> None:
         guarded(f"releasing channel {ch.number} of connection {self.peer}", ch.release)
         self.confirming.discard(ch)
-        self.broker.awaiting_sync.discard(ch)
+        self.services.sync_waits.channels.discard(ch)
 
     def fail_internal(self, exc: BaseException) -> None:
         """A bug while handling this connection's input: close it with 541 INTERNAL_ERROR.
@@ -351,7 +352,7 @@ class Session:
 
     def flush_confirms(self) -> None:
         """Send publisher acks for this batch: one basic.ack(multiple) per channel."""
-        order = self.broker.confirm_order
+        order = self.services.confirm_order
         for ch in self.confirming:
             upto = ch.confirm_upto
             if upto > ch.confirmed_sent and not ch.closed:

@@ -17,6 +17,7 @@ from minimq.broker.exchange import DefaultExchangeType, Exchange
 from minimq.broker.exchange_types import EXCHANGE_TYPES, make_exchange_type
 from minimq.broker.message import Message
 from minimq.broker.queue import Queue
+from minimq.broker.services import Services
 from minimq.broker.teardown import guarded
 from minimq.codec.properties import HEADERS_FLAG
 from minimq.codec.values import Int64
@@ -88,9 +89,10 @@ def _norm(value: Any) -> Any:
 
 
 class VirtualHost:
-    def __init__(self, name: str, broker: Any = None) -> None:
+    def __init__(self, name: str, services: Services | None = None) -> None:
         self.name = name
-        self.broker = broker
+        # The broker's services (clock, timers, store), shared with this vhost's queues.
+        self.services = services if services is not None else Services()
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
         self.default_exchange = Exchange("", "direct", durable=True, kind=DefaultExchangeType(self.queues))
@@ -291,7 +293,7 @@ class VirtualHost:
 
     @property
     def store(self) -> Any:
-        return self.broker.store if self.broker is not None else None
+        return self.services.store
 
     # --------------------------------------------------------------- queues
 
@@ -315,7 +317,7 @@ class VirtualHost:
         if passive:
             q = self.get_queue(name, session)
             if q.args.expires is not None:
-                q.last_used = self.broker.clock()  # a passive declare counts as use
+                q.last_used = self.services.clock()  # a passive declare counts as use
             return q, False
         if name == "":
             name = generated_name("amq.gen-")
@@ -333,7 +335,7 @@ class VirtualHost:
                 self.store.queue_declared(self.name, q)  # first: a refused record is not applied
             self.queues[name] = q
             if qargs.expires is not None:
-                q.last_used = self.broker.clock()
+                q.last_used = self.services.clock()
                 self._arm_queue_expiry(q, q.last_used + qargs.expires / 1000.0)
             return q, True
         if q.owner is not None and q.owner is not session:
@@ -359,18 +361,18 @@ class VirtualHost:
             if _norm(new) != _norm(old):
                 raise inequivalent(key, what, new, old)
         if q.args.expires is not None:
-            q.last_used = self.broker.clock()
+            q.last_used = self.services.clock()
         return q, False
 
     def _arm_queue_expiry(self, q: Queue, when: float) -> None:
-        self.broker.timers.call_at(when, lambda: self._check_queue_expiry(q))
+        self.services.timers.call_at(when, lambda: self._check_queue_expiry(q))
 
     def _check_queue_expiry(self, q: Queue) -> None:
         """x-expires: delete a queue nobody used (consumed, got from, redeclared) for long."""
         if q.deleted:
             return
         ttl = q.args.expires / 1000.0
-        now = self.broker.clock()
+        now = self.services.clock()
         if q.consumers:
             self._arm_queue_expiry(q, now + ttl)
         elif now >= q.last_used + ttl:
@@ -545,7 +547,7 @@ class VirtualHost:
             log.info("vhost %r: the run of dead-lettering is over", self.name)
 
     def _schedule_drain(self) -> None:
-        if self._drain_timer is None and self.broker is not None:
+        if self._drain_timer is None:
             if not self._backlog:
                 self._backlog = True
                 log.info(
@@ -554,7 +556,7 @@ class VirtualHost:
                 )
             # Due at once, but a timer set while the timers run waits for their next run:
             # the driver turns its event loop (serves sockets) in between.
-            self._drain_timer = self.broker.timers.call_at(self.broker.clock(), self._drain_later)
+            self._drain_timer = self.services.timers.call_at(self.services.clock(), self._drain_later)
 
     def _drain_later(self) -> None:
         self._drain_timer = None
@@ -591,7 +593,7 @@ class VirtualHost:
             "count": Int64(1),
             "reason": reason,
             "queue": queue.name,
-            "time": datetime.fromtimestamp(int(self.broker.clock()), timezone.utc),
+            "time": datetime.fromtimestamp(int(self.services.clock()), timezone.utc),
             "exchange": msg.exchange,
             "routing-keys": keys,
         }
@@ -604,7 +606,7 @@ class VirtualHost:
                 old = deaths.pop(i)
                 death = dict(old)
                 death["count"] = Int64(int(old.get("count") or 0) + 1)
-                death["time"] = datetime.fromtimestamp(int(self.broker.clock()), timezone.utc)
+                death["time"] = datetime.fromtimestamp(int(self.services.clock()), timezone.utc)
                 break
         deaths.insert(0, death)
         headers["x-death"] = deaths
