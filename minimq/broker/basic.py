@@ -60,18 +60,9 @@ class BasicHandlers:
 
     def _consume_reply_to(self, m: spec.BasicConsume) -> None:
         """Direct reply-to: a no-ack pseudo-consumer; replies go straight to this channel."""
-        if not m.no_ack:
-            raise PreconditionFailed("reply consumer cannot acknowledge")
-        if self.reply_consumer is not None:
-            raise PreconditionFailed("reply consumer already set")
         tag = m.consumer_tag or generated_name("amq.ctag-")
-        if tag in self.consumers:
-            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
-        consumer = Consumer(tag, self, None, True, False, 0, {})  # type: ignore[arg-type]
+        consumer = self.services.replies.consume(self, tag, m.no_ack, generated_name(REPLY_TO_PREFIX))
         self.consumers[tag] = consumer
-        self.reply_consumer = consumer
-        self.reply_name = generated_name(REPLY_TO_PREFIX)
-        self.services.reply_channels[self.reply_name] = self
         if not m.no_wait:
             self.send(spec.BasicConsumeOk(tag))
 

@@ -115,8 +115,6 @@ class Broker:
         self.max_message_size = max_message_size  # RabbitMQ 3.10's default: 128 MiB
         self.server_properties = server_properties()
         services.store = store
-        # Direct reply-to: token -> the channel consuming from amq.rabbitmq.reply-to.
-        self.reply_channels = services.reply_channels
         # Message counters of channels that have closed (live ones keep their own), so the
         # totals of the management API and /metrics never go backwards.
         self.retired_stats = services.retired_stats

@@ -108,10 +108,7 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         self.session.send(self.number, method)
 
     def drop_reply_consumer(self) -> None:
-        if self.reply_name is not None:
-            self.services.reply_channels.pop(self.reply_name, None)
-        self.reply_consumer = None
-        self.reply_name = None
+        self.services.replies.forget(self)
 
     # ------------------------------------------------------------ delivery
 

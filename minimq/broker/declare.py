@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minimq.broker.exchange_types import EXCHANGE_TYPES
-from minimq.broker.reply_to import REPLY_TO, REPLY_TO_PREFIX
-from minimq.broker.vhost import DELAYED_TYPE, generated_name
+from minimq.broker.exchange_types import ALL_EXCHANGE_TYPES
+from minimq.broker.reply_to import DirectReplyTo
+from minimq.broker.vhost import generated_name
 from minimq.codec import spec
 from minimq.codec.errors import AccessRefused, NotFound, PreconditionFailed
 
@@ -23,7 +23,7 @@ class DeclareHandlers:
 
     def exchange_declare(self, m: spec.ExchangeDeclare) -> None:
         name = m.exchange
-        if not m.passive and name and (m.type in EXCHANGE_TYPES or m.type == DELAYED_TYPE):
+        if not m.passive and name and m.type in ALL_EXCHANGE_TYPES:
             # RabbitMQ's order: type, default exchange, configure; a new exchange with an
             # alternate exchange also needs read on itself and write on the AE.
             self._allow("configure", "exchange", name)
@@ -90,10 +90,8 @@ class DeclareHandlers:
         return self.vhost.get_queue(name, self.session)
 
     def queue_declare(self, m: spec.QueueDeclare) -> None:
-        if m.queue == REPLY_TO or (m.passive and m.queue.startswith(REPLY_TO_PREFIX)):
-            # Direct reply-to's pseudo-queues exist while their reply consumer does.
-            if m.queue != REPLY_TO and m.queue not in self.services.reply_channels:
-                raise NotFound(f"no queue '{m.queue}' in vhost '{self.vhost.name}'")
+        if DirectReplyTo.names_pseudo_queue(m.queue, m.passive):
+            self.services.replies.declare(m.queue, self.vhost.name)
             if not m.no_wait:
                 self.send(spec.QueueDeclareOk(m.queue, 0, 1))
             return

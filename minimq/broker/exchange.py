@@ -41,16 +41,16 @@ class Exchange:
     ) -> None:
         self.name = name
         self.type_name = type_name
-        self.kind = kind if kind is not None else make_exchange_type(type_name)
+        self.arguments = arguments or {}
+        self.kind = kind if kind is not None else make_exchange_type(type_name, self.arguments)
         self.durable = durable
         self.auto_delete = auto_delete
         self.internal = internal
-        self.arguments = arguments or {}
         alt = self.arguments.get("alternate-exchange")
         if isinstance(alt, bytes):
             alt = alt.decode("utf-8", "surrogateescape")
         self.alternate: str | None = alt if isinstance(alt, str) and alt else None
-        self.delayed = type_name == "x-delayed-message"  # routes after each message's x-delay
+        self.delayed = self.kind.delays  # holds messages back before routing (x-delayed-message)
         self.bound_from: set = set()
         self.e2e_out = 0
         self.deleted = False

@@ -28,7 +28,10 @@ __all__ = [
     "FanoutExchangeType",
     "TopicExchangeType",
     "HeadersExchangeType",
+    "DelayedMessageExchangeType",
     "EXCHANGE_TYPES",
+    "PLUGIN_EXCHANGE_TYPES",
+    "ALL_EXCHANGE_TYPES",
     "make_exchange_type",
     "freeze_value",
 ]
@@ -105,6 +108,13 @@ class ExchangeType:
 
     name: str = ""
     needs_headers: bool = False
+    #: Holds messages back before routing them (see DelayedMessageExchangeType.delay).
+    delays: bool = False
+
+    @classmethod
+    def from_arguments(cls, arguments: dict) -> "ExchangeType":
+        """The plug-in for a new exchange declared with `arguments` (most ignore them)."""
+        return cls()
 
     def __init__(self) -> None:
         # destination -> {(routing_key, frozen_args): original_args}
@@ -769,22 +779,103 @@ class HeadersExchangeType(ExchangeType):
 
 
 # ---------------------------------------------------------------------------
+# Delayed messages (RabbitMQ's rabbitmq_delayed_message_exchange plug-in)
+# ---------------------------------------------------------------------------
+
+
+class DelayedMessageExchangeType(ExchangeType):
+    """``x-delayed-message``: routes as the type its ``x-delayed-type`` argument names, but
+    a message with a positive integer ``x-delay`` header (milliseconds) waits that long
+    first.
+
+    The bindings and the routing are the underlying type's plug-in (``routing``); this one
+    only says how long a message waits (``delay``). The vhost holds the message on the
+    core's timers meanwhile and routes it when it is due, if the exchange still exists.
+    """
+
+    name = "x-delayed-message"
+    delays = True
+
+    @classmethod
+    def from_arguments(cls, arguments: dict) -> "DelayedMessageExchangeType":
+        inner = arguments.get("x-delayed-type")
+        if isinstance(inner, (bytes, bytearray)):
+            inner = bytes(inner).decode("utf-8", "surrogateescape")
+        inner_cls = EXCHANGE_TYPES.get(inner) if isinstance(inner, str) else None
+        if inner_cls is None:
+            raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+        return cls(inner_cls())
+
+    def __init__(self, routing: ExchangeType) -> None:
+        # No bindings of its own: every binding is the underlying type's.
+        self.routing = routing
+        self.needs_headers = routing.needs_headers
+
+    @staticmethod
+    def delay(headers: dict | None) -> float:
+        """Seconds a message with these headers waits before it is routed; 0 routes it at
+        once (no ``x-delay`` header, or one that is not a positive integer)."""
+        delay = headers.get("x-delay") if headers else None
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay <= 0:
+            return 0.0
+        return delay / 1000.0
+
+    def validate_binding(self, routing_key: str, arguments: dict) -> None:
+        self.routing.validate_binding(routing_key, arguments)
+
+    def add_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> None:
+        self.routing.add_binding(destination, routing_key, arguments)
+
+    def remove_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> None:
+        self.routing.remove_binding(destination, routing_key, arguments)
+
+    def remove_destination(self, destination: Hashable) -> None:
+        self.routing.remove_destination(destination)
+
+    def route(self, routing_key: str, headers: dict | None = None) -> Iterable:
+        return self.routing.route(routing_key, headers)
+
+    def is_empty(self) -> bool:
+        return self.routing.is_empty()
+
+    def has_binding(self, destination: Hashable, routing_key: str, arguments: dict) -> bool:
+        return self.routing.has_binding(destination, routing_key, arguments)
+
+    def has_bindings_to(self, destination: Hashable) -> bool:
+        return self.routing.has_bindings_to(destination)
+
+    def bindings(self) -> Iterator[tuple[Hashable, str, dict]]:
+        return self.routing.bindings()
+
+    def __len__(self) -> int:
+        return len(self.routing)
+
+
+# ---------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------
 
+#: AMQP's own exchange types (also what an x-delayed-type may name).
 EXCHANGE_TYPES: dict[str, type[ExchangeType]] = {
     cls.name: cls
     for cls in (DirectExchangeType, FanoutExchangeType, TopicExchangeType, HeadersExchangeType)
 }
+#: Types RabbitMQ gets from plug-ins, built into minimq.
+PLUGIN_EXCHANGE_TYPES: dict[str, type[ExchangeType]] = {
+    DelayedMessageExchangeType.name: DelayedMessageExchangeType,
+}
+#: Every type exchange.declare accepts.
+ALL_EXCHANGE_TYPES: dict[str, type[ExchangeType]] = {**EXCHANGE_TYPES, **PLUGIN_EXCHANGE_TYPES}
 
 
-def make_exchange_type(name: str) -> ExchangeType:
+def make_exchange_type(name: str, arguments: dict | None = None) -> ExchangeType:
     """Instantiate the routing plug-in for an ``exchange.declare`` type field.
 
     An unknown type is a connection-level error in RabbitMQ (503), hence
-    CommandInvalid rather than a KeyError leaking out.
+    CommandInvalid rather than a KeyError leaking out; a type refusing its arguments
+    (x-delayed-message without a valid x-delayed-type) raises its own error.
     """
-    cls = EXCHANGE_TYPES.get(name)
+    cls = ALL_EXCHANGE_TYPES.get(name)
     if cls is None:
         raise CommandInvalid(f"unknown exchange type '{name}'")
-    return cls()
+    return cls.from_arguments(arguments or {})

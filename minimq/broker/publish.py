@@ -17,7 +17,7 @@ from minimq.broker.permissions import ACL_CACHE_MAX
 from minimq.broker.reply_to import REPLY_TO, REPLY_TO_PREFIX
 from minimq.codec import spec
 from minimq.codec.errors import AccessRefused, AMQPNotImplemented, NotFound, PreconditionFailed
-from minimq.codec.properties import EXPIRATION_FLAG, HEADERS_FLAG, REPLY_TO_FLAG, USER_ID_FLAG
+from minimq.codec.properties import EXPIRATION_FLAG, REPLY_TO_FLAG, USER_ID_FLAG
 
 if TYPE_CHECKING:
     from minimq.broker.exchange import Exchange
@@ -107,10 +107,8 @@ class PublishHandlers:
             msg.expires = self.services.clock() + ms / 1000.0
         if flags & REPLY_TO_FLAG and props.reply_to == REPLY_TO:
             # Direct reply-to: replies must reach this channel's reply consumer.
-            if self.reply_consumer is None:
-                raise PreconditionFailed("fast reply consumer does not exist")
             new_props = copy.copy(props)
-            new_props.reply_to = self.reply_name
+            new_props.reply_to = self.services.replies.address(self)
             expires = msg.expires
             msg = msg.rebuilt(new_props)
             msg.expires = expires
@@ -119,13 +117,11 @@ class PublishHandlers:
     def _route(self, ex: Exchange, msg: Message, mandatory: bool) -> tuple[bool, int]:
         """Route a published message; returns (refused by a full queue, store position)."""
         if ex.delayed:
-            self._publish_delayed(ex, msg)
+            self.vhost.publish_delayed(ex, msg)
             return False, 0
         pos = 0
         if ex.is_default and msg.routing_key.startswith(REPLY_TO_PREFIX):
-            target = self.services.reply_channels.get(msg.routing_key)
-            if target is not None and target.reply_consumer is not None:
-                target.deliver(target.reply_consumer, msg)
+            if self.services.replies.deliver(msg.routing_key, msg):
                 return False, 0
             routed, refused = False, False
         else:
@@ -138,20 +134,6 @@ class PublishHandlers:
             else:
                 self.stat_drop_unroutable += 1
         return refused, pos
-
-    def _publish_delayed(self, ex: Exchange, msg: Message) -> None:
-        """x-delayed-message: hold the message for its x-delay (ms), then route it."""
-        delay = (msg.headers or {}).get("x-delay") if msg.flags & HEADERS_FLAG else None
-        vhost = self.vhost
-        if not isinstance(delay, int) or isinstance(delay, bool) or delay <= 0:
-            vhost.publish(ex, msg)
-            return
-
-        def release() -> None:
-            if not ex.deleted:
-                vhost.publish(ex, msg)
-
-        self.services.timers.call_at(self.services.clock() + delay / 1000.0, release)
 
     def _confirm(self, ok: bool, pos: int) -> None:
         """Confirm the channel's latest publish now, or once the store has synced `pos`.

@@ -17,6 +17,7 @@ import heapq
 from typing import TYPE_CHECKING, Any, Callable
 
 from minimq.broker.caches import BoundedCache
+from minimq.broker.reply_to import DirectReplyTo
 from minimq.broker.timers import Timers
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Services:
 
     __slots__ = (
         "clock", "timers", "store", "access", "route_cache", "sync_waits", "confirm_order",
-        "retired_stats", "reply_channels",
+        "retired_stats", "replies",
     )
 
     def __init__(
@@ -88,4 +89,4 @@ class Services:
         #: Message counters of channels that have closed (live ones keep their own).
         self.retired_stats: dict[str, int] = dict.fromkeys(stat_fields, 0)
         #: Direct reply-to: the channels consuming from amq.rabbitmq.reply-to, by name.
-        self.reply_channels: dict[str, "Channel"] = {}
+        self.replies = DirectReplyTo()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from minimq.broker.arguments import inequivalent, parse_queue_args
 from minimq.broker.exchange import DefaultExchangeType, Exchange
-from minimq.broker.exchange_types import EXCHANGE_TYPES, make_exchange_type
+from minimq.broker.exchange_types import ALL_EXCHANGE_TYPES
 from minimq.broker.message import Message
 from minimq.broker.queue import Queue
 from minimq.broker.services import Services
@@ -39,7 +39,6 @@ log = logging.getLogger("minimq.vhost")
 DEAD_LETTER_SLICE = 20_000
 DEAD_LETTER_HOP = 8
 
-DELAYED_TYPE = "x-delayed-message"
 
 PREDECLARED = (
     ("amq.direct", "direct"),
@@ -156,7 +155,7 @@ class VirtualHost:
             if name == "":
                 raise AccessRefused("operation not permitted on the default exchange")
             return self.get_exchange(name)
-        if type_name not in EXCHANGE_TYPES and type_name != DELAYED_TYPE:
+        if type_name not in ALL_EXCHANGE_TYPES:
             raise CommandInvalid(f"unknown exchange type '{type_name}'")
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
@@ -166,7 +165,7 @@ class VirtualHost:
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             ex = Exchange(
                 name, type_name, durable=durable, auto_delete=auto_delete, internal=internal,
-                arguments=arguments, kind=_delayed_kind(type_name, arguments),
+                arguments=arguments,
             )
             if durable and self.store is not None:
                 self.store.exchange_declared(self.name, ex)  # first: a refused record is not applied
@@ -436,6 +435,21 @@ class VirtualHost:
         refused, pos = self.deliver_to(queues, msg)
         return True, refused, pos
 
+    def publish_delayed(self, ex: Exchange, msg: Message) -> None:
+        """A publish to an exchange whose type holds messages back (x-delayed-message): route
+        it once the delay its plug-in gives has passed, if the exchange still exists then."""
+        delay = ex.kind.delay(msg.headers if msg.flags & HEADERS_FLAG else None)
+        if not delay:
+            self.publish(ex, msg)
+            return
+
+        def release() -> None:
+            if not ex.deleted:
+                self.publish(ex, msg)
+
+        services = self.services
+        services.timers.call_at(services.clock() + delay, release)
+
     def deliver_to(self, queues: Sequence[Queue], msg: Message) -> tuple[bool, int]:
         """Enqueue into routed queues; returns (refused by one, store position or 0).
 
@@ -674,17 +688,3 @@ def _text(value: Any) -> str | None:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "surrogateescape")
     return None
-
-
-def _delayed_kind(type_name: str, arguments: dict | None):
-    """The routing plug-in of an x-delayed-message exchange: its x-delayed-type's.
-
-    Messages wait for their x-delay before routing (see broker/publish.py); the rest is the
-    underlying type's routing.
-    """
-    if type_name != DELAYED_TYPE:
-        return None
-    inner = _text((arguments or {}).get("x-delayed-type"))
-    if inner is None or inner not in EXCHANGE_TYPES:
-        raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
-    return make_exchange_type(inner)
