@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minimq.broker.exchange_types import _erlang_type_name
+from minimq.broker.exchange_types import erlang_type_name
 from minimq.codec.errors import PreconditionFailed
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
@@ -18,7 +18,7 @@ MAX_PRIORITY = 255
 
 def type_name(value: Any) -> str:
     """RabbitMQ's name for a field value's type (signedint, longstr, ...)."""
-    return _erlang_type_name(value)
+    return erlang_type_name(value)
 
 
 def _is_int(value: Any) -> bool:

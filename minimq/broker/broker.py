@@ -274,7 +274,7 @@ class Broker:
                 q.ready.append(msg)
                 q.ready_bytes += len(body)
             if q.ready:
-                q._arm_expiry()
+                q.arm_expiry()
         for vhost_name, src, dest, is_x, key, args in recovered.bindings:
             vhost = self.vhosts.get(vhost_name)
             if vhost is None:

@@ -618,8 +618,9 @@ _MARKER_TYPE_NAMES = {
 }
 
 
-def _erlang_type_name(value: Any) -> str:
-    # Mirrors RabbitMQ's field type atoms so error texts read the same.
+def erlang_type_name(value: Any) -> str:
+    """RabbitMQ's name for a field value's type (longstr, signedint, ...): error texts that
+    name a type read as RabbitMQ's do."""
     marker = _MARKER_TYPE_NAMES.get(type(value).__name__)
     if marker is not None:
         return marker
@@ -758,7 +759,7 @@ class HeadersExchangeType(ExchangeType):
                 f"Invalid x-match field value {_erlang_term(raw)}; "
                 "expected all, any, all-with-x, or any-with-x")
         raise PreconditionFailed(
-            f"Invalid x-match field type {_erlang_type_name(raw)} "
+            f"Invalid x-match field type {erlang_type_name(raw)} "
             f"(value {_erlang_term(raw)}); expected longstr")
 
     def route(self, routing_key: str = "", headers: dict | None = None) -> Iterable:

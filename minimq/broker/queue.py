@@ -391,7 +391,7 @@ class Queue:
         if self.consumers:
             self.dispatch()
         if expires is not None and ready:
-            self._arm_expiry()
+            self.arm_expiry()
         return True
 
     def _full(self, incoming: int) -> bool:
@@ -442,7 +442,7 @@ class Queue:
                 # Only drop-head trims after a requeue; the reject modes only refuse publishes.
                 while ready and self._over_limit():
                     self._drop(self._pop(), "maxlen")
-            self._arm_expiry()
+            self.arm_expiry()
         if self.consumers:
             self.dispatch()
 
@@ -566,7 +566,7 @@ class Queue:
 
     # ----------------------------------------------------------------- expiry
 
-    def _arm_expiry(self) -> None:
+    def arm_expiry(self) -> None:
         """Wake up when the head message expires (one timer per queue, re-armed on fire)."""
         ready = self.ready
         head = ready.head() if isinstance(ready, PriorityReady) else (ready[0] if ready else None)
@@ -590,7 +590,7 @@ class Queue:
             if head.expires is None or head.expires > now:
                 break
             self._drop(self._pop(), "expired")
-        self._arm_expiry()
+        self.arm_expiry()
 
     # ------------------------------------------------------------ consumers
 
