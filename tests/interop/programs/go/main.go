@@ -1,0 +1,337 @@
+// A web-tier publisher and a worker written with the official Go client
+// (github.com/rabbitmq/amqp091-go, Debian's golang-github-rabbitmq-amqp091-go-dev 1.5.0),
+// printing one JSON object per line: what the client saw, for tests/interop/test_go_client.py
+// to compare with what it sees against RabbitMQ 3.10.
+//
+// usage: interop-go URL PREFIX scenario   (the full publisher/worker run)
+//        interop-go URL PREFIX blocked    (waits for "publish" on stdin, during an alarm)
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+const timeout = 30 * time.Second
+
+var out = json.NewEncoder(os.Stdout)
+
+func emit(event string, fields map[string]interface{}) {
+	if fields == nil {
+		fields = map[string]interface{}{}
+	}
+	fields["event"] = event
+	if err := out.Encode(fields); err != nil {
+		panic(err)
+	}
+}
+
+func fail(what string, err error) {
+	emit("fatal", map[string]interface{}{"what": what, "error": fmt.Sprint(err)})
+	os.Exit(1)
+}
+
+func must(what string, err error) {
+	if err != nil {
+		fail(what, err)
+	}
+}
+
+// norm describes a decoded field value with the Go type the client chose for it.
+func norm(v interface{}) interface{} {
+	switch x := v.(type) {
+	case amqp.Table:
+		m := map[string]interface{}{}
+		for k, e := range x {
+			m[k] = norm(e)
+		}
+		return map[string]interface{}{"type": "table", "value": m}
+	case []interface{}:
+		l := []interface{}{}
+		for _, e := range x {
+			l = append(l, norm(e))
+		}
+		return map[string]interface{}{"type": "array", "value": l}
+	case time.Time:
+		return map[string]interface{}{"type": "time.Time", "value": x.Unix()}
+	case amqp.Decimal:
+		return map[string]interface{}{"type": "Decimal", "value": []interface{}{x.Scale, x.Value}}
+	case []byte:
+		return map[string]interface{}{"type": "[]byte", "value": hex.EncodeToString(x)}
+	case nil:
+		return map[string]interface{}{"type": "nil", "value": nil}
+	default:
+		return map[string]interface{}{"type": fmt.Sprintf("%T", v), "value": v}
+	}
+}
+
+func delivery(d amqp.Delivery) map[string]interface{} {
+	return map[string]interface{}{
+		"exchange": d.Exchange, "routing_key": d.RoutingKey, "redelivered": d.Redelivered,
+		"body": string(d.Body),
+	}
+}
+
+func waitConfirm(confirms chan amqp.Confirmation, what string) amqp.Confirmation {
+	select {
+	case c, ok := <-confirms:
+		if !ok {
+			fail(what, fmt.Errorf("confirm channel closed"))
+		}
+		return c
+	case <-time.After(timeout):
+		fail(what, fmt.Errorf("no confirm in %s", timeout))
+	}
+	return amqp.Confirmation{}
+}
+
+func next(deliveries <-chan amqp.Delivery, what string) amqp.Delivery {
+	select {
+	case d, ok := <-deliveries:
+		if !ok {
+			fail(what, fmt.Errorf("delivery channel closed"))
+		}
+		return d
+	case <-time.After(timeout):
+		fail(what, fmt.Errorf("no delivery in %s", timeout))
+	}
+	return amqp.Delivery{}
+}
+
+func dial(url string) *amqp.Connection {
+	// A 1 s heartbeat: both sides must keep a connection idle for seconds alive.
+	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Second, Locale: "en_US"})
+	must("dial", err)
+	return conn
+}
+
+func connected(conn *amqp.Connection) {
+	caps, _ := conn.Properties["capabilities"].(amqp.Table)
+	names := []string{}
+	for k, v := range caps {
+		if v == true {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	emit("connected", map[string]interface{}{
+		"heartbeat": conn.Config.Heartbeat.Seconds(), "frame_max": conn.Config.FrameSize,
+		"channel_max": conn.Config.ChannelMax, "capabilities": names,
+	})
+}
+
+func scenario(url, prefix string) {
+	uri, err := amqp.ParseURI(url)
+	must("parse url", err)
+	conn := dial(url)
+	connected(conn)
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ch, err := conn.Channel()
+	must("channel", err)
+
+	exchange, queue := prefix+"-x", prefix+"-q"
+	must("exchange.declare", ch.ExchangeDeclare(exchange, "direct", true, false, false, false, nil))
+	q, err := ch.QueueDeclare(queue, true, false, false, false, nil)
+	must("queue.declare", err)
+	emit("queue.declare-ok", map[string]interface{}{"queue": q.Name, "messages": q.Messages, "consumers": q.Consumers})
+	must("queue.bind", ch.QueueBind(queue, "task", exchange, false, nil))
+
+	must("confirm.select", ch.Confirm(false))
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 16))
+
+	// A persistent message with every property and a header of each type the client writes.
+	headers := amqp.Table{
+		"string":    "h\u00e9llo",
+		"int32":     int32(-42),
+		"int64":     int64(1) << 40,
+		"int16":     int16(7),
+		"int8":      int8(-8),
+		"bool":      true,
+		"float64":   1.5,
+		"float32":   float32(0.25),
+		"timestamp": time.Unix(1700000000, 0),
+		"decimal":   amqp.Decimal{Scale: 2, Value: 12345},
+		"bytes":     []byte{0, 1, 254},
+		"void":      nil,
+		"array":     []interface{}{"a", int32(1), true, amqp.Table{"in": "array"}, []interface{}{int64(2)}},
+		"nested": amqp.Table{"level": int32(1),
+			"deeper": amqp.Table{"level": int32(2), "list": []interface{}{int64(3), "x"}}},
+	}
+	msg := amqp.Publishing{
+		Headers: headers, ContentType: "application/json", ContentEncoding: "utf-8",
+		DeliveryMode: amqp.Persistent, Priority: 5, CorrelationId: "corr-1", ReplyTo: "replies",
+		Expiration: "600000", MessageId: "msg-1", Timestamp: time.Unix(1700000001, 0),
+		Type: "photo.uploaded", UserId: uri.Username, AppId: "web",
+		Body: []byte(`{"photo": 1}`),
+	}
+	must("publish", ch.Publish(exchange, "task", false, false, msg))
+	c := waitConfirm(confirms, "confirm")
+	emit("confirm", map[string]interface{}{"tag": c.DeliveryTag, "ack": c.Ack})
+
+	d, ok, err := ch.Get(queue, false)
+	must("basic.get", err)
+	if !ok {
+		fail("basic.get", fmt.Errorf("get-empty"))
+	}
+	got := delivery(d)
+	got["message_count"] = d.MessageCount
+	got["delivery_tag"] = d.DeliveryTag
+	got["properties"] = map[string]interface{}{
+		"content_type": d.ContentType, "content_encoding": d.ContentEncoding,
+		"delivery_mode": d.DeliveryMode, "priority": d.Priority, "correlation_id": d.CorrelationId,
+		"reply_to": d.ReplyTo, "expiration": d.Expiration, "message_id": d.MessageId,
+		"timestamp": d.Timestamp.Unix(), "type": d.Type, "user_id": d.UserId == uri.Username,
+		"app_id": d.AppId,
+	}
+	got["headers"] = norm(d.Headers)
+	emit("get", got)
+	must("ack", d.Ack(false))
+	_, ok, err = ch.Get(queue, false)
+	must("basic.get", err)
+	emit("get-empty", map[string]interface{}{"empty": !ok})
+
+	// A worker: prefetch 2, manual acks, a nack with requeue comes back redelivered.
+	for _, body := range []string{"m1", "m2", "m3"} {
+		must("publish", ch.Publish(exchange, "task", false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)}))
+	}
+	for i := 0; i < 3; i++ {
+		c := waitConfirm(confirms, "confirm")
+		emit("confirm", map[string]interface{}{"tag": c.DeliveryTag, "ack": c.Ack})
+	}
+	must("basic.qos", ch.Qos(2, 0, false))
+	deliveries, err := ch.Consume(queue, "worker", false, false, false, false, nil)
+	must("basic.consume", err)
+	first, second := next(deliveries, "deliver"), next(deliveries, "deliver")
+	emit("deliver", delivery(first))
+	emit("deliver", delivery(second))
+	// The third is held back by the prefetch: it is still ready in the queue.
+	probe, err := conn.Channel()
+	must("channel", err)
+	held, err := probe.QueueDeclarePassive(queue, true, false, false, false, nil)
+	must("queue.declare passive", err)
+	emit("held-back", map[string]interface{}{"messages": held.Messages, "consumers": held.Consumers})
+	must("nack", first.Nack(false, true))
+	again := next(deliveries, "redeliver")
+	emit("deliver", delivery(again))
+	must("ack", second.Ack(false))
+	third := next(deliveries, "deliver")
+	emit("deliver", delivery(third))
+	must("ack", again.Ack(false))
+	must("ack", third.Ack(false))
+	must("basic.cancel", ch.Cancel("worker", false))
+	for range deliveries { // closed once cancel-ok arrives
+	}
+	emit("cancelled", nil)
+
+	// A message larger than frame_max travels in many body frames.
+	big := make([]byte, 1<<20+17)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	must("publish", ch.Publish(exchange, "task", false, false,
+		amqp.Publishing{DeliveryMode: amqp.Persistent, Body: big}))
+	c = waitConfirm(confirms, "confirm")
+	emit("confirm", map[string]interface{}{"tag": c.DeliveryTag, "ack": c.Ack})
+	d, ok, err = ch.Get(queue, true)
+	must("basic.get", err)
+	sum := sha256.Sum256(d.Body)
+	want := sha256.Sum256(big)
+	emit("large", map[string]interface{}{"size": len(d.Body), "intact": ok && sum == want})
+
+	// A channel error: the server closes the channel, the connection stays.
+	errCh, err := conn.Channel()
+	must("channel", err)
+	chClosed := errCh.NotifyClose(make(chan *amqp.Error, 1))
+	_, err = errCh.QueueDeclarePassive(prefix+"-missing", true, false, false, false, nil)
+	if e, ok := err.(*amqp.Error); ok {
+		emit("channel-error", map[string]interface{}{"code": e.Code, "text": e.Reason, "server": e.Server})
+	} else {
+		fail("passive declare of a missing queue", fmt.Errorf("got %v", err))
+	}
+	select {
+	case e := <-chClosed:
+		emit("channel-closed", map[string]interface{}{"code": e.Code})
+	case <-time.After(timeout):
+		fail("channel close notification", fmt.Errorf("none"))
+	}
+	_, err = errCh.QueueDeclarePassive(queue, true, false, false, false, nil)
+	emit("after-error", map[string]interface{}{"error": fmt.Sprint(err), "closed": errCh.IsClosed()})
+	alive, err := probe.QueueDeclarePassive(queue, true, false, false, false, nil)
+	must("queue.declare passive on another channel", err)
+	emit("connection-alive", map[string]interface{}{"messages": alive.Messages})
+
+	// Idle for several heartbeat intervals: heartbeats keep the connection open.
+	time.Sleep(3500 * time.Millisecond)
+	_, err = probe.QueueDeclarePassive(queue, true, false, false, false, nil)
+	emit("after-idle", map[string]interface{}{"ok": err == nil, "closed": conn.IsClosed()})
+
+	n, err := ch.QueueDelete(queue, false, false, false)
+	must("queue.delete", err)
+	emit("queue.delete-ok", map[string]interface{}{"messages": n})
+	must("exchange.delete", ch.ExchangeDelete(exchange, false, false))
+	must("connection.close", conn.Close())
+	e, open := <-closed
+	emit("closed", map[string]interface{}{"error": e != nil || open})
+}
+
+func blocked(url, prefix string) {
+	conn := dial(url)
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	ch, err := conn.Channel()
+	must("channel", err)
+	q, err := ch.QueueDeclare(prefix+"-blocked", false, false, true, false, nil)
+	must("queue.declare", err)
+	must("confirm.select", ch.Confirm(false))
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 4))
+	emit("ready", nil)
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(line) != "publish" {
+		fail("stdin", fmt.Errorf("%q %v", line, err))
+	}
+	must("publish", ch.Publish("", q.Name, false, false, amqp.Publishing{Body: []byte("during the alarm")}))
+	for i := 0; i < 2; i++ {
+		select {
+		case b := <-blocks:
+			if b.Active {
+				emit("blocked", map[string]interface{}{"reason": b.Reason})
+			} else {
+				emit("unblocked", nil)
+			}
+		case <-time.After(timeout):
+			fail("connection.blocked", fmt.Errorf("none in %s", timeout))
+		}
+	}
+	c := waitConfirm(confirms, "confirm")
+	emit("confirm", map[string]interface{}{"tag": c.DeliveryTag, "ack": c.Ack})
+	d, ok, err := ch.Get(q.Name, true)
+	must("basic.get", err)
+	emit("get", map[string]interface{}{"ok": ok, "body": string(d.Body)})
+	must("connection.close", conn.Close())
+	emit("closed", nil)
+}
+
+func main() {
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: interop-go URL PREFIX scenario|blocked")
+		os.Exit(2)
+	}
+	switch os.Args[3] {
+	case "scenario":
+		scenario(os.Args[1], os.Args[2])
+	case "blocked":
+		blocked(os.Args[1], os.Args[2])
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[3])
+		os.Exit(2)
+	}
+}

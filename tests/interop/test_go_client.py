@@ -1,0 +1,127 @@
+"""The official Go client (github.com/rabbitmq/amqp091-go 1.5.0, Debian's
+golang-github-rabbitmq-amqp091-go-dev, built offline with golang-go 1.19).
+
+programs/go/main.go is a web-tier publisher and a worker: PLAIN login with a 1 s heartbeat,
+durable exchange/queue/binding, a persistent publish with every property and a header of each
+field type Go writes (nested tables and arrays, timestamp, decimal, bytes, void), publisher
+confirms, basic.get, a consumer with prefetch 2 and manual acks (nack + requeue comes back
+redelivered), a 1 MiB message across many frames, a 404 channel error and what the client sees
+after it, seconds of idle kept alive by heartbeats, clean close; and, in `blocked` mode,
+connection.blocked/unblocked around a publish during a memory alarm. Its transcript must be
+exactly what it prints against RabbitMQ 3.10.8 (MINIMQ_TEST_URL).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .foreign import PROGRAMS, alarm, assert_transcript, require, run_blocked, run_program  # noqa: F401
+
+GOPATH = Path("/usr/share/gocode")
+INSTALL = "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev"
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> str:
+    require(shutil.which("go") is not None, "go (golang-go)", INSTALL)
+    require((GOPATH / "src/github.com/rabbitmq/amqp091-go/connection.go").exists(),
+            "amqp091-go (golang-github-rabbitmq-amqp091-go-dev)", INSTALL)
+    out = tmp_path_factory.mktemp("go") / "interop-go"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATH), "GOFLAGS": "",
+           "GOCACHE": os.environ.get("GOCACHE") or str(tmp_path_factory.getbasetemp() / "gocache")}
+    done = subprocess.run(["go", "build", "-o", str(out), "main.go"], cwd=PROGRAMS / "go", env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return str(out)
+
+
+CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
+                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
+                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
+
+
+def t(type_: str, value) -> dict:
+    return {"type": type_, "value": value}
+
+
+HEADERS = t("table", {
+    "string": t("string", "h\u00e9llo"),
+    "int32": t("int32", -42),
+    "int64": t("int64", 1 << 40),
+    "int16": t("int16", 7),
+    "int8": t("int8", -8),
+    "bool": t("bool", True),
+    "float64": t("float64", 1.5),
+    "float32": t("float32", 0.25),
+    "timestamp": t("time.Time", 1700000000),
+    "decimal": t("Decimal", [2, 12345]),
+    "bytes": t("[]byte", "0001fe"),
+    "void": t("nil", None),
+    "array": t("array", [t("string", "a"), t("int32", 1), t("bool", True),
+                         t("table", {"in": t("string", "array")}), t("array", [t("int64", 2)])]),
+    "nested": t("table", {"level": t("int32", 1), "deeper": t("table", {
+        "level": t("int32", 2), "list": t("array", [t("int64", 3), t("string", "x")])})}),
+})
+
+
+def expected_scenario(prefix: str) -> list[dict]:
+    x, q = prefix + "-x", prefix + "-q"
+
+    def deliver(body: str, redelivered: bool) -> dict:
+        return {"event": "deliver", "exchange": x, "routing_key": "task", "body": body,
+                "redelivered": redelivered}
+
+    return [
+        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
+         "capabilities": CAPABILITIES},
+        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
+        {"event": "confirm", "tag": 1, "ack": True},
+        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
+         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
+         "properties": {"content_type": "application/json", "content_encoding": "utf-8",
+                        "delivery_mode": 2, "priority": 5, "correlation_id": "corr-1",
+                        "reply_to": "replies", "expiration": "600000", "message_id": "msg-1",
+                        "timestamp": 1700000001, "type": "photo.uploaded", "user_id": True,
+                        "app_id": "web"},
+         "headers": HEADERS},
+        {"event": "get-empty", "empty": True},
+        {"event": "confirm", "tag": 2, "ack": True},
+        {"event": "confirm", "tag": 3, "ack": True},
+        {"event": "confirm", "tag": 4, "ack": True},
+        deliver("m1", False),
+        deliver("m2", False),
+        {"event": "held-back", "messages": 1, "consumers": 1},
+        deliver("m1", True),
+        deliver("m3", False),
+        {"event": "cancelled"},
+        {"event": "confirm", "tag": 5, "ack": True},
+        {"event": "large", "size": (1 << 20) + 17, "intact": True},
+        {"event": "channel-error", "code": 404, "server": True,
+         "text": f"NOT_FOUND - no queue '{prefix}-missing' in vhost '/'"},
+        {"event": "channel-closed", "code": 404},
+        {"event": "after-error", "closed": True,
+         "error": 'Exception (504) Reason: "channel/connection is not open"'},
+        {"event": "connection-alive", "messages": 0},
+        {"event": "after-idle", "ok": True, "closed": False},
+        {"event": "queue.delete-ok", "messages": 0},
+        {"event": "closed", "error": False},
+    ]
+
+
+def test_go_publisher_and_worker(program, amqp_url, unique):
+    assert_transcript(run_program([program, amqp_url, unique, "scenario"]), expected_scenario(unique))
+
+
+def test_go_sees_connection_blocked_and_unblocked(program, alarm, unique):
+    events = run_blocked([program, alarm.url, unique, "blocked"], alarm)
+    assert events == [
+        {"event": "blocked", "reason": "low on memory"},
+        {"event": "unblocked"},
+        {"event": "confirm", "tag": 1, "ack": True},
+        {"event": "get", "ok": True, "body": "during the alarm"},
+        {"event": "closed"},
+    ]
