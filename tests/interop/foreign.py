@@ -190,10 +190,10 @@ def alarm() -> Iterator[Alarm]:
         a.clear()
 
 
-def run_blocked(cmd: list[str], alarm: Alarm) -> list[dict]:
+def run_blocked(cmd: list[str], alarm: Alarm, env: dict | None = None) -> list[dict]:
     """Drive a program's `blocked` mode: it publishes during an alarm, sees
     connection.blocked, then connection.unblocked once the alarm clears, then its confirm."""
-    prog = Interactive(cmd)
+    prog = Interactive(cmd, env)
     try:
         prog.expect("ready")
         alarm.raise_()

@@ -1,0 +1,137 @@
+"""The RabbitMQ Java client (Debian's librabbitmq-client-java 5.0.0), compiled with the JDK's
+javac (default-jdk-headless) against Debian's jar, logging through slf4j-simple.
+
+programs/java/Interop.java is a web-tier publisher and a worker: PLAIN login with a 1 s
+heartbeat, durable exchange/queue/binding, a persistent publish with every property and a
+header of each type the client writes (nested maps and lists, Date, BigDecimal, byte[], null),
+publisher confirms (waitForConfirmsOrDie), basic.get, a consumer with prefetch 2 and manual
+acks (nack + requeue comes back redelivered), a 1 MiB message across many frames, a 404
+channel error (the ShutdownSignalException's channel.close and the AlreadyClosedException
+after it), seconds of idle kept alive by heartbeats, clean close; and, in `blocked` mode, its
+BlockedListener around a publish during a memory alarm. Its transcript must be exactly what
+it prints against RabbitMQ 3.10.8 (MINIMQ_TEST_URL).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import url_with
+from .foreign import PROGRAMS, alarm, assert_transcript, require, run_blocked, run_program  # noqa: F401
+
+JARS = Path("/usr/share/java")
+CLASSPATH = ["amqp-client.jar", "slf4j-api.jar", "slf4j-simple.jar"]
+INSTALL = "apt-get install default-jdk-headless librabbitmq-client-java"
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> list[str]:
+    require(shutil.which("javac") is not None and shutil.which("java") is not None,
+            "javac (default-jdk-headless)", INSTALL)
+    missing = [j for j in CLASSPATH if not (JARS / j).exists()]
+    require(not missing, " ".join(missing) + " (librabbitmq-client-java)", INSTALL)
+    out = tmp_path_factory.mktemp("java")
+    done = subprocess.run(["javac", "-nowarn", "-cp", str(JARS / "amqp-client.jar"), "-d", str(out),
+                           str(PROGRAMS / "java" / "Interop.java")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    classpath = os.pathsep.join([str(out), *(str(JARS / j) for j in CLASSPATH)])
+    return ["java", "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath, "Interop"]
+
+
+def java_url(amqp_url: str) -> str:
+    # In an AMQP URI the path is the vhost: "/%2F" is "/", a bare "/" would be "".
+    return url_with(amqp_url, vhost="/")
+
+
+CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
+                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
+                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
+
+
+def t(type_: str, value) -> dict:
+    return {"type": type_, "value": value}
+
+
+HEADERS = t("Map", {
+    "string": t("LongString", "h\u00e9llo"),
+    "int": t("Integer", -42),
+    "long": t("Long", 1 << 40),
+    "short": t("Short", 7),
+    "byte": t("Byte", -8),
+    "bool": t("Boolean", True),
+    "double": t("Double", 1.5),
+    "float": t("Float", 0.25),
+    "timestamp": t("Date", 1700000000),
+    "decimal": t("BigDecimal", [2, 12345]),
+    "bytes": t("byte[]", "0001fe"),
+    "void": t("null", None),
+    "array": t("List", [t("LongString", "a"), t("Integer", 1), t("Boolean", True),
+                        t("Map", {"in": t("LongString", "array")}), t("List", [t("Long", 2)])]),
+    "nested": t("Map", {"level": t("Integer", 1), "deeper": t("Map", {
+        "level": t("Integer", 2), "list": t("List", [t("Long", 3), t("LongString", "x")])})}),
+})
+
+
+def expected_scenario(prefix: str) -> list[dict]:
+    x, q = prefix + "-x", prefix + "-q"
+    missing = f"NOT_FOUND - no queue '{prefix}-missing' in vhost '/'"
+
+    def deliver(body: str, redelivered: bool) -> dict:
+        return {"event": "deliver", "exchange": x, "routing_key": "task", "body": body,
+                "redelivered": redelivered}
+
+    return [
+        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
+         "capabilities": CAPABILITIES},
+        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
+        {"event": "confirmed", "next_seq": 2},
+        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
+         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
+         "properties": {"content_type": "application/json", "content_encoding": "utf-8",
+                        "delivery_mode": 2, "priority": 5, "correlation_id": "corr-1",
+                        "reply_to": "replies", "expiration": "600000", "message_id": "msg-1",
+                        "timestamp": 1700000001, "type": "photo.uploaded", "user_id": True,
+                        "app_id": "web"},
+         "headers": HEADERS},
+        {"event": "get-empty", "empty": True},
+        {"event": "confirmed", "next_seq": 5},
+        deliver("m1", False),
+        deliver("m2", False),
+        {"event": "held-back", "messages": 1, "consumers": 1},
+        deliver("m1", True),
+        deliver("m3", False),
+        {"event": "cancelled", "tag": "worker"},
+        {"event": "confirmed", "next_seq": 6},
+        {"event": "large", "size": (1 << 20) + 17, "intact": True},
+        {"event": "channel-error", "code": 404, "text": missing, "class_id": 50, "method_id": 10,
+         "hard": False, "initiated_by_application": False},
+        {"event": "channel-state", "open": False},
+        {"event": "after-error", "error": (
+            "channel is already closed due to channel error; protocol method: #method<channel.close>"
+            f"(reply-code=404, reply-text={missing}, class-id=50, method-id=10)")},
+        {"event": "connection-alive", "messages": 0, "open": True},
+        {"event": "after-idle", "open": True},
+        {"event": "queue.delete-ok", "messages": 0},
+        {"event": "closed", "open": False, "initiated_by_application": True},
+    ]
+
+
+def test_java_publisher_and_worker(program, amqp_url, unique):
+    assert_transcript(run_program([*program, java_url(amqp_url), unique, "scenario"]),
+                      expected_scenario(unique))
+
+
+def test_java_blocked_listener(program, alarm, unique):
+    events = run_blocked([*program, java_url(alarm.url), unique, "blocked"], alarm)
+    assert events == [
+        {"event": "blocked", "reason": "low on memory"},
+        {"event": "unblocked"},
+        {"event": "confirm", "tag": 1, "ack": True},
+        {"event": "get", "ok": True, "body": "during the alarm"},
+        {"event": "closed"},
+    ]

@@ -1,0 +1,136 @@
+"""Node's amqplib (2.3.1 from npm, its promise API), run with the machine's node.
+
+programs/node/interop.js is a web-tier publisher and a worker: PLAIN login with a 1 s
+heartbeat, durable exchange/queue/binding, a persistent publish with every property and a
+header of each type amqplib writes (nested objects and arrays, {'!': 'timestamp'},
+{'!': 'decimal'}, {'!': 'float'}, Buffer, null), a confirm channel, basic.get, a consumer with
+prefetch 2 and manual acks (nack + requeue comes back redelivered), a 1 MiB message across
+many frames, a 404 channel error (the rejected promise, the channel's error and close events,
+the IllegalOperationError after), seconds of idle kept alive by heartbeats, clean close; and,
+in `blocked` mode, the connection's blocked/unblocked events around a publish during a memory
+alarm. Its transcript must be exactly what it prints against RabbitMQ 3.10.8 (MINIMQ_TEST_URL).
+
+amqplib comes from `npm install --prefix .ci/npm amqplib@2.3.1`, which `.ci/run` runs
+(MINIMQ_NODE_MODULES names another node_modules directory holding it).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import url_with
+from .foreign import PROGRAMS, alarm, assert_transcript, require, run_blocked, run_program  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+AMQPLIB_VERSION = "2.3.1"
+INSTALL = f"apt-get install nodejs; npm install --prefix .ci/npm amqplib@{AMQPLIB_VERSION}"
+
+
+@pytest.fixture(scope="module")
+def node_env() -> dict:
+    require(shutil.which("node") is not None, "node (nodejs)", INSTALL)
+    modules = Path(os.environ.get("MINIMQ_NODE_MODULES") or ROOT / ".ci" / "npm" / "node_modules")
+    require((modules / "amqplib" / "channel_api.js").exists(), f"amqplib in {modules}", INSTALL)
+    return {"NODE_PATH": str(modules)}
+
+
+def node_url(amqp_url: str) -> str:
+    # In an AMQP URI the path is the vhost: "/%2F" is "/".
+    return url_with(amqp_url, vhost="/")
+
+
+def command(url: str, prefix: str, mode: str) -> list[str]:
+    return ["node", str(PROGRAMS / "node" / "interop.js"), node_url(url), prefix, mode]
+
+
+CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
+                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
+                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
+
+
+def t(type_: str, value) -> dict:
+    return {"type": type_, "value": value}
+
+
+def n(value) -> dict:
+    return t("number", value)
+
+
+HEADERS = t("object", {
+    "string": t("string", "h\u00e9llo"),
+    "byte": n(-8), "short": n(300), "int": n(-70000), "long": n(1 << 40), "double": n(1.5),
+    "bool": t("boolean", True),
+    "float": n(0.25),
+    "unsignedint": n(4000000000),
+    "timestamp": t("timestamp", 1700000000),
+    "decimal": t("decimal", {"places": 2, "digits": 12345}),
+    "bytes": t("Buffer", "0001fe"),
+    "void": t("null", None),
+    "array": t("array", [t("string", "a"), n(1), t("boolean", True),
+                         t("object", {"in": t("string", "array")}), t("array", [n(2)])]),
+    "nested": t("object", {"level": n(1), "deeper": t("object", {
+        "level": n(2), "list": t("array", [n(3), t("string", "x")])})}),
+})
+
+
+def expected_scenario(prefix: str) -> list[dict]:
+    x, q = prefix + "-x", prefix + "-q"
+    missing = f"NOT_FOUND - no queue '{prefix}-missing' in vhost '/'"
+
+    def deliver(body: str, redelivered: bool) -> dict:
+        return {"event": "deliver", "exchange": x, "routing_key": "task", "body": body,
+                "redelivered": redelivered}
+
+    return [
+        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
+         "capabilities": CAPABILITIES},
+        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
+        {"event": "confirm", "ack": True},
+        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
+         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
+         "properties": {"content_type": "application/json", "content_encoding": "utf-8",
+                        "delivery_mode": 2, "priority": 5, "correlation_id": "corr-1",
+                        "reply_to": "replies", "expiration": "600000", "message_id": "msg-1",
+                        "timestamp": 1700000001, "type": "photo.uploaded", "user_id": True,
+                        "app_id": "web"},
+         "headers": HEADERS},
+        {"event": "get-empty", "empty": True},
+        {"event": "confirmed", "count": 3},
+        deliver("m1", False),
+        deliver("m2", False),
+        {"event": "held-back", "messages": 1, "consumers": 1},
+        deliver("m1", True),
+        deliver("m3", False),
+        {"event": "cancelled", "tag": "worker"},
+        {"event": "confirm", "ack": True},
+        {"event": "large", "size": (1 << 20) + 17, "intact": True},
+        {"event": "channel-error", "code": 404, "class_id": 50, "method_id": 10,
+         "message": f'Operation failed: QueueDeclare; 404 (NOT-FOUND) with message "{missing}"'},
+        {"event": "channel-error-event", "code": 404,
+         "message": f'Channel closed by server: 404 (NOT-FOUND) with message "{missing}"'},
+        {"event": "channel-closed", "closed": True},
+        {"event": "after-error", "name": "IllegalOperationError", "message": "Channel closed"},
+        {"event": "connection-alive", "messages": 0},
+        {"event": "after-idle", "ok": True},
+        {"event": "queue.delete-ok", "messages": 0},
+        {"event": "closed", "error": False},
+    ]
+
+
+def test_node_publisher_and_worker(node_env, amqp_url, unique):
+    assert_transcript(run_program(command(amqp_url, unique, "scenario"), env=node_env),
+                      expected_scenario(unique))
+
+
+def test_node_blocked_and_unblocked_events(node_env, alarm, unique):
+    events = run_blocked(command(alarm.url, unique, "blocked"), alarm, env=node_env)
+    assert events == [
+        {"event": "blocked", "reason": "low on memory"},
+        {"event": "unblocked"},
+        {"event": "confirm", "tag": 1, "ack": True},
+        {"event": "get", "ok": True, "body": "during the alarm"},
+        {"event": "closed"},
+    ]
