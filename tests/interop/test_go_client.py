@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -125,3 +126,59 @@ def test_go_sees_connection_blocked_and_unblocked(program, alarm, unique):
         {"event": "get", "ok": True, "body": "during the alarm"},
         {"event": "closed"},
     ]
+
+
+def expected_edges(prefix: str, user: str) -> list[dict]:
+    def err(event: str, code: int, text: str) -> dict:
+        return {"event": event, "code": code, "server": True, "text": text}
+
+    def hard(event: str, code: int, text: str) -> dict:
+        return {"event": event, "closed": True, "code": code, "server": True, "text": text,
+                "op_error": f'Exception ({code}) Reason: "{text}"'}
+
+    q, ex = prefix + "-e", prefix + "-ex"
+    return [
+        {"event": "small-frames", "frame_max": 4096, "ok": True, "intact": True, "header": 3000},
+        {"event": "return", "code": 312, "text": "NO_ROUTE", "exchange": "amq.direct",
+         "routing_key": True, "body": "lost", "correlation_id": "c-9",
+         "headers": t("table", {"k": t("int32", 1)})},
+        {"event": "confirm", "tag": 1, "ack": True},
+        {"event": "tx", "body": "committed", "message_count": 0, "ok": True},
+        {"event": "requeued", "order": [["r2", True], ["r3", True], ["r4", True]]},
+        {"event": "direct-reply-to", "rewritten": True, "reply": "pong", "routing_key": True},
+        {"event": "consumer-cancelled", "tag": "doomed", "deliveries_open": False},
+        err("publish-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
+        err("passive-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
+        err("user-id-mismatch", 406, f"PRECONDITION_FAILED - user_id property set to '{user}-other' but "
+                                     f"authenticated user was '{user}'"),
+        err("bad-expiration", 406, "PRECONDITION_FAILED - invalid expiration 'soon': no_integer"),
+        err("exchange-inequivalent-type", 406, f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange "
+                                               f"'{ex}' in vhost '/': received 'fanout' but current is 'direct'"),
+        err("queue-inequivalent-arg", 406, f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue "
+                                           f"'{q}' in vhost '/': received the value '5' of type 'signedint' "
+                                           "but current is none"),
+        err("queue-bad-arg-type", 406, f"PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue '{q}-ttl' "
+                                       "in vhost '/': \"expected integer, got longstr\""),
+        err("unknown-delivery-tag", 406, "PRECONDITION_FAILED - unknown delivery tag 99"),
+        err("bind-missing-queue", 404, f"NOT_FOUND - no queue '{prefix}-noq' in vhost '/'"),
+        err("exclusive-consumer-conflict", 403, f"ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"),
+        err("exclusive-queue-other-connection", 405, (
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{prefix}-excl' in vhost '/'. "
+            "It could be originally declared on another connection or the exclusive property value does "
+            "not match that of the original declaration.")),
+        err("delete-in-use", 406, f"PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"),
+        hard("unknown-exchange-type", 503, "COMMAND_INVALID - unknown exchange type 'x-no-such-type'"),
+        hard("prefetch-size", 540, "NOT_IMPLEMENTED - prefetch_size!=0 (1000)"),
+        hard("channel-flow-off", 540, "NOT_IMPLEMENTED - active=false"),
+        {**hard("publish-immediate", 540, "NOT_IMPLEMENTED - immediate=true"), "op_error": "<nil>"},
+        {"event": "update-secret", "error": "<nil>", "closed": False},
+        {"event": "closed"},
+    ]
+
+
+def test_go_edges_returns_tx_requeue_reply_to_and_errors(program, amqp_url, unique):
+    """A client-chosen frame_max of 4096, basic.return, tx, reject/nack multiple/recover,
+    direct reply-to, a server-sent basic.cancel, each soft and hard error a web tier meets
+    with RabbitMQ's code and text, and connection.update-secret (accepted with PLAIN)."""
+    user = urlsplit(amqp_url).username
+    assert_transcript(run_program([program, amqp_url, unique, "edges"]), expected_edges(unique, user))

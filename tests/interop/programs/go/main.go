@@ -284,6 +284,260 @@ func scenario(url, prefix string) {
 	emit("closed", map[string]interface{}{"error": e != nil || open})
 }
 
+// chanErr runs op on a fresh channel and reports the channel error it caused (or none).
+func chanErr(conn *amqp.Connection, name string, op func(ch *amqp.Channel) error) {
+	ch, err := conn.Channel()
+	must("channel", err)
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	err = op(ch)
+	if err == nil {
+		// Asynchronous errors (publish) arrive as a channel.close: a round trip flushes them.
+		_, err = ch.QueueDeclarePassive("amq.rabbitmq.reply-to", false, false, false, false, nil)
+		if err == nil {
+			select {
+			case e := <-closed:
+				if e != nil {
+					err = e
+				}
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	if e, ok := err.(*amqp.Error); ok {
+		emit(name, map[string]interface{}{"code": e.Code, "text": e.Reason, "server": e.Server})
+	} else {
+		emit(name, map[string]interface{}{"error": fmt.Sprint(err)})
+	}
+	if !ch.IsClosed() {
+		ch.Close()
+	}
+}
+
+// connErr runs op on a fresh connection and reports how the connection ended.
+func connErr(url, name string, op func(ch *amqp.Channel) error) {
+	conn := dial(url)
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ch, err := conn.Channel()
+	must("channel", err)
+	err = op(ch)
+	fields := map[string]interface{}{"op_error": fmt.Sprint(err)}
+	select {
+	case e := <-closed:
+		if e != nil {
+			fields["code"], fields["text"], fields["server"] = e.Code, e.Reason, e.Server
+		}
+	case <-time.After(timeout):
+		fields["timeout"] = true
+	}
+	fields["closed"] = conn.IsClosed()
+	emit(name, fields)
+}
+
+func edges(url, prefix string) {
+	uri, err := amqp.ParseURI(url)
+	must("parse url", err)
+	q := prefix + "-e"
+
+	// A small frame_max asked by the client: the broker must split deliveries to fit it.
+	small, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Second, FrameSize: 4096})
+	must("dial frame_max 4096", err)
+	ch, err := small.Channel()
+	must("channel", err)
+	_, err = ch.QueueDeclare(q, false, false, false, false, nil)
+	must("queue.declare", err)
+	body := make([]byte, 100000)
+	for i := range body {
+		body[i] = byte(i % 251)
+	}
+	must("publish", ch.Publish("", q, false, false, amqp.Publishing{Body: body,
+		Headers: amqp.Table{"pad": strings.Repeat("h", 3000)}}))
+	d, ok, err := ch.Get(q, true)
+	must("basic.get", err)
+	emit("small-frames", map[string]interface{}{"frame_max": small.Config.FrameSize, "ok": ok,
+		"intact": string(d.Body) == string(body), "header": len(fmt.Sprint(d.Headers["pad"]))})
+	small.Close()
+
+	conn := dial(url)
+	ch, err = conn.Channel()
+	must("channel", err)
+
+	// Mandatory and unroutable: basic.return before the confirm.
+	must("confirm.select", ch.Confirm(false))
+	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	must("publish", ch.Publish("amq.direct", prefix+"-nowhere", true, false,
+		amqp.Publishing{Body: []byte("lost"), CorrelationId: "c-9", Headers: amqp.Table{"k": int32(1)}}))
+	select {
+	case r := <-returns:
+		emit("return", map[string]interface{}{"code": r.ReplyCode, "text": r.ReplyText, "exchange": r.Exchange,
+			"routing_key": r.RoutingKey == prefix+"-nowhere", "body": string(r.Body),
+			"correlation_id": r.CorrelationId, "headers": norm(r.Headers)})
+	case <-time.After(timeout):
+		fail("basic.return", fmt.Errorf("none"))
+	}
+	c := waitConfirm(confirms, "confirm")
+	emit("confirm", map[string]interface{}{"tag": c.DeliveryTag, "ack": c.Ack})
+
+	// Transactions.
+	tx, err := conn.Channel()
+	must("channel", err)
+	must("tx.select", tx.Tx())
+	must("publish", tx.Publish("", q, false, false, amqp.Publishing{Body: []byte("rolled back")}))
+	must("tx.rollback", tx.TxRollback())
+	must("publish", tx.Publish("", q, false, false, amqp.Publishing{Body: []byte("committed")}))
+	must("tx.commit", tx.TxCommit())
+	d, ok, err = tx.Get(q, true)
+	must("basic.get", err)
+	emit("tx", map[string]interface{}{"body": string(d.Body), "message_count": d.MessageCount, "ok": ok})
+
+	// Reject, nack multiple, recover.
+	for _, b := range []string{"r1", "r2", "r3", "r4"} {
+		must("publish", tx.Publish("", q, false, false, amqp.Publishing{Body: []byte(b)}))
+	}
+	must("tx.commit", tx.TxCommit())
+	var got []amqp.Delivery
+	for i := 0; i < 4; i++ {
+		d, ok, err := ch.Get(q, false)
+		must("basic.get", err)
+		if !ok {
+			fail("basic.get", fmt.Errorf("empty"))
+		}
+		got = append(got, d)
+	}
+	must("reject", got[0].Reject(false)) // dropped (no dead-letter exchange)
+	must("nack", got[2].Nack(true, true)) // multiple: r2 and r3 back
+	must("recover", ch.Recover(true))     // r4 back too
+	var back []interface{}
+	for {
+		d, ok, err := ch.Get(q, true)
+		must("basic.get", err)
+		if !ok {
+			break
+		}
+		back = append(back, []interface{}{string(d.Body), d.Redelivered})
+	}
+	emit("requeued", map[string]interface{}{"order": back})
+
+	// Direct reply-to.
+	rpc, err := conn.Channel()
+	must("channel", err)
+	replies, err := rpc.Consume("amq.rabbitmq.reply-to", "", true, false, false, false, nil)
+	must("consume amq.rabbitmq.reply-to", err)
+	requests, err := ch.Consume(q, "server", true, false, false, false, nil)
+	must("consume", err)
+	must("publish", rpc.Publish("", q, false, false, amqp.Publishing{Body: []byte("ping"), ReplyTo: "amq.rabbitmq.reply-to"}))
+	req := next(requests, "request")
+	must("publish", ch.Publish("", req.ReplyTo, false, false, amqp.Publishing{Body: []byte("pong")}))
+	rep := next(replies, "reply")
+	emit("direct-reply-to", map[string]interface{}{"rewritten": strings.HasPrefix(req.ReplyTo, "amq.rabbitmq.reply-to."),
+		"reply": string(rep.Body), "routing_key": rep.RoutingKey == req.ReplyTo})
+	must("cancel", ch.Cancel("server", false))
+
+	// Consumer cancel notification when the queue is deleted.
+	cq := prefix + "-cancel"
+	cch, err := conn.Channel()
+	must("channel", err)
+	_, err = cch.QueueDeclare(cq, false, false, false, false, nil)
+	must("queue.declare", err)
+	cancels := cch.NotifyCancel(make(chan string, 1))
+	cdel, err := cch.Consume(cq, "doomed", false, false, false, false, nil)
+	must("consume", err)
+	_, err = ch.QueueDelete(cq, false, false, false)
+	must("queue.delete", err)
+	select {
+	case tag := <-cancels:
+		_, open := <-cdel
+		emit("consumer-cancelled", map[string]interface{}{"tag": tag, "deliveries_open": open})
+	case <-time.After(timeout):
+		fail("basic.cancel", fmt.Errorf("none"))
+	}
+
+	// Soft errors: the channel closes with RabbitMQ's code and text.
+	chanErr(conn, "publish-missing-exchange", func(ch *amqp.Channel) error {
+		return ch.Publish(prefix+"-nox", "k", false, false, amqp.Publishing{Body: []byte("x")})
+	})
+	chanErr(conn, "passive-missing-exchange", func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclarePassive(prefix+"-nox", "direct", false, false, false, false, nil)
+	})
+	chanErr(conn, "user-id-mismatch", func(ch *amqp.Channel) error {
+		return ch.Publish("", q, false, false, amqp.Publishing{UserId: uri.Username + "-other", Body: []byte("x")})
+	})
+	chanErr(conn, "bad-expiration", func(ch *amqp.Channel) error {
+		return ch.Publish("", q, false, false, amqp.Publishing{Expiration: "soon", Body: []byte("x")})
+	})
+	ex := prefix + "-ex"
+	must("exchange.declare", ch.ExchangeDeclare(ex, "direct", false, true, false, false, nil))
+	chanErr(conn, "exchange-inequivalent-type", func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil)
+	})
+	chanErr(conn, "queue-inequivalent-arg", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-max-length": int32(5)})
+		return err
+	})
+	chanErr(conn, "queue-bad-arg-type", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(q+"-ttl", false, false, false, false, amqp.Table{"x-message-ttl": "1000"})
+		return err
+	})
+	chanErr(conn, "unknown-delivery-tag", func(ch *amqp.Channel) error {
+		return ch.Ack(99, false)
+	})
+	chanErr(conn, "bind-missing-queue", func(ch *amqp.Channel) error {
+		return ch.QueueBind(prefix+"-noq", "k", ex, false, nil)
+	})
+	chanErr(conn, "exclusive-consumer-conflict", func(ch2 *amqp.Channel) error {
+		_, err := ch.Consume(q, "only", false, true, false, false, nil)
+		if err != nil {
+			return err
+		}
+		_, err = ch2.Consume(q, "second", false, false, false, false, nil)
+		return err
+	})
+	must("cancel", ch.Cancel("only", false))
+	eq := prefix + "-excl"
+	_, err = ch.QueueDeclare(eq, false, false, true, false, nil)
+	must("queue.declare exclusive", err)
+	other := dial(url)
+	chanErr(other, "exclusive-queue-other-connection", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclarePassive(eq, false, false, true, false, nil)
+		return err
+	})
+	chanErr(conn, "delete-in-use", func(ch2 *amqp.Channel) error {
+		if _, err := ch.Consume(q, "busy", false, false, false, false, nil); err != nil {
+			return err
+		}
+		_, err := ch2.QueueDelete(q, true, false, false)
+		return err
+	})
+	must("cancel", ch.Cancel("busy", false))
+	other.Close()
+
+	// Hard errors: the connection closes.
+	connErr(url, "unknown-exchange-type", func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(prefix+"-weird", "x-no-such-type", false, true, false, false, nil)
+	})
+	connErr(url, "prefetch-size", func(ch *amqp.Channel) error {
+		return ch.Qos(1, 1000, false)
+	})
+	connErr(url, "channel-flow-off", func(ch *amqp.Channel) error {
+		return ch.Flow(false)
+	})
+	connErr(url, "publish-immediate", func(ch *amqp.Channel) error {
+		return ch.Publish("", q, false, true, amqp.Publishing{Body: []byte("now")})
+	})
+	secret := dial(url)
+	err = secret.UpdateSecret(uri.Password, "rotation")
+	emit("update-secret", map[string]interface{}{"error": fmt.Sprint(err), "closed": secret.IsClosed()})
+	if !secret.IsClosed() {
+		secret.Close()
+	}
+
+	_, err = ch.QueueDelete(q, false, false, false)
+	must("queue.delete", err)
+	must("exchange.delete", ch.ExchangeDelete(ex, false, false))
+	must("connection.close", conn.Close())
+	emit("closed", nil)
+}
+
 func blocked(url, prefix string) {
 	conn := dial(url)
 	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
@@ -322,7 +576,7 @@ func blocked(url, prefix string) {
 
 func main() {
 	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: interop-go URL PREFIX scenario|blocked")
+		fmt.Fprintln(os.Stderr, "usage: interop-go URL PREFIX scenario|edges|blocked")
 		os.Exit(2)
 	}
 	switch os.Args[3] {
@@ -330,6 +584,8 @@ func main() {
 		scenario(os.Args[1], os.Args[2])
 	case "blocked":
 		blocked(os.Args[1], os.Args[2])
+	case "edges":
+		edges(os.Args[1], os.Args[2])
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[3])
 		os.Exit(2)
