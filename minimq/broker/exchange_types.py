@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Hashable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -43,14 +43,12 @@ __all__ = [
 
 
 def freeze_value(value: Any) -> Hashable:
-    """Turn a decoded field-table value into a hashable, comparison-ready form.
+    """Turn a decoded field-table value into a hashable form for binding identity.
 
-    Needed twice: binding identity (argument dicts are unhashable) and headers
-    matching.  RabbitMQ compares field values by value, not by wire type, so
-    a ``short 1`` equals a ``long 1`` (int subclasses collapse to plain ints
-    here) and a longstr equals itself whether our decoder produced ``str`` or
-    ``bytes``.  Booleans are kept apart from ints because Erlang's ``true`` is
-    not ``1``, whereas Python would happily say ``True == 1``.
+    Argument dicts are unhashable, and a binding is known by its arguments. Int subclasses
+    collapse to plain ints and a longstr equals itself whether our decoder produced ``str``
+    or ``bytes``; booleans are kept apart from ints (Python would say ``True == 1``), and
+    floats from ints. Routing on headers compares differently: see `header_match_term`.
     """
     if isinstance(value, bool):
         return ("bool", bool(value))
@@ -61,8 +59,7 @@ def freeze_value(value: Any) -> Hashable:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        # RabbitMQ matches header values with =:=, under which 1 and 1.0
-        # differ; tagging keeps Python's 1 == 1.0 from leaking through.
+        # Tagged so that Python's 1 == 1.0 does not make two bindings one.
         return ("float", value)
     if isinstance(value, Decimal):
         # Erlang keeps {Scale, Unscaled}, so 1.5 and 1.50 are different values.
@@ -704,7 +701,7 @@ class _HeadersSpec:
                 continue
             if not with_x and key.startswith("x-"):
                 continue
-            pairs.append((key, _PRESENT if value is None else freeze_value(value)))
+            pairs.append((key, _PRESENT if value is None else header_match_term(value)))
         self.pairs: tuple[tuple[str, Any], ...] = tuple(pairs)
 
     def matches(self, headers: dict, frozen: dict) -> bool:
@@ -728,8 +725,53 @@ def _frozen_header(headers: dict, frozen: dict, key: str) -> Hashable:
     try:
         return frozen[key]
     except KeyError:
-        value = frozen[key] = freeze_value(headers[key])
+        value = frozen[key] = header_match_term(headers[key])
         return value
+
+
+def header_match_term(value: Any) -> Hashable:
+    """What RabbitMQ 3.10's headers exchange compares for one header (or binding) value.
+
+    It sorts the top-level headers and compares each value with Erlang's ``==``, ignoring
+    the value's wire type: every integer type and a timestamp are the same integer, a float
+    equals an integer of the same value (``1 == 1.0``), a longstr equals a byte array with the
+    same bytes; a bool is never a number, a decimal keeps its scale. Inside a nested table or
+    array nothing is ignored: each element keeps its type (a short 1 is not a signedint 1, a
+    longstr is not a byte array) and a table its key order, as the Erlang terms do. Seen on the
+    wire against RabbitMQ 3.10.8 (tests/interop/test_java_client.py's edges run).
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)  # hashes and compares equal to an int of the same value
+    if isinstance(value, datetime):
+        return _epoch_seconds(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, Decimal):
+        return ("decimal", value.as_tuple())
+    return _typed_term(value)
+
+
+def _typed_term(value: Any) -> Hashable:
+    """A nested value as RabbitMQ holds it: its field type with it, tables in wire order."""
+    if isinstance(value, dict):
+        return ("table", tuple((_freeze_key(k), _typed_term(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(_typed_term(v) for v in value))
+    if value is None:
+        return ("void",)
+    return (_erlang_type_name(value), header_match_term(value))
+
+
+def _epoch_seconds(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp())
 
 
 class HeadersExchangeType(ExchangeType):

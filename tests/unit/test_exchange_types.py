@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 import re
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -19,7 +20,7 @@ from minimq.broker.exchange_types import (
     make_exchange_type,
 )
 from minimq.codec.errors import CommandInvalid, PreconditionFailed
-from minimq.codec.values import Float32, Int8, Int16, Int64, UInt32
+from minimq.codec.values import Float32, Int8, Int16, Int64, Timestamp, UInt32
 
 
 class Dest:
@@ -669,16 +670,44 @@ def test_headers_value_normalisation():
     assert headers_route({"a": Decimal("1.5")}, {"a": Decimal("1.5")})
     # RabbitMQ keeps a decimal's scale, so these are different values.
     assert not headers_route({"a": Decimal("1.5")}, {"a": Decimal("1.50")})
-    # Erlang's =:= keeps these apart even though Python's == would not.
+    assert not headers_route({"a": 1}, {"a": Decimal("1")})
+    # Erlang's true is not 1, whatever Python's == says.
     assert not headers_route({"a": 1}, {"a": True})
     assert not headers_route({"a": True}, {"a": 1})
     assert headers_route({"a": True}, {"a": True})
-    assert not headers_route({"a": 1}, {"a": 1.0})
     assert not headers_route({"a": "1"}, {"a": 1})
     # Nested tables and arrays compare structurally.
-    assert headers_route({"a": {"k": "v", "n": 1}}, {"a": {"n": Int16(1), "k": b"v"}})
+    assert headers_route({"a": {"k": "v", "n": 1}}, {"a": {"k": b"v", "n": 1}})
     assert headers_route({"a": [1, "x"]}, {"a": [1, b"x"]})
     assert not headers_route({"a": [1, "x"]}, {"a": ["x", 1]})
+
+
+def test_headers_compare_top_level_numbers_by_value_as_rabbitmq():
+    """RabbitMQ 3.10.8 on the wire (Erlang ==): an int binding matches a double, a float
+    and a timestamp of the same value; the Java client's Date and Double headers hit this."""
+    assert headers_route({"a": 1}, {"a": 1.0})
+    assert headers_route({"a": 1}, {"a": Float32(1.0)})
+    assert headers_route({"a": -1}, {"a": -1.0})
+    assert headers_route({"a": 1.0}, {"a": Int16(1)})
+    assert headers_route({"a": Int64(1 << 53)}, {"a": float(1 << 53)})
+    assert not headers_route({"a": 1}, {"a": 1.5})
+    stamp = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)  # 1700000000
+    assert headers_route({"a": Int64(1700000000)}, {"a": stamp})
+    assert headers_route({"a": stamp}, {"a": 1700000000})
+    assert headers_route({"a": stamp}, {"a": 1700000000.0})
+    assert headers_route({"a": stamp}, {"a": Timestamp(1700000000)})
+    assert not headers_route({"a": stamp}, {"a": 1700000001})
+
+
+def test_headers_nested_values_keep_their_types_and_order_as_rabbitmq():
+    """Inside an array or table RabbitMQ compares typed terms: a short is not a signedint,
+    a longstr is not a byte array, and a table's keys compare in order."""
+    assert not headers_route({"a": [1]}, {"a": [Int64(1)]})
+    assert not headers_route({"a": [1]}, {"a": [1.0]})
+    assert not headers_route({"a": ["abc"]}, {"a": [bytearray(b"abc")]})
+    assert not headers_route({"a": {"n": 1}}, {"a": {"n": Int16(1)}})
+    assert not headers_route({"a": {"k": "v", "n": 1}}, {"a": {"n": 1, "k": "v"}})
+    assert headers_route({"a": [[Int64(2)], {"t": True}]}, {"a": [[Int64(2)], {"t": True}]})
 
 
 def test_headers_route_ignores_key_and_dedupes():
