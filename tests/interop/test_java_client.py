@@ -135,3 +135,59 @@ def test_java_blocked_listener(program, alarm, unique):
         {"event": "get", "ok": True, "body": "during the alarm"},
         {"event": "closed"},
     ]
+
+
+def expected_edges(p: str) -> list[dict]:
+    def chan(event: str, code: int, text: str, class_id: int, method_id: int) -> dict:
+        return {"event": event, "channel_close": [code, text, class_id, method_id]}
+
+    def conn(event: str, code: int, text: str, class_id: int, method_id: int) -> dict:
+        return {"event": event, "connection_close": [code, text, class_id, method_id], "hard": True}
+
+    noq, nox = f"NOT_FOUND - no queue '{p}-noq' in vhost '/'", f"NOT_FOUND - no exchange '{p}-nox' in vhost '/'"
+    return [
+        {"event": "tuned", "heartbeat": 60, "frame_max": 4096, "channel_max": 16},
+        {"event": "small-frames", "intact": True},
+        # Erlang == on top-level values: numbers by value (a Date is its seconds), a byte
+        # array equals the longstr; not "1", not true, not a decimal, not 2.
+        {"event": "headers-routed", "bodies": ["int", "long", "short", "byte", "double", "float",
+                                               "timestamp", "bytes-abc", "string-abc",
+                                               "void-present", "int-present"]},
+        {"event": "priority-order", "bodies": ["p9@.photo.p1", "p5@.photo.p3", "p3@.photo.p2",
+                                               "p1@.photo.p4", "p0@.photo.p0"]},
+        {"event": "returned", "return": "312 NO_ROUTE  key unroutable"},
+        {"event": "consumer-cancelled", "tag": "doomed", "open": True},
+        {"event": "recovered", "first": False, "second": True, "body": "again"},
+        chan("publish-missing-exchange", 404, nox, 60, 40),
+        chan("ack-unknown-tag", 406, "PRECONDITION_FAILED - unknown delivery tag 42", 60, 80),
+        chan("double-ack", 406, "PRECONDITION_FAILED - unknown delivery tag 1", 60, 80),
+        chan("reject-unknown-tag", 406, "PRECONDITION_FAILED - unknown delivery tag 7", 60, 90),
+        chan("get-missing-queue", 404, noq, 60, 70),
+        chan("consume-missing-queue", 404, noq, 60, 20),
+        chan("purge-missing-queue", 404, noq, 50, 30),
+        chan("delete-exchange-missing", 404, nox, 40, 10),
+        chan("bind-missing-exchange", 404, nox, 50, 20),
+        chan("exchange-bind-missing", 404, nox, 40, 30),
+        chan("redeclare-amq-exchange", 406, "PRECONDITION_FAILED - inequivalent arg 'type' for exchange "
+             "'amq.direct' in vhost '/': received 'fanout' but current is 'direct'", 40, 10),
+        chan("declare-amq-prefix", 403, f"ACCESS_REFUSED - exchange name 'amq.custom-{p}' contains reserved "
+             "prefix 'amq.*'", 40, 10),
+        chan("queue-amq-prefix", 403, f"ACCESS_REFUSED - queue name 'amq.q-{p}' contains reserved prefix "
+             "'amq.*'", 50, 10),
+        chan("delete-default-exchange", 403, "ACCESS_REFUSED - operation not permitted on the default exchange",
+             40, 20),
+        chan("nowait-missing-queue", 404, noq, 50, 20),
+        conn("consume-tag-in-use", 530, "NOT_ALLOWED - attempt to reuse consumer tag 'same'", 60, 20),
+        conn("prefetch-size", 540, "NOT_IMPLEMENTED - prefetch_size!=0 (1000)", 60, 10),
+        conn("unknown-exchange-type", 503, "COMMAND_INVALID - unknown exchange type 'x-weird'", 40, 10),
+        conn("immediate", 540, "NOT_IMPLEMENTED - immediate=true", 60, 40),
+        {"event": "closed", "open": False},
+    ]
+
+
+def test_java_edges_headers_matching_priorities_returns_and_close_reasons(program, amqp_url, unique):
+    """frame_max 4096 and channel_max 16 asked by the client; a headers exchange matched
+    against each Java header type; exchange-to-exchange topic routing into a priority queue;
+    ReturnListener, handleCancel, basicRecover; and the class and method ids of each
+    channel.close and connection.close, as RabbitMQ sends them."""
+    assert_transcript(run_program([*program, java_url(amqp_url), unique, "edges"]), expected_edges(unique))

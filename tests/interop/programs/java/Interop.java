@@ -317,6 +317,163 @@ public class Interop {
         return m;
     }
 
+    /** Runs op on a fresh channel; reports the channel.close (or connection.close) it caused. */
+    interface Op {
+        void run(Channel ch) throws Exception;
+    }
+
+    static void closeOf(String event, Connection conn, Op op) throws Exception {
+        Channel ch = conn.createChannel();
+        try {
+            op.run(ch);
+            ch.basicQos(0); // a round trip: an asynchronous channel.close arrives before its ok
+            emit(event, "error", null);
+        } catch (IOException | AlreadyClosedException e) {
+            ShutdownSignalException s = e instanceof AlreadyClosedException
+                ? (ShutdownSignalException) e : (ShutdownSignalException) e.getCause();
+            Object reason = s.getReason();
+            if (reason instanceof AMQP.Channel.Close) {
+                AMQP.Channel.Close c = (AMQP.Channel.Close) reason;
+                emit(event, "channel_close", Arrays.asList(c.getReplyCode(), c.getReplyText(), c.getClassId(), c.getMethodId()));
+            } else {
+                AMQP.Connection.Close c = (AMQP.Connection.Close) reason;
+                emit(event, "connection_close", Arrays.asList(c.getReplyCode(), c.getReplyText(), c.getClassId(), c.getMethodId()),
+                     "hard", s.isHardError());
+            }
+        } catch (ShutdownSignalException s) {
+            emit(event, "shutdown", s.getMessage());
+        }
+    }
+
+    static void edges(String url, String prefix) throws Exception {
+        ConnectionFactory f = factory(url);
+        f.setRequestedHeartbeat(0);
+        f.setRequestedFrameMax(4096);
+        f.setRequestedChannelMax(16);
+        Connection conn = f.newConnection();
+        emit("tuned", "heartbeat", conn.getHeartbeat(), "frame_max", conn.getFrameMax(), "channel_max", conn.getChannelMax());
+        Channel ch = conn.createChannel();
+        String q = prefix + "-e";
+        ch.queueDeclare(q, false, false, false, null);
+        byte[] body = new byte[50000];
+        for (int i = 0; i < body.length; i++) body[i] = (byte) (i % 253);
+        ch.basicPublish("", q, null, body);
+        GetResponse got = ch.basicGet(q, true);
+        emit("small-frames", "intact", Arrays.equals(got.getBody(), body));
+
+        // Headers exchange: which header values match a binding's, across field types.
+        String hx = prefix + "-hx", hq = prefix + "-hq";
+        ch.exchangeDeclare(hx, "headers", false, true, null);
+        ch.queueDeclare(hq, false, false, true, null);
+        Map<String, Object> bind = new LinkedHashMap<>();
+        bind.put("x-match", "all");
+        bind.put("n", 1);
+        ch.queueBind(hq, hx, "", bind);
+        Map<String, Object> bindAny = new LinkedHashMap<>();
+        bindAny.put("x-match", "any");
+        bindAny.put("s", "abc");
+        bindAny.put("present", null);
+        ch.queueBind(hq, hx, "", bindAny);
+        Object[][] values = {
+            {"int", "n", 1}, {"long", "n", 1L}, {"short", "n", (short) 1}, {"byte", "n", (byte) 1},
+            {"double", "n", 1.0}, {"float", "n", 1.0f}, {"string", "n", "1"}, {"bool", "n", true},
+            {"decimal", "n", new BigDecimal("1")}, {"timestamp", "n", new Date(1000)}, {"int2", "n", 2},
+            {"bytes-abc", "s", "abc".getBytes(StandardCharsets.UTF_8)}, {"string-abc", "s", "abc"},
+            {"void-present", "present", null}, {"int-present", "present", 5}, {"absent", "other", 1},
+        };
+        for (Object[] v : values) {
+            Map<String, Object> h = new LinkedHashMap<>();
+            h.put((String) v[1], v[2]);
+            ch.basicPublish(hx, "", new AMQP.BasicProperties.Builder().headers(h).build(),
+                            ((String) v[0]).getBytes(StandardCharsets.UTF_8));
+        }
+        List<String> routed = new ArrayList<>();
+        for (GetResponse r; (r = ch.basicGet(hq, true)) != null; )
+            routed.add(new String(r.getBody(), StandardCharsets.UTF_8));
+        emit("headers-routed", "bodies", routed);
+
+        // Exchange-to-exchange, topic, and a priority queue.
+        String tx = prefix + "-tx", pq = prefix + "-pq";
+        ch.exchangeDeclare(tx, "topic", false, true, null);
+        ch.exchangeBind(tx, "amq.topic", prefix + ".#");
+        Map<String, Object> pargs = new LinkedHashMap<>();
+        pargs.put("x-max-priority", 5);
+        ch.queueDeclare(pq, false, false, true, pargs);
+        ch.queueBind(pq, tx, "*." + "photo.*");
+        int[] prios = {0, 9, 3, 5, 1};
+        for (int i = 0; i < prios.length; i++)
+            ch.basicPublish("amq.topic", prefix + ".photo.p" + i,
+                            new AMQP.BasicProperties.Builder().priority(prios[i]).build(),
+                            ("p" + prios[i]).getBytes(StandardCharsets.UTF_8));
+        ch.basicPublish("amq.topic", prefix + ".video.x", null, "video".getBytes(StandardCharsets.UTF_8));
+        List<String> order = new ArrayList<>();
+        for (GetResponse r; (r = ch.basicGet(pq, true)) != null; )
+            order.add(new String(r.getBody(), StandardCharsets.UTF_8) + "@" + r.getEnvelope().getRoutingKey().substring(prefix.length()));
+        emit("priority-order", "bodies", order);
+
+        // A mandatory publish nobody takes comes back through the ReturnListener.
+        BlockingQueue<String> returns = new LinkedBlockingQueue<>();
+        ch.addReturnListener((code, text, exchange, key, props, b) ->
+            returns.add(code + " " + text + " " + exchange + " " + (key.equals(q + "-none") ? "key" : key) + " " + new String(b, StandardCharsets.UTF_8)));
+        ch.basicPublish("", q + "-none", true, null, "unroutable".getBytes(StandardCharsets.UTF_8));
+        emit("returned", "return", returns.poll(TIMEOUT_MS, TimeUnit.MILLISECONDS));
+
+        // The server cancels a consumer whose queue is deleted: handleCancel.
+        String cq = prefix + "-cq";
+        ch.queueDeclare(cq, false, false, false, null);
+        BlockingQueue<String> cancels = new LinkedBlockingQueue<>();
+        Channel cch = conn.createChannel();
+        cch.basicConsume(cq, false, "doomed", new DefaultConsumer(cch) {
+            @Override
+            public void handleCancel(String tag) {
+                cancels.add(tag);
+            }
+        });
+        ch.queueDelete(cq);
+        emit("consumer-cancelled", "tag", cancels.poll(TIMEOUT_MS, TimeUnit.MILLISECONDS), "open", cch.isOpen());
+
+        // basic.recover requeues unacked deliveries, redelivered.
+        ch.basicPublish("", q, null, "again".getBytes(StandardCharsets.UTF_8));
+        GetResponse first = ch.basicGet(q, false);
+        ch.basicRecover(true);
+        GetResponse second = ch.basicGet(q, true);
+        emit("recovered", "first", first.getEnvelope().isRedeliver(), "second", second.getEnvelope().isRedeliver(),
+             "body", new String(second.getBody(), StandardCharsets.UTF_8));
+
+        // Channel and connection closes with the class and method that caused them.
+        closeOf("publish-missing-exchange", conn, c -> c.basicPublish(prefix + "-nox", "k", null, new byte[0]));
+        closeOf("ack-unknown-tag", conn, c -> c.basicAck(42, false));
+        closeOf("double-ack", conn, c -> {
+            c.basicPublish("", q, null, new byte[] {1});
+            long tag = c.basicGet(q, false).getEnvelope().getDeliveryTag();
+            c.basicAck(tag, false);
+            c.basicAck(tag, false);
+        });
+        closeOf("reject-unknown-tag", conn, c -> c.basicReject(7, true));
+        closeOf("get-missing-queue", conn, c -> c.basicGet(prefix + "-noq", true));
+        closeOf("consume-missing-queue", conn, c -> c.basicConsume(prefix + "-noq", new DefaultConsumer(c)));
+        closeOf("purge-missing-queue", conn, c -> c.queuePurge(prefix + "-noq"));
+        closeOf("delete-exchange-missing", conn, c -> c.exchangeDeclarePassive(prefix + "-nox"));
+        closeOf("bind-missing-exchange", conn, c -> c.queueBind(q, prefix + "-nox", "k"));
+        closeOf("exchange-bind-missing", conn, c -> c.exchangeBind(prefix + "-nox", "amq.direct", "k"));
+        closeOf("redeclare-amq-exchange", conn, c -> c.exchangeDeclare("amq.direct", "fanout"));
+        closeOf("declare-amq-prefix", conn, c -> c.exchangeDeclare("amq.custom-" + prefix, "direct"));
+        closeOf("queue-amq-prefix", conn, c -> c.queueDeclare("amq.q-" + prefix, false, false, false, null));
+        closeOf("delete-default-exchange", conn, c -> c.exchangeDelete(""));
+        closeOf("nowait-missing-queue", conn, c -> c.queueBindNoWait(prefix + "-noq", "amq.direct", "k", null));
+        closeOf("consume-tag-in-use", f.newConnection(), c -> {
+            c.basicConsume(q, false, "same", new DefaultConsumer(c));
+            c.basicConsume(q, false, "same", new DefaultConsumer(c));
+        });
+        closeOf("prefetch-size", f.newConnection(), c -> c.basicQos(1000, 1, false));
+        closeOf("unknown-exchange-type", f.newConnection(), c -> c.exchangeDeclare(prefix + "-w", "x-weird"));
+        closeOf("immediate", f.newConnection(), c -> c.basicPublish("", q, false, true, null, new byte[0]));
+
+        ch.queueDelete(q);
+        conn.close();
+        emit("closed", "open", conn.isOpen());
+    }
+
     static void blocked(String url, String prefix) throws Exception {
         Connection conn = factory(url).newConnection();
         BlockingQueue<String> blocks = new LinkedBlockingQueue<>();
@@ -354,11 +511,12 @@ public class Interop {
 
     public static void main(String[] args) throws Exception {
         if (args.length != 3) {
-            System.err.println("usage: java Interop URL PREFIX scenario|blocked");
+            System.err.println("usage: java Interop URL PREFIX scenario|edges|blocked");
             System.exit(2);
         }
         if (args[2].equals("scenario")) scenario(args[0], args[1]);
         else if (args[2].equals("blocked")) blocked(args[0], args[1]);
+        else if (args[2].equals("edges")) edges(args[0], args[1]);
         else System.exit(2);
     }
 }
