@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import url_with
-from .foreign import PROGRAMS, alarm, assert_transcript, require, run_blocked, run_program  # noqa: F401
+from .foreign import (PROGRAMS, alarm, assert_transcript, parse_transcript, require,  # noqa: F401
+                      run_blocked, run_program)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQPLIB_VERSION = "2.3.1"
@@ -134,3 +135,31 @@ def test_node_blocked_and_unblocked_events(node_env, alarm, unique):
         {"event": "get", "ok": True, "body": "during the alarm"},
         {"event": "closed"},
     ]
+
+
+def test_node_edges_dead_letters_alternate_exchange_burst_and_errors(node_env, amqp_url, unique):
+    """frameMax 4096, a server-named queue, an alternate exchange and basic.return, x-death
+    of a rejected and an expired message (as amqplib decodes it), 3000 publishes honouring
+    'drain' into a prefetch-50 consumer, a server-sent cancel (the callback's null),
+    purge, update-secret, and argument/precondition errors with their class and method ids.
+    The expected transcript (programs/node/edges.expected.jsonl, prefix as {prefix}) is
+    what the program printed against RabbitMQ 3.10.8."""
+    recorded = (PROGRAMS / "node" / "edges.expected.jsonl").read_text().replace("{prefix}", unique)
+    expected = parse_transcript(recorded)
+    if not os.environ.get("MINIMQ_TEST_URL"):
+        expected = with_last_death_headers(expected)
+    assert_transcript(run_program(command(amqp_url, unique, "edges"), env=node_env), expected)
+
+
+def with_last_death_headers(events: list[dict]) -> list[dict]:
+    """minimq's one documented addition (README, RabbitMQ extensions): x-last-death-* headers
+    beside x-first-death-*, which RabbitMQ 3.10 does not send (3.13 does)."""
+    out = []
+    for event in events:
+        if event["event"] == "dead-lettered":
+            headers = dict(event["headers"]["value"])
+            for what in ("exchange", "queue", "reason"):  # one death each: last = first
+                headers[f"x-last-death-{what}"] = headers[f"x-first-death-{what}"]
+            event = {**event, "headers": {"type": "object", "value": headers}}
+        out.append(event)
+    return out

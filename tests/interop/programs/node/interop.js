@@ -196,6 +196,142 @@ async function scenario(url, prefix) {
   emit('closed', { error: (await within(closed, 'close event')) !== undefined });
 }
 
+// Normalise what differs run to run: timestamps keep only their type.
+function shape(v) {
+  const n = norm(v);
+  const strip = (x) => {
+    if (x.type === 'timestamp') return { type: 'timestamp' };
+    if (x.type === 'array') return { type: 'array', value: x.value.map(strip) };
+    if (x.type === 'object') {
+      const out = {};
+      for (const k of Object.keys(x.value)) out[k] = strip(x.value[k]);
+      return { type: 'object', value: out };
+    }
+    return x;
+  };
+  return strip(n);
+}
+
+async function closeOf(conn, event, op) {
+  const ch = await conn.createChannel();
+  ch.on('error', () => {});
+  try {
+    await op(ch);
+    await ch.checkQueue('amq.rabbitmq.reply-to').catch(() => {});
+    emit(event, { error: null });
+  } catch (e) {
+    const message = e.message.replace(/amq\.gen-[A-Za-z0-9_-]{22}/g, 'amq.gen-(server-named)');
+    emit(event, { code: e.code, class_id: e.classId, method_id: e.methodId, message });
+  }
+}
+
+async function edges(url, prefix) {
+  const u = new URL(url);
+  u.searchParams.set('frameMax', '4096');
+  const conn = await amqp.connect(u.toString());
+  emit('tuned', { frame_max: conn.connection.frameMax });
+  const ch = await conn.createConfirmChannel();
+  const q = `${prefix}-e`;
+  await ch.assertQueue(q, { durable: false });
+  const body = Buffer.alloc(200000);
+  for (let i = 0; i < body.length; i++) body[i] = i % 241;
+  ch.sendToQueue(q, body, {});
+  await ch.waitForConfirms();
+  const got = await ch.get(q, { noAck: true });
+  emit('small-frames', { intact: Buffer.compare(got.content, body) === 0 });
+
+  const named = await ch.assertQueue('', { exclusive: true });
+  emit('server-named', { ok: /^amq\.gen-[A-Za-z0-9_-]{22}$/.test(named.queue) });
+
+  // An alternate exchange takes what the main exchange cannot route: no basic.return.
+  const ax = `${prefix}-ax`, mx = `${prefix}-mx`, aq = `${prefix}-aq`;
+  await ch.assertExchange(ax, 'fanout', { autoDelete: true });
+  await ch.assertExchange(mx, 'direct', { autoDelete: true, alternateExchange: ax });
+  await ch.assertQueue(aq, { exclusive: true });
+  await ch.bindQueue(aq, ax, '');
+  const returned = [];
+  ch.on('return', (m) => returned.push(m));
+  ch.publish(mx, 'nowhere', Buffer.from('to the alternate'), { mandatory: true });
+  ch.publish('', `${prefix}-none`, Buffer.from('back'), { mandatory: true, messageId: 'r-1' });
+  await ch.waitForConfirms();
+  const alt = await ch.get(aq, { noAck: true });
+  emit('alternate', { body: alt.content.toString(), routing_key: alt.fields.routingKey, exchange: alt.fields.exchange === mx });
+  emit('returned', { count: returned.length, code: returned[0].fields.replyCode, text: returned[0].fields.replyText,
+    message_id: returned[0].properties.messageId, body: returned[0].content.toString() });
+
+  // Dead-lettering: a rejected and an expired message, with RabbitMQ's x-death.
+  const dq = `${prefix}-dq`, wq = `${prefix}-wq`;
+  await ch.assertQueue(dq, { exclusive: true });
+  await ch.assertQueue(wq, { exclusive: true, deadLetterExchange: '', deadLetterRoutingKey: dq });
+  ch.sendToQueue(wq, Buffer.from('rejected'), { headers: { kept: 1 } });
+  await ch.waitForConfirms();
+  const w = await ch.get(wq, { noAck: false });
+  ch.reject(w, false);
+  ch.sendToQueue(wq, Buffer.from('expired'), { expiration: '0' });
+  await ch.waitForConfirms();
+  for (const what of ['rejected', 'expired']) {
+    let d = false;
+    for (let i = 0; i < 200 && d === false; i++) d = await ch.get(dq, { noAck: true }); // round trips
+    emit('dead-lettered', { body: d && d.content.toString(), expiration: d && d.properties.expiration,
+      headers: d && shape(d.properties.headers) });
+  }
+
+  // A burst of publishes honouring write back-pressure, then a consumer with prefetch 50.
+  const n = 3000;
+  for (let i = 0; i < n; i++) {
+    if (!ch.sendToQueue(q, Buffer.from(String(i)), {})) await new Promise((r) => ch.once('drain', r));
+  }
+  await within(ch.waitForConfirms(), 'burst confirms');
+  await ch.prefetch(50);
+  let seen = 0, inOrder = true;
+  await within(new Promise((resolve) => {
+    ch.consume(q, (m) => {
+      if (m.content.toString() !== String(seen)) inOrder = false;
+      seen++;
+      ch.ack(m);
+      if (seen === n) resolve();
+    }, { consumerTag: 'burst' });
+  }), 'burst deliveries');
+  await ch.cancel('burst');
+  emit('burst', { delivered: seen, in_order: inOrder });
+
+  // The server cancels a consumer whose queue is deleted: the callback gets null.
+  const cq = `${prefix}-cq`;
+  await ch.assertQueue(cq, {});
+  const cancelled = new Promise((resolve) => ch.consume(cq, (m) => { if (m === null) resolve(true); }, { consumerTag: 'doomed' }));
+  await ch.deleteQueue(cq);
+  emit('consumer-cancelled', { got_null: await within(cancelled, 'basic.cancel') });
+
+  emit('purge', { messages: (await ch.purgeQueue(q)).messageCount });
+  await conn.updateSecret(Buffer.from(decodeURIComponent(u.password || 'guest')), 'rotation');
+  emit('update-secret', { ok: true });
+
+  await closeOf(conn, 'delete-if-empty', async (c) => {
+    await c.sendToQueue(q, Buffer.from('x'));
+    await c.deleteQueue(q, { ifEmpty: true });
+  });
+  await closeOf(conn, 'check-exchange-missing', (c) => c.checkExchange(`${prefix}-nox`));
+  await closeOf(conn, 'unbind-missing-queue', (c) => c.unbindQueue(`${prefix}-noq`, 'amq.direct', 'k'));
+  await closeOf(conn, 'exclusive-other-connection', async () => {
+    const other = await amqp.connect(url);
+    const oc = await other.createChannel();
+    oc.on('error', () => {});
+    try {
+      await oc.checkQueue(named.queue);
+    } finally {
+      await other.close().catch(() => {});
+    }
+  });
+  await closeOf(conn, 'bad-x-max-priority', (c) => c.assertQueue(`${prefix}-pr`, { maxPriority: 300 }));
+  await closeOf(conn, 'bad-overflow', (c) => c.assertQueue(`${prefix}-ov`, { overflow: 'sideways' }));
+  await closeOf(conn, 'bad-dlx-type', (c) => c.assertQueue(`${prefix}-dl`, { arguments: { 'x-dead-letter-exchange': 5 } }));
+  await closeOf(conn, 'x-match-invalid', (c) => c.bindQueue(q, 'amq.headers', '', { 'x-match': 'some' }));
+
+  await ch.deleteQueue(q);
+  await conn.close();
+  emit('closed');
+}
+
 async function blocked(url, prefix) {
   const conn = await amqp.connect(withHeartbeat(url));
   const events = [];
@@ -230,9 +366,9 @@ async function blocked(url, prefix) {
 }
 
 const [url, prefix, mode] = process.argv.slice(2);
-const run = { scenario, blocked }[mode];
+const run = { scenario, edges, blocked }[mode];
 if (!run || !prefix) {
-  process.stderr.write('usage: node interop.js URL PREFIX scenario|blocked\n');
+  process.stderr.write('usage: node interop.js URL PREFIX scenario|edges|blocked\n');
   process.exit(2);
 }
 run(url, prefix).then(() => process.exit(0), (err) => {
