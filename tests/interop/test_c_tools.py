@@ -143,3 +143,19 @@ def test_large_binary_message_across_many_frames(tool, unique):
             0, len(body), hashlib.sha256(body).hexdigest(), "")
     finally:
         tool("amqp-delete-queue", "-q", q)
+
+
+def test_login_failures_are_reported_as_rabbitmq_words_them(url_parts, unique):
+    host, port, user, password, vhost = url_parts
+
+    def get(*login: str) -> tuple[int, str]:
+        done = subprocess.run(["amqp-get", "--server", host, "--port", str(port), *login, "-q", unique],
+                              capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stderr
+
+    refused = ("logging in to AMQP server: server connection error 403, message: ACCESS_REFUSED - Login was "
+               "refused using authentication mechanism PLAIN. For details see the broker logfile.\n")
+    assert get("--vhost", vhost, "--username", user, "--password", password + "-wrong") == (1, refused)
+    assert get("--vhost", vhost, "--username", unique, "--password", password) == (1, refused)
+    assert get("--vhost", unique, "--username", user, "--password", password) == (1, (
+        f"logging in to AMQP server: server connection error 530, message: NOT_ALLOWED - vhost {unique} not found\n"))
