@@ -128,6 +128,18 @@ def test_go_sees_connection_blocked_and_unblocked(program, alarm, unique):
     ]
 
 
+def dead_lettered(prefix: str, body: str, reason: str, extra: dict) -> dict:
+    """x-death as RabbitMQ 3.10 writes it, field types included (its time zeroed by the program;
+    minimq's documented x-last-death-* additions dropped by it)."""
+    wq = t("string", prefix + "-wq")
+    death = {"count": t("int64", 1), "exchange": t("string", ""), "queue": wq, "reason": t("string", reason),
+             "routing-keys": t("array", [wq]), "time": t("time.Time", 0), **extra}
+    return {"event": "dead-lettered", "body": body, "expiration": "", "routing_key": True,
+            "headers": t("table", {"x-death": t("array", [t("table", death)]),
+                                   "x-first-death-exchange": t("string", ""), "x-first-death-queue": wq,
+                                   "x-first-death-reason": t("string", reason)})}
+
+
 def expected_edges(prefix: str, user: str) -> list[dict]:
     def err(event: str, code: int, text: str) -> dict:
         return {"event": event, "code": code, "server": True, "text": text}
@@ -147,6 +159,8 @@ def expected_edges(prefix: str, user: str) -> list[dict]:
         {"event": "requeued", "order": [["r2", True], ["r3", True], ["r4", True]]},
         {"event": "direct-reply-to", "rewritten": True, "reply": "pong", "routing_key": True},
         {"event": "consumer-cancelled", "tag": "doomed", "deliveries_open": False},
+        dead_lettered(prefix, "pushed out", "maxlen", {"original-expiration": t("string", "60000")}),
+        dead_lettered(prefix, "rejected", "rejected", {}),
         err("publish-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
         err("passive-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
         err("user-id-mismatch", 406, f"PRECONDITION_FAILED - user_id property set to '{user}-other' but "
@@ -178,7 +192,7 @@ def expected_edges(prefix: str, user: str) -> list[dict]:
 
 def test_go_edges_returns_tx_requeue_reply_to_and_errors(program, amqp_url, unique):
     """A client-chosen frame_max of 4096, basic.return, tx, reject/nack multiple/recover,
-    direct reply-to, a server-sent basic.cancel, each soft and hard error a web tier meets
+    direct reply-to, a server-sent basic.cancel, x-death (maxlen, rejected), each soft and hard error a web tier meets
     with RabbitMQ's code and text, and connection.update-secret (accepted with PLAIN)."""
     user = urlsplit(amqp_url).username
     assert_transcript(run_program([program, amqp_url, unique, "edges"]), expected_edges(unique, user))

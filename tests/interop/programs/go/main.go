@@ -293,14 +293,15 @@ func chanErr(conn *amqp.Connection, name string, op func(ch *amqp.Channel) error
 	if err == nil {
 		// Asynchronous errors (publish) arrive as a channel.close: a round trip flushes them.
 		_, err = ch.QueueDeclarePassive("amq.rabbitmq.reply-to", false, false, false, false, nil)
-		if err == nil {
-			select {
-			case e := <-closed:
-				if e != nil {
-					err = e
-				}
-			case <-time.After(200 * time.Millisecond):
+	}
+	if e, ok := err.(*amqp.Error); err != nil && (!ok || !e.Server) {
+		// The close overtook the round trip: the client refused it; the server's reason is here.
+		select {
+		case e := <-closed:
+			if e != nil {
+				err = e
 			}
+		case <-time.After(timeout):
 		}
 	}
 	if e, ok := err.(*amqp.Error); ok {
@@ -450,6 +451,44 @@ func edges(url, prefix string) {
 		emit("consumer-cancelled", map[string]interface{}{"tag": tag, "deliveries_open": open})
 	case <-time.After(timeout):
 		fail("basic.cancel", fmt.Errorf("none"))
+	}
+
+	// Dead-lettering by rejection and by overflow, as the Go client decodes x-death.
+	dq, wq := prefix+"-dq", prefix+"-wq"
+	_, err = ch.QueueDeclare(dq, false, false, true, false, nil)
+	must("queue.declare", err)
+	_, err = ch.QueueDeclare(wq, false, false, true, false, amqp.Table{
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dq, "x-max-length": int32(1)})
+	must("queue.declare", err)
+	must("publish", ch.Publish("", wq, false, false, amqp.Publishing{Body: []byte("pushed out"), Expiration: "60000"}))
+	must("publish", ch.Publish("", wq, false, false, amqp.Publishing{Body: []byte("rejected")}))
+	waitConfirm(confirms, "confirm")
+	waitConfirm(confirms, "confirm")
+	d, ok, err = ch.Get(wq, false)
+	must("basic.get", err)
+	must("reject", d.Reject(false))
+	ok = false
+	for i := 0; i < 2; i++ {
+		var dead amqp.Delivery
+		for tries := 0; tries < 200 && !ok; tries++ { // each try is a round trip
+			dead, ok, err = ch.Get(dq, true)
+			must("basic.get", err)
+		}
+		if !ok {
+			fail("dead-lettered", fmt.Errorf("nothing in %s", dq))
+		}
+		ok = false
+		deaths, _ := dead.Headers["x-death"].([]interface{})
+		for _, x := range deaths {
+			if t, isTable := x.(amqp.Table); isTable {
+				t["time"] = time.Unix(0, 0) // the moment differs run to run; its type does not
+			}
+		}
+		delete(dead.Headers, "x-last-death-exchange") // minimq's documented addition
+		delete(dead.Headers, "x-last-death-queue")
+		delete(dead.Headers, "x-last-death-reason")
+		emit("dead-lettered", map[string]interface{}{"body": string(dead.Body), "expiration": dead.Expiration,
+			"routing_key": dead.RoutingKey == dq, "headers": norm(dead.Headers)})
 	}
 
 	// Soft errors: the channel closes with RabbitMQ's code and text.
