@@ -43,37 +43,16 @@ __all__ = [
 
 
 def freeze_value(value: Any) -> Hashable:
-    """Turn a decoded field-table value into a hashable form for binding identity.
+    """A decoded field-table value as a hashable term for binding identity.
 
-    Argument dicts are unhashable, and a binding is known by its arguments. Int subclasses
-    collapse to plain ints and a longstr equals itself whether our decoder produced ``str``
-    or ``bytes``; booleans are kept apart from ints (Python would say ``True == 1``), and
-    floats from ints. Routing on headers compares differently: see `header_match_term`.
+    A binding is known by its arguments, and RabbitMQ 3.10 keeps them as its field terms:
+    each value with its field type, so a signedint 1, a long 1 and a double 1.0 make three
+    bindings, as do a longstr and a byte array with the same bytes (a ``str`` and ``bytes``
+    from our decoder are both longstr), and a nested table's keys count in order. Seen on the
+    wire: bind with one and unbind with another leaves the binding in place. Routing on
+    headers compares more loosely: see `header_match_term`.
     """
-    if isinstance(value, bool):
-        return ("bool", bool(value))
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        # Tagged so that Python's 1 == 1.0 does not make two bindings one.
-        return ("float", value)
-    if isinstance(value, Decimal):
-        # Erlang keeps {Scale, Unscaled}, so 1.5 and 1.50 are different values.
-        return ("decimal", value.as_tuple())
-    if isinstance(value, dict):
-        return ("table", tuple(sorted(
-            (_freeze_key(k), freeze_value(v)) for k, v in value.items())))
-    if isinstance(value, (list, tuple)):
-        return ("array", tuple(freeze_value(v) for v in value))
-    try:
-        hash(value)
-    except TypeError:
-        return ("opaque", repr(value))
-    return value
+    return _typed_term(value)
 
 
 def _freeze_key(key: Any) -> bytes:
@@ -84,9 +63,11 @@ def _freeze_key(key: Any) -> bytes:
 
 
 def _freeze_arguments(arguments: dict | None) -> Hashable:
+    # RabbitMQ sorts a binding's top-level arguments by key; nested tables keep their order.
     if not arguments:
         return ()
-    return tuple(sorted((_freeze_key(k), freeze_value(v)) for k, v in arguments.items()))
+    return tuple(sorted(((_freeze_key(k), freeze_value(v)) for k, v in arguments.items()),
+                        key=lambda item: item[0]))
 
 
 # ---------------------------------------------------------------------------
