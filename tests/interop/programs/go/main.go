@@ -491,6 +491,24 @@ func edges(url, prefix string) {
 			"routing_key": dead.RoutingKey == dq, "headers": norm(dead.Headers)})
 	}
 
+	// A binding is known by its arguments' field types too: int32 1 and int64 1 are two.
+	bq := prefix + "-bq"
+	_, err = ch.QueueDeclare(bq, false, false, true, false, nil)
+	must("queue.declare", err)
+	must("queue.bind", ch.QueueBind(bq, bq, "amq.direct", false, amqp.Table{"n": int32(1)}))
+	must("queue.bind", ch.QueueBind(bq, bq, "amq.direct", false, amqp.Table{"n": int64(1)}))
+	must("queue.unbind", ch.QueueUnbind(bq, bq, "amq.direct", amqp.Table{"n": int64(1)}))
+	must("publish", ch.Publish("amq.direct", bq, false, false, amqp.Publishing{Body: []byte("still bound")}))
+	waitConfirm(confirms, "confirm")
+	d, ok, err = ch.Get(bq, true)
+	must("basic.get", err)
+	must("queue.unbind", ch.QueueUnbind(bq, bq, "amq.direct", amqp.Table{"n": int32(1)}))
+	must("publish", ch.Publish("amq.direct", bq, false, false, amqp.Publishing{Body: []byte("unbound")}))
+	waitConfirm(confirms, "confirm")
+	_, routed, err := ch.Get(bq, true)
+	must("basic.get", err)
+	emit("typed-bindings", map[string]interface{}{"after_one_unbind": string(d.Body), "after_both": routed})
+
 	// Soft errors: the channel closes with RabbitMQ's code and text.
 	chanErr(conn, "publish-missing-exchange", func(ch *amqp.Channel) error {
 		return ch.Publish(prefix+"-nox", "k", false, false, amqp.Publishing{Body: []byte("x")})
