@@ -25,6 +25,51 @@ PROGRAMS = Path(__file__).parent / "programs"
 INSTALL_HINT = ".ci/run installs it"
 
 
+#: What every scenario program sees in connection.start (RabbitMQ 3.10's capabilities, sorted).
+CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
+                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
+                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
+
+#: The properties of the scenario's first message as every program prints them back.
+PROPERTIES = {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2,
+              "priority": 5, "correlation_id": "corr-1", "reply_to": "replies",
+              "expiration": "600000", "message_id": "msg-1", "timestamp": 1700000001,
+              "type": "photo.uploaded", "user_id": True, "app_id": "web"}
+
+LARGE_SIZE = (1 << 20) + 17
+
+
+def typed(type_: str, value: Any) -> dict:
+    """A decoded field value as the programs print it: the client's type and the value."""
+    return {"type": type_, "value": value}
+
+
+def scenario_start(prefix: str, headers: dict, confirmed: dict) -> list[dict]:
+    """The scenario's common opening: connect, declare, publish with confirm, get it back."""
+    x, q = prefix + "-x", prefix + "-q"
+    return [
+        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
+         "capabilities": CAPABILITIES},
+        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
+        confirmed,
+        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
+         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
+         "properties": PROPERTIES, "headers": headers},
+        {"event": "get-empty", "empty": True},
+    ]
+
+
+def worker_deliveries(prefix: str, cancelled: dict) -> list[dict]:
+    """m1, m2 under prefetch 2, m3 held back, m1 nacked back redelivered, then m3."""
+    def deliver(body: str, redelivered: bool) -> dict:
+        return {"event": "deliver", "exchange": prefix + "-x", "routing_key": "task", "body": body,
+                "redelivered": redelivered}
+
+    return [deliver("m1", False), deliver("m2", False),
+            {"event": "held-back", "messages": 1, "consumers": 1},
+            deliver("m1", True), deliver("m3", False), cancelled]
+
+
 def require(ok: bool, what: str, install: str) -> None:
     """Skip (fail in CI) unless `ok`: `what` is missing, `install` says how to get it."""
     if ok:

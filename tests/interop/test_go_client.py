@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .foreign import PROGRAMS, alarm, assert_transcript, require, run_blocked, run_program  # noqa: F401
+from .foreign import (LARGE_SIZE, PROGRAMS, alarm, assert_transcript, require, run_blocked,  # noqa: F401
+                      run_program, scenario_start, typed, worker_deliveries)
 
 GOPATH = Path("/usr/share/gocode")
 INSTALL = "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev"
@@ -40,13 +41,7 @@ def program(tmp_path_factory) -> str:
     return str(out)
 
 
-CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
-                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
-                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
-
-
-def t(type_: str, value) -> dict:
-    return {"type": type_, "value": value}
+t = typed
 
 
 HEADERS = t("table", {
@@ -70,37 +65,12 @@ HEADERS = t("table", {
 
 
 def expected_scenario(prefix: str) -> list[dict]:
-    x, q = prefix + "-x", prefix + "-q"
-
-    def deliver(body: str, redelivered: bool) -> dict:
-        return {"event": "deliver", "exchange": x, "routing_key": "task", "body": body,
-                "redelivered": redelivered}
-
     return [
-        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
-         "capabilities": CAPABILITIES},
-        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
-        {"event": "confirm", "tag": 1, "ack": True},
-        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
-         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
-         "properties": {"content_type": "application/json", "content_encoding": "utf-8",
-                        "delivery_mode": 2, "priority": 5, "correlation_id": "corr-1",
-                        "reply_to": "replies", "expiration": "600000", "message_id": "msg-1",
-                        "timestamp": 1700000001, "type": "photo.uploaded", "user_id": True,
-                        "app_id": "web"},
-         "headers": HEADERS},
-        {"event": "get-empty", "empty": True},
-        {"event": "confirm", "tag": 2, "ack": True},
-        {"event": "confirm", "tag": 3, "ack": True},
-        {"event": "confirm", "tag": 4, "ack": True},
-        deliver("m1", False),
-        deliver("m2", False),
-        {"event": "held-back", "messages": 1, "consumers": 1},
-        deliver("m1", True),
-        deliver("m3", False),
-        {"event": "cancelled"},
+        *scenario_start(prefix, HEADERS, {"event": "confirm", "tag": 1, "ack": True}),
+        *({"event": "confirm", "tag": n, "ack": True} for n in (2, 3, 4)),
+        *worker_deliveries(prefix, {"event": "cancelled"}),
         {"event": "confirm", "tag": 5, "ack": True},
-        {"event": "large", "size": (1 << 20) + 17, "intact": True},
+        {"event": "large", "size": LARGE_SIZE, "intact": True},
         {"event": "channel-error", "code": 404, "server": True,
          "text": f"NOT_FOUND - no queue '{prefix}-missing' in vhost '/'"},
         {"event": "channel-closed", "code": 404},

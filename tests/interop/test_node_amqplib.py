@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import url_with
-from .foreign import (PROGRAMS, alarm, assert_transcript, parse_transcript, require,  # noqa: F401
-                      run_blocked, run_program)
+from .foreign import (LARGE_SIZE, PROGRAMS, alarm, assert_transcript, parse_transcript,  # noqa: F401
+                      require, run_blocked, run_program, scenario_start, typed, worker_deliveries)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQPLIB_VERSION = "2.3.1"
@@ -47,13 +47,7 @@ def command(url: str, prefix: str, mode: str) -> list[str]:
     return ["node", str(PROGRAMS / "node" / "interop.js"), node_url(url), prefix, mode]
 
 
-CAPABILITIES = ["authentication_failure_close", "basic.nack", "connection.blocked",
-                "consumer_cancel_notify", "consumer_priorities", "direct_reply_to",
-                "exchange_exchange_bindings", "per_consumer_qos", "publisher_confirms"]
-
-
-def t(type_: str, value) -> dict:
-    return {"type": type_, "value": value}
+t = typed
 
 
 def n(value) -> dict:
@@ -78,36 +72,13 @@ HEADERS = t("object", {
 
 
 def expected_scenario(prefix: str) -> list[dict]:
-    x, q = prefix + "-x", prefix + "-q"
     missing = f"NOT_FOUND - no queue '{prefix}-missing' in vhost '/'"
-
-    def deliver(body: str, redelivered: bool) -> dict:
-        return {"event": "deliver", "exchange": x, "routing_key": "task", "body": body,
-                "redelivered": redelivered}
-
     return [
-        {"event": "connected", "heartbeat": 1, "frame_max": 131072, "channel_max": 2047,
-         "capabilities": CAPABILITIES},
-        {"event": "queue.declare-ok", "queue": q, "messages": 0, "consumers": 0},
-        {"event": "confirm", "ack": True},
-        {"event": "get", "exchange": x, "routing_key": "task", "redelivered": False,
-         "body": '{"photo": 1}', "message_count": 0, "delivery_tag": 1,
-         "properties": {"content_type": "application/json", "content_encoding": "utf-8",
-                        "delivery_mode": 2, "priority": 5, "correlation_id": "corr-1",
-                        "reply_to": "replies", "expiration": "600000", "message_id": "msg-1",
-                        "timestamp": 1700000001, "type": "photo.uploaded", "user_id": True,
-                        "app_id": "web"},
-         "headers": HEADERS},
-        {"event": "get-empty", "empty": True},
+        *scenario_start(prefix, HEADERS, {"event": "confirm", "ack": True}),
         {"event": "confirmed", "count": 3},
-        deliver("m1", False),
-        deliver("m2", False),
-        {"event": "held-back", "messages": 1, "consumers": 1},
-        deliver("m1", True),
-        deliver("m3", False),
-        {"event": "cancelled", "tag": "worker"},
+        *worker_deliveries(prefix, {"event": "cancelled", "tag": "worker"}),
         {"event": "confirm", "ack": True},
-        {"event": "large", "size": (1 << 20) + 17, "intact": True},
+        {"event": "large", "size": LARGE_SIZE, "intact": True},
         {"event": "channel-error", "code": 404, "class_id": 50, "method_id": 10,
          "message": f'Operation failed: QueueDeclare; 404 (NOT-FOUND) with message "{missing}"'},
         {"event": "channel-error-event", "code": 404,
