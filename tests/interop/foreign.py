@@ -235,6 +235,16 @@ def alarm() -> Iterator[Alarm]:
         a.clear()
 
 
+#: What every program's `blocked` mode prints from its connection.blocked notification on.
+BLOCKED_TRANSCRIPT = [
+    {"event": "blocked", "reason": "low on memory"},
+    {"event": "unblocked"},
+    {"event": "confirm", "tag": 1, "ack": True},
+    {"event": "get", "ok": True, "body": "during the alarm"},
+    {"event": "closed"},
+]
+
+
 def run_blocked(cmd: list[str], alarm: Alarm, env: dict | None = None) -> list[dict]:
     """Drive a program's `blocked` mode: it publishes during an alarm, sees
     connection.blocked, then connection.unblocked once the alarm clears, then its confirm."""

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .foreign import (LARGE_SIZE, PROGRAMS, alarm, assert_transcript, require, run_blocked,  # noqa: F401
-                      run_program, scenario_start, typed, worker_deliveries)
+from .foreign import (BLOCKED_TRANSCRIPT, LARGE_SIZE, PROGRAMS, alarm,  # noqa: F401 (alarm: a fixture)
+                      assert_transcript, require, run_blocked, run_program, scenario_start, typed,
+                      worker_deliveries)
 
 GOPATH = Path("/usr/share/gocode")
 INSTALL = "apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev"
@@ -89,13 +90,7 @@ def test_go_publisher_and_worker(program, amqp_url, unique):
 
 def test_go_sees_connection_blocked_and_unblocked(program, alarm, unique):
     events = run_blocked([program, alarm.url, unique, "blocked"], alarm)
-    assert events == [
-        {"event": "blocked", "reason": "low on memory"},
-        {"event": "unblocked"},
-        {"event": "confirm", "tag": 1, "ack": True},
-        {"event": "get", "ok": True, "body": "during the alarm"},
-        {"event": "closed"},
-    ]
+    assert events == BLOCKED_TRANSCRIPT
 
 
 def dead_lettered(prefix: str, body: str, reason: str, extra: dict) -> dict:

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from .conftest import url_with
-from .foreign import (LARGE_SIZE, PROGRAMS, alarm, assert_transcript, require, run_blocked,  # noqa: F401
-                      run_program, scenario_start, typed, worker_deliveries)
+from .foreign import (BLOCKED_TRANSCRIPT, LARGE_SIZE, PROGRAMS, alarm,  # noqa: F401 (alarm: a fixture)
+                      assert_transcript, require, run_blocked, run_program, scenario_start, typed,
+                      worker_deliveries)
 
 JARS = Path("/usr/share/java")
 CLASSPATH = ["amqp-client.jar", "slf4j-api.jar", "slf4j-simple.jar"]
@@ -100,13 +101,7 @@ def test_java_publisher_and_worker(program, amqp_url, unique):
 
 def test_java_blocked_listener(program, alarm, unique):
     events = run_blocked([*program, java_url(alarm.url), unique, "blocked"], alarm)
-    assert events == [
-        {"event": "blocked", "reason": "low on memory"},
-        {"event": "unblocked"},
-        {"event": "confirm", "tag": 1, "ack": True},
-        {"event": "get", "ok": True, "body": "during the alarm"},
-        {"event": "closed"},
-    ]
+    assert events == BLOCKED_TRANSCRIPT
 
 
 def expected_edges(p: str) -> list[dict]:

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from .conftest import url_with
-from .foreign import (LARGE_SIZE, PROGRAMS, alarm, assert_transcript, parse_transcript,  # noqa: F401
-                      require, run_blocked, run_program, scenario_start, typed, worker_deliveries)
+from .foreign import (BLOCKED_TRANSCRIPT, LARGE_SIZE, PROGRAMS, alarm,  # noqa: F401 (alarm: a fixture)
+                      assert_transcript, parse_transcript, require, run_blocked, run_program,
+                      scenario_start, typed, worker_deliveries)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQPLIB_VERSION = "2.3.1"
@@ -99,13 +100,7 @@ def test_node_publisher_and_worker(node_env, amqp_url, unique):
 
 def test_node_blocked_and_unblocked_events(node_env, alarm, unique):
     events = run_blocked(command(alarm.url, unique, "blocked"), alarm, env=node_env)
-    assert events == [
-        {"event": "blocked", "reason": "low on memory"},
-        {"event": "unblocked"},
-        {"event": "confirm", "tag": 1, "ack": True},
-        {"event": "get", "ok": True, "body": "during the alarm"},
-        {"event": "closed"},
-    ]
+    assert events == BLOCKED_TRANSCRIPT
 
 
 def test_node_edges_dead_letters_alternate_exchange_burst_and_errors(node_env, amqp_url, unique):
