@@ -418,19 +418,19 @@ class Queue:
         for m in messages:
             m.redelivered = True
         ready = self.ready
-        if self.special:
+        if self.args.queue_type == "quorum":
+            # A quorum queue counts every return (its x-delivery-count), limit or not.
             limit = self.args.delivery_limit
-            if limit is not None:
-                keep = []
-                for m in messages:
-                    m.deliveries += 1
-                    if m.deliveries > limit:
-                        self._drop(m, "delivery_limit")
-                    else:
-                        keep.append(m)
-                messages = keep
-                if not messages:
-                    return
+            keep = []
+            for m in messages:
+                m.deliveries += 1
+                if limit is not None and m.deliveries > limit:
+                    self._drop(m, "delivery_limit")
+                else:
+                    keep.append(m)
+            messages = keep
+            if not messages:
+                return
         self.ready_bytes += sum(len(m.body) for m in messages)
         if isinstance(ready, PriorityReady):
             ready.requeue(messages)

@@ -415,6 +415,33 @@ def test_requeue_over_max_length_with_reject_publish_dlx_does_not_dead_letter(co
     assert drain(ch, sink) == []
 
 
+def test_quorum_delivery_count_counts_every_return_without_a_limit(conn, ch, unique):
+    # Checked against RabbitMQ 3.10 (the Go client showed it first): x-delivery-count goes
+    # up on each return -- nack/reject with requeue, a closed channel, basic.recover -- on a
+    # quorum queue with no x-delivery-limit too (minimq counted only with a limit).
+    ch.queue_declare(unique, durable=True, arguments={"x-queue-type": "quorum"})
+    try:
+        ch.confirm_delivery()
+        ch.basic_publish("", unique, b"d")
+        seen = []
+        for _ in range(2):
+            m, props, _b = ch.basic_get(unique)
+            seen.append((props.headers or {}).get("x-delivery-count"))
+            ch.basic_nack(m.delivery_tag, requeue=True)
+        other = conn.channel()
+        m, props, _b = other.basic_get(unique)
+        seen.append((props.headers or {}).get("x-delivery-count"))
+        other.close()
+        m, props, _b = ch.basic_get(unique)
+        seen.append((props.headers or {}).get("x-delivery-count"))
+        ch.basic_recover(requeue=True)
+        m, props, _b = ch.basic_get(unique, auto_ack=True)
+        seen.append((props.headers or {}).get("x-delivery-count"))
+        assert seen == [0, 1, 2, 3, 4]
+    finally:
+        ch.queue_delete(unique)
+
+
 def test_quorum_delivery_limit_dead_letters(conn, ch, unique):
     # Checked against RabbitMQ 3.10: a quorum queue with x-delivery-limit 1 delivers a
     # message twice (x-delivery-count 0, then 1) and dead-letters it with reason
