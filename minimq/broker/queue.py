@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from minimq.broker.arguments import QueueArgs
 from minimq.broker.message import Message
 from minimq.broker.teardown import guarded
+from minimq.codec.values import Int64
 
 if TYPE_CHECKING:
     from minimq.broker.channel import Channel
@@ -547,7 +548,7 @@ class Queue:
                     self._drop(msg, "expired")
                     continue
             if self.args.queue_type == "quorum":
-                msg.set_header("x-delivery-count", msg.deliveries)
+                msg.set_header("x-delivery-count", Int64(msg.deliveries))  # a long, as RabbitMQ
             return msg
         return None
 
