@@ -126,6 +126,7 @@ def expected_edges(prefix: str, user: str) -> list[dict]:
         {"event": "consumer-cancelled", "tag": "doomed", "deliveries_open": False},
         dead_lettered(prefix, "pushed out", "maxlen", {"original-expiration": t("string", "60000")}),
         dead_lettered(prefix, "rejected", "rejected", {}),
+        {"event": "quorum-delivery-count", "counts": [t("int64", n) for n in (0, 1, 2)]},
         {"event": "typed-bindings", "after_one_unbind": "still bound", "after_both": False},
         err("publish-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
         err("passive-missing-exchange", 404, f"NOT_FOUND - no exchange '{prefix}-nox' in vhost '/'"),
@@ -158,7 +159,7 @@ def expected_edges(prefix: str, user: str) -> list[dict]:
 
 def test_go_edges_returns_tx_requeue_reply_to_and_errors(program, amqp_url, unique):
     """A client-chosen frame_max of 4096, basic.return, tx, reject/nack multiple/recover,
-    direct reply-to, a server-sent basic.cancel, x-death (maxlen, rejected), bindings told apart by
+    direct reply-to, a server-sent basic.cancel, x-death (maxlen, rejected), a quorum queue's x-delivery-count (a long), bindings told apart by
     their arguments' field types, each soft and hard error a web tier meets
     with RabbitMQ's code and text, and connection.update-secret (accepted with PLAIN)."""
     user = urlsplit(amqp_url).username

@@ -491,6 +491,30 @@ func edges(url, prefix string) {
 			"routing_key": dead.RoutingKey == dq, "headers": norm(dead.Headers)})
 	}
 
+	// A quorum queue counts returns in x-delivery-count (on a channel of its own).
+	qch, err := conn.Channel()
+	must("channel", err)
+	qq := prefix + "-qq"
+	_, err = qch.QueueDeclare(qq, true, false, false, false, amqp.Table{"x-queue-type": "quorum"})
+	must("queue.declare quorum", err)
+	must("confirm.select", qch.Confirm(false))
+	qconfirms := qch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	must("publish", qch.Publish("", qq, false, false, amqp.Publishing{Body: []byte("again and again")}))
+	waitConfirm(qconfirms, "confirm")
+	var counts []interface{}
+	for i := 0; i < 3; i++ {
+		d, ok, err := qch.Get(qq, false)
+		must("basic.get", err)
+		if !ok {
+			fail("basic.get", fmt.Errorf("empty"))
+		}
+		counts = append(counts, norm(d.Headers["x-delivery-count"]))
+		must("nack", d.Nack(false, true))
+	}
+	_, err = qch.QueueDelete(qq, false, false, false)
+	must("queue.delete", err)
+	emit("quorum-delivery-count", map[string]interface{}{"counts": counts})
+
 	// A binding is known by its arguments' field types too: int32 1 and int64 1 are two.
 	bq := prefix + "-bq"
 	_, err = ch.QueueDeclare(bq, false, false, true, false, nil)
