@@ -77,6 +77,33 @@ class QueueArgs:
         )
 
 
+# Arguments each replicated queue type refuses, in the order RabbitMQ 3.10 names them.
+_INVALID_FOR_TYPE = {
+    "quorum": ("x-queue-mode", "x-max-priority"),
+    "stream": ("x-queue-mode", "x-max-priority", "x-message-ttl"),
+}
+
+
+def check_queue_type_declare(arguments: dict | None, queue: str, vhost: str, *, durable: bool,
+                             exclusive: bool, auto_delete: bool, server_named: bool) -> None:
+    """Refuse what RabbitMQ 3.10 refuses for a new quorum or stream queue (406), first match
+    first: a server-named one, an argument its type has no use for, then auto-delete,
+    exclusive and non-durable. minimq serves these types as classic queues, but a declare
+    RabbitMQ would refuse must not succeed here (seen on the wire with the Go client)."""
+    qtype = _text((arguments or {}).get("x-queue-type"))
+    if qtype not in _INVALID_FOR_TYPE:
+        return
+    if server_named:
+        raise PreconditionFailed(f"Cannot declare a server-named queue for type rabbit_{qtype}_queue")
+    where = f"for queue '{queue}' in vhost '{vhost}'"
+    for key in _INVALID_FOR_TYPE[qtype]:
+        if key in arguments:
+            raise PreconditionFailed(f"invalid arg '{key}' {where} of queue type rabbit_{qtype}_queue")
+    for bad, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"), (not durable, "non-durable")):
+        if bad:
+            raise PreconditionFailed(f"invalid property '{prop}' {where}")
+
+
 def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArgs:
     """Validate and parse queue arguments; raise 406 PRECONDITION_FAILED like RabbitMQ."""
     qa = QueueArgs()

@@ -12,7 +12,7 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
-from minimq.broker.arguments import inequivalent, parse_queue_args
+from minimq.broker.arguments import check_queue_type_declare, inequivalent, parse_queue_args
 from minimq.broker.exchange import DefaultExchangeType, Exchange
 from minimq.broker.exchange_types import ALL_EXCHANGE_TYPES
 from minimq.broker.message import Message
@@ -319,11 +319,13 @@ class VirtualHost:
                 q.last_used = self.services.clock()  # a passive declare counts as use
             return q, False
         if name == "":
-            name = generated_name("amq.gen-")
+            name, server_named = generated_name("amq.gen-"), True
         elif name.startswith("amq.") and not server_named:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         q = self.queues.get(name)
         if q is None:
+            check_queue_type_declare(arguments, name, self.name, durable=durable, exclusive=exclusive,
+                                     auto_delete=auto_delete, server_named=server_named)
             qargs = parse_queue_args(arguments, name, self.name)
             q = Queue(
                 self, name, durable=durable, exclusive_owner=session if exclusive else None,

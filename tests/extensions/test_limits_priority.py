@@ -384,6 +384,46 @@ def test_quorum_delivery_limit_accepted(ch, unique):
     ch.queue_delete(unique)
 
 
+REPLICATED_DECLARES = [
+    # (queue type, declare flags, arguments, what RabbitMQ 3.10.8 refuses, or None)
+    ("quorum", {"durable": False}, {}, "invalid property 'non-durable' for queue '{q}' in vhost '/'"),
+    ("quorum", {"durable": True, "exclusive": True}, {}, "invalid property 'exclusive-owner' for queue '{q}' in vhost '/'"),
+    ("quorum", {"durable": False, "exclusive": True, "auto_delete": True}, {},
+     "invalid property 'auto-delete' for queue '{q}' in vhost '/'"),
+    ("quorum", {"durable": False}, {"x-max-priority": 5},
+     "invalid arg 'x-max-priority' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue"),
+    ("quorum", {"durable": True}, {"x-queue-mode": "lazy", "x-max-priority": 3},
+     "invalid arg 'x-queue-mode' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue"),
+    ("quorum", {"durable": False}, {"x-delivery-limit": "x"}, "invalid property 'non-durable' for queue '{q}' in vhost '/'"),
+    ("quorum", {"durable": True}, {"x-message-ttl": 1000, "x-expires": 60000, "x-overflow": "reject-publish",
+                                   "x-single-active-consumer": True, "x-max-length": 3}, None),
+    ("stream", {"durable": False}, {}, "invalid property 'non-durable' for queue '{q}' in vhost '/'"),
+    ("stream", {"durable": True}, {"x-message-ttl": 5},
+     "invalid arg 'x-message-ttl' for queue '{q}' in vhost '/' of queue type rabbit_stream_queue"),
+    ("stream", {"durable": True}, {}, None),
+]
+
+
+@pytest.mark.parametrize("qtype, flags, args, refused", REPLICATED_DECLARES)
+def test_quorum_and_stream_declares_refused_as_rabbitmq(ch, unique, qtype, flags, args, refused):
+    """RabbitMQ 3.10 refuses quorum/stream queues it cannot replicate (non-durable, exclusive,
+    auto-delete) and arguments their type has no use for; the Go client's declares showed
+    minimq accepting them."""
+    arguments = {"x-queue-type": qtype, **args}
+    if refused is None:
+        ch.queue_declare(unique, arguments=arguments, **flags)
+        ch.queue_delete(unique)
+        return
+    code, text = closed_by_broker(lambda: ch.queue_declare(unique, arguments=arguments, **flags))
+    assert (code, text) == (406, "PRECONDITION_FAILED - " + refused.format(q=unique))
+
+
+@pytest.mark.parametrize("qtype", ["quorum", "stream"])
+def test_server_named_quorum_or_stream_queue_is_refused(ch, qtype):
+    code, text = closed_by_broker(lambda: ch.queue_declare("", durable=True, arguments={"x-queue-type": qtype}))
+    assert (code, text) == (406, f"PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_{qtype}_queue")
+
+
 def test_requeue_over_max_length_with_reject_publish_keeps_all(ch, unique):
     # Checked against RabbitMQ 3.10: only drop-head enforces the limit when messages are
     # requeued (rabbit_amqqueue_process:maybe_drop_head/1 is a no-op for reject-publish and
