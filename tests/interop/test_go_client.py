@@ -140,6 +140,10 @@ def expected_edges(prefix: str, user: str) -> list[dict]:
                                            "but current is none"),
         err("queue-bad-arg-type", 406, f"PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue '{q}-ttl' "
                                        "in vhost '/': \"expected integer, got longstr\""),
+        err("quorum-non-durable", 406, f"PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}-qnd' "
+                                       "in vhost '/'"),
+        err("quorum-server-named", 406, "PRECONDITION_FAILED - Cannot declare a server-named queue for type "
+                                        "rabbit_quorum_queue"),
         err("unknown-delivery-tag", 406, "PRECONDITION_FAILED - unknown delivery tag 99"),
         err("bind-missing-queue", 404, f"NOT_FOUND - no queue '{prefix}-noq' in vhost '/'"),
         err("exclusive-consumer-conflict", 403, f"ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"),

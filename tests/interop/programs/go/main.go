@@ -559,6 +559,14 @@ func edges(url, prefix string) {
 		_, err := ch.QueueDeclare(q+"-ttl", false, false, false, false, amqp.Table{"x-message-ttl": "1000"})
 		return err
 	})
+	chanErr(conn, "quorum-non-durable", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(q+"-qnd", false, false, false, false, amqp.Table{"x-queue-type": "quorum"})
+		return err
+	})
+	chanErr(conn, "quorum-server-named", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare("", true, false, false, false, amqp.Table{"x-queue-type": "quorum"})
+		return err
+	})
 	chanErr(conn, "unknown-delivery-tag", func(ch *amqp.Channel) error {
 		return ch.Ack(99, false)
 	})
