@@ -114,7 +114,7 @@ def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArg
     def invalid(arg: str, detail: str) -> PreconditionFailed:
         return PreconditionFailed(f"invalid arg '{arg}' {where}: {detail}")
 
-    def integer(arg: str, *, zero_ok: bool = True) -> int | None:
+    def integer(arg: str, *, zero_ok: bool = True, most: int | None = None) -> int | None:
         if arg not in arguments:
             return None
         value = arguments[arg]
@@ -124,10 +124,12 @@ def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArg
             raise invalid(arg, f"{{value_negative,{value}}}")
         if value == 0 and not zero_ok:
             raise invalid(arg, f"{{value_zero,{value}}}")
+        if most is not None and value > most:
+            raise invalid(arg, f"{{value_too_large,{value}}}")
         return int(value)
 
-    qa.message_ttl = integer("x-message-ttl")
-    qa.expires = integer("x-expires", zero_ok=False)
+    qa.message_ttl = integer("x-message-ttl", most=MAX_EXPIRATION)
+    qa.expires = integer("x-expires", zero_ok=False, most=MAX_EXPIRATION)
     qa.max_length = integer("x-max-length")
     qa.max_length_bytes = integer("x-max-length-bytes")
     prio = integer("x-max-priority")
@@ -188,7 +190,8 @@ def parse_queue_args(arguments: dict | None, queue: str, vhost: str) -> QueueArg
     return qa
 
 
-MAX_EXPIRATION = 4294967295000
+#: The longest TTL, expiry or per-message expiration RabbitMQ 3.10 accepts: ten years of ms.
+MAX_EXPIRATION = 315_360_000_000
 
 
 def parse_expiration(value: Any) -> int:
@@ -210,12 +213,22 @@ def parse_expiration(value: Any) -> int:
         raise PreconditionFailed(f"invalid expiration '{text}': no_integer")
     ms = int(text[:j])
     if j < len(text):
-        raise PreconditionFailed(f'invalid expiration \'{text}\': {{leftover_string,"{text[j:]}"}}')
+        raise _bad_expiration(text, "leftover_string", f'"{text[j:]}"')
     if ms < 0:
-        raise PreconditionFailed(f"invalid expiration '{text}': {{value_negative,{ms}}}")
+        raise _bad_expiration(text, "value_negative", str(ms))
     if ms > MAX_EXPIRATION:
-        raise PreconditionFailed(f"invalid expiration '{text}': {{value_too_large,{ms}}}")
+        raise _bad_expiration(text, "value_too_large", str(ms))
     return ms
+
+
+def _bad_expiration(text: str, reason: str, value: str) -> PreconditionFailed:
+    """RabbitMQ formats this one with Erlang's ~p: a {Reason,Value} tuple that would reach
+    column 79 is broken after its first element, the value aligned under it."""
+    prefix = f"invalid expiration '{text}': "
+    term = f"{{{reason},{value}}}"
+    if len(prefix) + len(term) > 78:
+        term = f"{{{reason},\n{' ' * (len(prefix) + 1)}{value}}}"
+    return PreconditionFailed(prefix + term)
 
 
 def describe_arg(value: Any) -> str:

@@ -310,6 +310,32 @@ def test_too_large_expiration_closes_the_channel(conn, unique):
     assert reply.replace("\n", "").replace(" ", "").endswith(big + "}")
 
 
+@pytest.mark.parametrize("expiration, detail", [
+    ("315360000001", "{value_too_large,315360000001}"),
+    ("0999999999999999999", "{value_too_large,999999999999999999}"),  # ends at column 78: one line
+    ("00999999999999999999", "{value_too_large,\n" + " " * 44 + "999999999999999999}"),
+    ("99999999999999999999", "{value_too_large,\n" + " " * 44 + "99999999999999999999}"),
+])
+def test_expiration_past_ten_years_is_refused_in_rabbitmq_words(conn, unique, expiration, detail):
+    """RabbitMQ 3.10's limit is 315360000000 ms, and Erlang's ~p breaks a term that would
+    reach column 79 after its first element (checked against RabbitMQ 3.10.8)."""
+    ch = conn.channel()
+    ch.queue_declare(unique, auto_delete=True)
+    code, reply = closed_by_broker(lambda: (
+        ch.basic_publish("", unique, b"m", pika.BasicProperties(expiration=expiration)),
+        ch.queue_declare(unique, passive=True)))
+    assert (code, reply) == (406, f"PRECONDITION_FAILED - invalid expiration '{expiration}': {detail}")
+
+
+@pytest.mark.parametrize("arg", ["x-message-ttl", "x-expires"])
+def test_queue_ttl_and_expiry_past_ten_years_are_refused(ch, unique, arg):
+    ch.queue_declare(unique, auto_delete=True, arguments={arg: 315360000000})
+    ch.queue_delete(unique)
+    code, reply = closed_by_broker(lambda: ch.queue_declare(unique, auto_delete=True, arguments={arg: 315360000001}))
+    assert (code, reply) == (406, f"PRECONDITION_FAILED - invalid arg '{arg}' for queue '{unique}' in vhost '/': "
+                                  "{value_too_large,315360000001}")
+
+
 @pytest.mark.parametrize("expiration", ["+5000", "05000", "4294967296"])
 def test_unusual_but_valid_expirations(ch, unique, expiration):
     ch.queue_declare(unique, auto_delete=True)
