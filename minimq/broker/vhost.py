@@ -12,7 +12,7 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
-from minimq.broker.arguments import check_queue_type_declare, inequivalent, parse_queue_args
+from minimq.broker.arguments import check_queue_type_declare, inequivalent, parse_queue_args, type_name as field_type_name
 from minimq.broker.exchange import DefaultExchangeType, Exchange
 from minimq.broker.exchange_types import ALL_EXCHANGE_TYPES
 from minimq.broker.message import Message
@@ -163,6 +163,12 @@ class VirtualHost:
         if ex is None:
             if name.startswith("amq."):
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            alternate = (arguments or {}).get("alternate-exchange")
+            if alternate is not None and not isinstance(alternate, (str, bytes)):
+                # As RabbitMQ 3.10: only a longstr names an alternate exchange.
+                raise PreconditionFailed(
+                    f"invalid type '{field_type_name(alternate)}' for arg 'alternate-exchange' "
+                    f"in exchange '{name}' in vhost '{self.name}'")
             ex = Exchange(
                 name, type_name, durable=durable, auto_delete=auto_delete, internal=internal,
                 arguments=arguments,

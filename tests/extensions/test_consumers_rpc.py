@@ -644,3 +644,14 @@ def test_delayed_exchange_redeclare_must_match_delayed_type(conn, unique):
     code, reply = closed_by_broker(lambda: delayed_exchange(ch, unique, "fanout"))
     assert code == 406
     assert "inequivalent arg 'x-delayed-type'" in reply
+
+
+@pytest.mark.parametrize("value, type_name", [(5, "signedint"), (True, "bool"), ({"a": 1}, "table"),
+                                              (b"ae", "binary")])
+def test_alternate_exchange_must_be_a_longstr(ch, unique, value, type_name):
+    """As RabbitMQ 3.10 (the Go client's int32 showed minimq taking it): a new exchange whose
+    alternate-exchange is not a longstr is refused; pika sends bytes as a byte array."""
+    code, reply = closed_by_broker(lambda: ch.exchange_declare(
+        unique, "direct", auto_delete=True, arguments={"alternate-exchange": value}))
+    assert (code, reply) == (406, f"PRECONDITION_FAILED - invalid type '{type_name}' for arg "
+                                  f"'alternate-exchange' in exchange '{unique}' in vhost '/'")
