@@ -746,7 +746,7 @@ def _typed_term(value: Any) -> Hashable:
         return ("array", tuple(_typed_term(v) for v in value))
     if value is None:
         return ("void",)
-    return (_erlang_type_name(value), header_match_term(value))
+    return (erlang_type_name(value), header_match_term(value))
 
 
 def _epoch_seconds(value: datetime) -> int:
