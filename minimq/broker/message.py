@@ -17,13 +17,12 @@ import copy
 from minimq.codec.properties import (
     DELIVERY_MODE_FLAG,
     PRIORITY_FLAG,
+    PROPERTIES_OFFSET,
     BasicProperties,
     decode_headers_only,
     encode_content_header,
     header_octet,
 )
-
-_PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8)
 
 
 def make_route(exchange: str, routing_key: str) -> bytes:
@@ -94,14 +93,14 @@ class Message:
     def properties(self) -> BasicProperties:
         props = self._props
         if props is None:
-            props = self._props = BasicProperties.decode(self.header, _PROPS_OFFSET)
+            props = self._props = BasicProperties.decode(self.header, PROPERTIES_OFFSET)
         return props
 
     @property
     def headers(self) -> dict | None:
         if self._props is not None:
             return self._props.headers
-        return decode_headers_only(memoryview(self.header)[_PROPS_OFFSET:])
+        return decode_headers_only(memoryview(self.header)[PROPERTIES_OFFSET:])
 
     @property
     def flags(self) -> int:

@@ -17,6 +17,9 @@ from .values import as_bytes, decode_shortstr, decode_table, encode_shortstr, en
 __all__ = [
     "BasicProperties",
     "PROPERTY_NAMES",
+    "CONTENT_HEADER",
+    "CONTENT_HEADER_SIZE",
+    "PROPERTIES_OFFSET",
     "CONTENT_TYPE_FLAG",
     "CONTENT_ENCODING_FLAG",
     "HEADERS_FLAG",
@@ -41,7 +44,11 @@ __all__ = [
 _H = struct.Struct(">H")
 _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
-_HHQ = struct.Struct(">HHQ")
+# A content-header payload: class id, weight, body size, then the property flags and
+# properties; the broker keeps it whole and reads the properties from PROPERTIES_OFFSET.
+CONTENT_HEADER = struct.Struct(">HHQ")
+PROPERTIES_OFFSET = CONTENT_HEADER.size  # 12
+CONTENT_HEADER_SIZE = PROPERTIES_OFFSET + 2  # the shortest payload: no property flag set
 
 PROPERTY_NAMES = (
     "content_type",
@@ -297,7 +304,7 @@ def encode_content_header(
     else:
         raw = props
     try:
-        return b"".join((_HHQ.pack(class_id, 0, body_size), raw))
+        return b"".join((CONTENT_HEADER.pack(class_id, 0, body_size), raw))
     except (struct.error, TypeError) as exc:
         raise CodecError(f"cannot encode content header: {exc}") from None
 
@@ -308,10 +315,10 @@ def parse_content_header(payload: bytes | memoryview) -> tuple[int, int, bytes |
     The property bytes are a slice of the same type as ``payload`` (bytes in,
     bytes out), so storing them does not pin a larger receive buffer.
     """
-    if len(payload) < 14:
+    if len(payload) < CONTENT_HEADER_SIZE:
         raise CodecError("truncated content header")
-    class_id, _weight, body_size = _HHQ.unpack_from(payload, 0)
-    return class_id, body_size, payload[12:]
+    class_id, _weight, body_size = CONTENT_HEADER.unpack_from(payload, 0)
+    return class_id, body_size, payload[PROPERTIES_OFFSET:]
 
 
 def _skip_to_headers(buf, flags: int, offset: int) -> int:

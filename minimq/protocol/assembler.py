@@ -11,17 +11,15 @@ asked. A body that came in one frame is handed on as it is; several are joined o
 """
 from __future__ import annotations
 
-import struct
 from typing import Any, Callable, Mapping
 
 from minimq.codec import spec
 from minimq.codec.errors import FrameError, PreconditionFailed, UnexpectedFrame
+from minimq.codec.properties import CONTENT_HEADER as _CONTENT_HEADER
+from minimq.codec.properties import CONTENT_HEADER_SIZE
 
 __all__ = ["ContentAssembler", "CONTENT_HEADER_SIZE"]
 
-#: class id (2), weight (2), body size (8), property flags (2): the shortest header payload.
-CONTENT_HEADER_SIZE = 14
-_CONTENT_HEADER = struct.Struct(">HHQ")
 _BASIC_CLASS = spec.BasicPublish.CLASS_ID  # 60: only class basic carries content
 
 Make = Callable[[int, Any, bytes, bytes], Any]

@@ -12,12 +12,10 @@ import json as _json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from minimq.codec.properties import BasicProperties
+from minimq.codec.properties import PROPERTIES_OFFSET, BasicProperties
 
 if TYPE_CHECKING:
     from minimq.broker.message import Message
-
-_PROPS_OFFSET = 12  # class id (2) + weight (2) + body size (8) in a content header
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ class UnackedInfo:
 
 def message_view(msg: "Message") -> MessageView:
     # Decode the properties afresh so the view shares no mutable object with the broker.
-    props = BasicProperties.decode(msg.header, _PROPS_OFFSET)
+    props = BasicProperties.decode(msg.header, PROPERTIES_OFFSET)
     return MessageView(msg.exchange, msg.routing_key, bytes(msg.body), props, bool(msg.redelivered))
 
 

@@ -117,7 +117,8 @@ def _bytes_constants(tree: ast.AST):
             yield node.value, node.lineno
 
 
-def _frame_structs(tree: ast.AST):
+def _structs(tree: ast.AST, layout: str):
+    """Lines that build a struct.Struct of this layout (">BHI": a frame header)."""
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Call)
@@ -125,9 +126,13 @@ def _frame_structs(tree: ast.AST):
             and node.func.attr == "Struct"
             and node.args
             and isinstance(node.args[0], ast.Constant)
-            and node.args[0].value in (">BHI", "!BHI")
+            and node.args[0].value in (">" + layout, "!" + layout)
         ):
             yield node.lineno
+
+
+def _frame_structs(tree: ast.AST):
+    return _structs(tree, "BHI")
 
 
 def test_framing_bytes_are_built_only_in_frames():
@@ -144,6 +149,22 @@ def test_framing_bytes_are_built_only_in_frames():
                 found.append(f"{rel}:{line} protocol header {value!r}")
         found += [f"{rel}:{line} frame header struct" for line in _frame_structs(tree)]
     assert not found, f"framing bytes built outside {FRAMES}: {found}"
+
+
+def test_the_content_header_layout_is_defined_only_in_properties():
+    """class id, weight, body size (">HHQ") and where the properties start (12) live in
+    codec/properties.py; the assembler, the broker's Message and minimq.testing import them."""
+    found = []
+    for rel, tree in SOURCES:
+        if rel == PROPERTIES:
+            continue
+        found += [f"{rel}:{line} content header struct" for line in _structs(tree, "HHQ")]
+        for name, _value, line in assignments(tree):
+            if name.lstrip("_") in ("PROPS_OFFSET", "PROPERTIES_OFFSET", "CONTENT_HEADER_SIZE"):
+                found.append(f"{rel}:{line} {name}")
+    assert not found, f"content header layout defined outside {PROPERTIES}: {found}"
+    assert properties.CONTENT_HEADER.size == properties.PROPERTIES_OFFSET == 12
+    assert properties.CONTENT_HEADER_SIZE == 14
 
 
 def test_method_ids_are_not_written_as_bytes():
