@@ -262,7 +262,7 @@ def keep_access_in(broker: Broker, data_dir: str) -> None:
 
     def save() -> None:
         try:
-            save_definitions(data_dir, export_definitions(broker, topology=False))
+            save_definitions(data_dir, export_definitions(broker, topology=False, operator_policies=True))
         except OSError as exc:
             log.error("cannot save access control to %s: %s (the change holds until restart)", data_dir, exc)
             raise

@@ -131,7 +131,11 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
         except (ValueError, KeyError) as exc:
             raise bad_request(str(exc)) from None
         return no_content() if existed else Response(201, b"")
-    if head in ("vhost-limits", "user-limits", "policies", "operator-policies", "parameters", "global-parameters"):
+    if head in ("policies", "operator-policies"):
+        from minimq.admin import policies_api
+
+        return await policies_api.route(api, request, who, head, seg)
+    if head in ("vhost-limits", "user-limits", "parameters", "global-parameters"):
         api.allow(method, "GET")
         return json_response([])
     if head == "feature-flags":
@@ -183,7 +187,7 @@ def _delete_user(api: Any, name: str) -> bool:
 # RabbitMQ's import order; each section goes in slices of IMPORT_SLICE entries with the event
 # loop free between them, so a file of 100k queues does not freeze AMQP clients meanwhile.
 IMPORT_ORDER = ("users", "vhosts", "permissions", "topic_permissions", "parameters",
-                "global_parameters", "policies", "exchanges", "queues", "bindings")
+                "global_parameters", "policies", "operator_policies", "exchanges", "queues", "bindings")
 IMPORT_SLICE = 250
 
 
@@ -230,7 +234,7 @@ async def definitions(api: Any, request: Request, who: Principal, seg: list[str]
         raise bad_request("not_json")
     if vhost is not None:
         body = dict(body)
-        for key in ("queues", "exchanges", "bindings", "policies", "parameters"):
+        for key in ("queues", "exchanges", "bindings", "policies", "operator_policies", "parameters"):
             for item in body.get(key) or []:
                 if isinstance(item, dict):
                     item["vhost"] = vhost

@@ -8,7 +8,7 @@ from localhost) holds for HTTP too.
 Tag rules, as RabbitMQ's management plugin:
 - no management tag: may not use the API at all (401 "Not management user");
 - `management`: sees the vhosts it has permissions in, and only its own connections;
-- `policymaker`: as management (minimq has no policies yet);
+- `policymaker`: as management, and may also change the policies of its vhosts;
 - `monitoring`: sees every vhost and every connection, changes nothing global;
 - `administrator`: sees and may change everything (users, vhosts, permissions).
 """

@@ -23,6 +23,7 @@ import minimq
 from minimq.admin.stats import (
     EXCHANGE_NAMES, QUEUE_FIELDS, TOTAL_FIELDS, RateSampler, exchange_counts, queue_counts, unacked_by_queue,
 )
+from minimq.broker.policies import merged_definition
 from minimq.codec.values import Int64
 from minimq.server.app import rss_bytes
 
@@ -251,9 +252,9 @@ class Context:
             "auto_delete": bool(q.auto_delete),
             "exclusive": bool(q.exclusive),
             "arguments": plain(q.arguments or {}),
-            "policy": None,
-            "operator_policy": None,
-            "effective_policy_definition": {},
+            "policy": q.policy.name if q.policy is not None else None,
+            "operator_policy": q.operator_policy.name if q.operator_policy is not None else None,
+            "effective_policy_definition": merged_definition(q.policy, q.operator_policy),
             "state": "running",
             "consumers": len(q.consumers),
             "consumer_capacity": 1.0 if q.consumers else 0,
@@ -306,6 +307,8 @@ class Context:
             "internal": bool(ex.internal),
             "arguments": plain(ex.arguments or {}),
         }
+        if ex.policy is not None:  # as RabbitMQ 3.10: no "policy" key without one
+            out["policy"] = ex.policy.name
         if ex.name == "" or ex.name.startswith("amq."):
             out["user_who_performed_action"] = "rmq-internal"
         if ex.stat_in:

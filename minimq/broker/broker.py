@@ -16,6 +16,7 @@ from minimq.broker.access import FULL, AccessControl, User
 from minimq.broker.arguments import parse_expiration
 from minimq.broker.channel import STAT_FIELDS
 from minimq.broker.exchange_types import TopicExchangeType
+from minimq.broker.policies import Policies
 from minimq.broker.queue import Queue
 from minimq.broker.services import Services
 from minimq.broker.session import Session
@@ -107,7 +108,11 @@ class Broker:
         self.vhost_metadata: dict[str, dict] = {}
         self.parameters: list[dict] = []
         self.global_parameters: list[dict] = []
-        self.policies: list[dict] = []
+        # Policies and operator policies (minimq.broker.policies); a change is saved with
+        # the access-control definitions (whoever keeps those set access.on_change).
+        self.policies = Policies(self)
+        self.policies.on_change = self._policies_changed
+        services.policies = self.policies
         self.sessions: set[Session] = set()
         self.frame_max = frame_max
         self.channel_max = channel_max
@@ -340,9 +345,14 @@ class Broker:
                 vhost.delete_queue(q)
             self.vhost_metadata.pop(name, None)
             self.parameters[:] = [p for p in self.parameters if p.get("vhost") != name]
-            self.policies[:] = [p for p in self.policies if p.get("vhost") != name]
+            self.policies.forget_vhost(name)
             self.access.forget_vhost(name)
             self.access.changed()
+
+    def _policies_changed(self) -> None:
+        save = self.access.on_change
+        if save is not None:
+            save()
 
     # --------------------------------------------------------- access control
 

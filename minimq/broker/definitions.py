@@ -4,8 +4,9 @@ Pure: takes and returns plain dicts; reading and writing files is the caller's b
 The shape follows RabbitMQ 3.10 so a file exported there loads here and the other way round:
 users (password hashes, not passwords), vhosts, permissions, topic permissions, parameters
 (vhost limits are the `vhost-limits` component), global parameters, policies, queues,
-exchanges, bindings. Policies are kept and exported again but not applied (minimq has no
-policy engine yet); the log says so when a file carries any.
+exchanges, bindings. Policies are applied (minimq.broker.policies). Operator policies are
+not in RabbitMQ's export; minimq's data dir keeps them under "operator_policies"
+(`operator_policies=True`), which an import reads too.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import minimq
 from minimq.broker.access import SHA256
 from minimq.broker.exchange import Exchange
+from minimq.broker.policies import PolicyError
 
 if TYPE_CHECKING:
     from minimq.broker.broker import Broker
@@ -29,10 +31,12 @@ class DefinitionsError(ValueError):
     """A definitions document that cannot be loaded (says which entry and why)."""
 
 
-def export_definitions(broker: "Broker", vhost: str | None = None, *, topology: bool = True) -> dict:
+def export_definitions(broker: "Broker", vhost: str | None = None, *, topology: bool = True,
+                       operator_policies: bool = False) -> dict:
     """The broker's definitions; one vhost's only when `vhost` is given (as RabbitMQ's
     per-vhost export: no users, no global parameters). `topology=False` leaves out queues,
-    exchanges and bindings (what the data dir keeps for access control)."""
+    exchanges and bindings (what the data dir keeps for access control); operator policies
+    are added under "operator_policies" when asked for (RabbitMQ's export has none)."""
     access = broker.access
     names = [vhost] if vhost is not None else sorted(broker.vhosts)
     wanted = set(names)
@@ -77,7 +81,9 @@ def export_definitions(broker: "Broker", vhost: str | None = None, *, topology: 
     out["parameters"] = params
     if vhost is None:
         out["global_parameters"] = copy.deepcopy(broker.global_parameters)
-    out["policies"] = [copy.deepcopy(p) for p in broker.policies if p.get("vhost") in wanted]
+    out["policies"] = broker.policies.export(wanted)
+    if operator_policies:
+        out["operator_policies"] = broker.policies.export(wanted, operator=True)
     if topology:
         queues: list[dict] = []
         exchanges: list[dict] = []
@@ -132,7 +138,8 @@ def import_definitions(broker: "Broker", data: dict) -> None:
     # One change notification at the end, not one per entry.
     on_change, access.on_change = access.on_change, None
     try:
-        _import(broker, data)
+        with broker.policies.batch():
+            _import(broker, data)
     finally:
         access.on_change = on_change
     access.changed()
@@ -201,11 +208,14 @@ def _import(broker: "Broker", data: dict) -> None:
         if entry.get("name") in ("cluster_name", "internal_cluster_id"):
             continue  # properties of the node that exported them
         _replace(broker.global_parameters, entry, ("name",))
-    policies = _entries(data, "policies")
-    for entry in policies:
-        _replace(broker.policies, entry, ("vhost", "name"))
-    if policies:
-        log.warning("definitions: %d policies kept but not applied (minimq has no policy engine)", len(policies))
+    for key, operator in (("policies", False), ("operator_policies", True)):
+        for entry in _entries(data, key):
+            vhost, name = _field(entry, key, "vhost"), _field(entry, key, "name")
+            broker.add_vhost(vhost)
+            try:
+                broker.policies.load(entry, operator=operator)
+            except PolicyError as exc:
+                raise DefinitionsError(f"policy {name!r} in vhost {vhost!r}: {exc}".rstrip()) from None
     for entry in _entries(data, "exchanges"):
         name, vhost = _field(entry, "exchanges", "name"), _field(entry, "exchanges", "vhost")
         if _builtin(name):

@@ -50,6 +50,7 @@ class Exchange:
         if isinstance(alt, bytes):
             alt = alt.decode("utf-8", "surrogateescape")
         self.alternate: str | None = alt if isinstance(alt, str) and alt else None
+        self.policy = None  # its policy (minimq.broker.policies), which may set `alternate`
         self.delayed = self.kind.delays  # holds messages back before routing (x-delayed-message)
         self.bound_from: set = set()
         self.e2e_out = 0

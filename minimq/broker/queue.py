@@ -294,6 +294,12 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
         self.args = args if args is not None else QueueArgs()
+        # What it was declared with; `args` is what it acts on, the two combined with its
+        # policy and operator policy (minimq.broker.policies), swapped by apply_args.
+        self.declared_args = self.args
+        self.policy: Any = None
+        self.operator_policy: Any = None
+        self.expiry_gen = 0  # bumped when a policy restarts the x-expires countdown
         self.special = self.args.special
         self.ready: Any = (
             PriorityReady(self.args.max_priority) if self.args.max_priority is not None else deque()
@@ -446,6 +452,23 @@ class Queue:
             self.arm_expiry()
         if self.consumers:
             self.dispatch()
+
+    def apply_args(self, new: QueueArgs) -> None:
+        """Act on other arguments from now on (a policy changed), as RabbitMQ's queue does.
+
+        Messages already here keep the TTL deadline they were given; a lower max-length or
+        max-length-bytes drops heads at once (dead-lettered, reason maxlen) unless the queue
+        was already refusing publishes (RabbitMQ applies the limit before the new overflow
+        mode). The queue's expiry countdown is the vhost's business (restart_queue_expiry).
+        """
+        old = self.args
+        self.args = new
+        if new.special:
+            self.special = True  # never back: messages here may carry a TTL deadline
+        if old.overflow == "drop-head" and (new.max_length is not None or new.max_length_bytes is not None):
+            ready = self.ready
+            while ready and self._over_limit():
+                self._drop(self._pop(), "maxlen")
 
     # --------------------------------------------------------------- output
 

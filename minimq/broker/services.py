@@ -63,7 +63,7 @@ class Services:
 
     __slots__ = (
         "clock", "timers", "store", "access", "route_cache", "sync_waits", "confirm_order",
-        "retired_stats", "replies",
+        "retired_stats", "replies", "policies",
     )
 
     def __init__(
@@ -90,3 +90,6 @@ class Services:
         self.retired_stats: dict[str, int] = dict.fromkeys(stat_fields, 0)
         #: Direct reply-to: the channels consuming from amq.rabbitmq.reply-to, by name.
         self.replies = DirectReplyTo()
+        #: Policies (minimq.broker.policies.Policies), set by the broker; vhosts give each
+        #: queue and exchange they declare its policy. None: no policies (a bare vhost).
+        self.policies: Any = None

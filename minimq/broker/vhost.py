@@ -176,6 +176,8 @@ class VirtualHost:
             if durable and self.store is not None:
                 self.store.exchange_declared(self.name, ex)  # first: a refused record is not applied
             self.exchanges[name] = ex
+            if self.services.policies is not None:
+                self.services.policies.attach_exchange(self.name, ex)
             return ex
         what = f"for exchange '{name}' in vhost '{self.name}'"
         if ex.type_name != type_name:
@@ -341,9 +343,9 @@ class VirtualHost:
                 q.persist = True
                 self.store.queue_declared(self.name, q)  # first: a refused record is not applied
             self.queues[name] = q
-            if qargs.expires is not None:
-                q.last_used = self.services.clock()
-                self._arm_queue_expiry(q, q.last_used + qargs.expires / 1000.0)
+            if self.services.policies is not None:
+                self.services.policies.attach_queue(q)  # q.args: declared arguments + policy
+            self.restart_queue_expiry(q)
             return q, True
         if q.owner is not None and q.owner is not session:
             raise self._locked(q)
@@ -372,11 +374,20 @@ class VirtualHost:
         return q, False
 
     def _arm_queue_expiry(self, q: Queue, when: float) -> None:
-        self.services.timers.call_at(when, lambda: self._check_queue_expiry(q))
+        gen = q.expiry_gen
+        self.services.timers.call_at(when, lambda: self._check_queue_expiry(q, gen))
 
-    def _check_queue_expiry(self, q: Queue) -> None:
+    def restart_queue_expiry(self, q: Queue) -> None:
+        """The queue's arguments changed (a policy): its expiry countdown starts again from
+        now with its expires in force, as RabbitMQ restarts it; earlier timers lapse."""
+        q.expiry_gen += 1
+        if q.args.expires is not None:
+            q.last_used = self.services.clock()
+            self._arm_queue_expiry(q, q.last_used + q.args.expires / 1000.0)
+
+    def _check_queue_expiry(self, q: Queue, gen: int = 0) -> None:
         """x-expires: delete a queue nobody used (consumed, got from, redeclared) for long."""
-        if q.deleted:
+        if q.deleted or gen != q.expiry_gen or q.args.expires is None:
             return
         ttl = q.args.expires / 1000.0
         now = self.services.clock()

@@ -339,8 +339,9 @@ class Broker:
 
     # -- in the loop
 
-    def _make_core(self, vhosts: Iterable[str], carried: Any = None) -> CoreBroker:
-        """A new core: recovered from the data dir, or given `carried` durable state."""
+    def _make_core(self, vhosts: Iterable[str], carried: Any = None, policies: Any = None) -> CoreBroker:
+        """A new core: recovered from the data dir, or given `carried` durable state (and
+        the policies of the core it replaces, which survive a restart as in RabbitMQ)."""
         recovered = carried
         store = None
         if self.data_dir is not None:
@@ -357,6 +358,10 @@ class Broker:
             clock=self.clock, access=self.access, open_users=self._open_users, vhosts=tuple(vhosts),
             store=store, **self._core_options,
         )
+        if policies is not None:
+            from minimq.broker.definitions import import_definitions
+
+            import_definitions(core, policies)  # before the queues come back, as at a start
         if recovered is not None:
             core.restore(recovered)
         core.confirm_order = self._confirm_order
@@ -414,7 +419,11 @@ class Broker:
         old = self.core
         await self._stop_server()  # closing the connections requeues what they held
         carried = None if self.data_dir is not None else _durable_state(old)
-        self.core = self._make_core(vhosts, carried)
+        policies = {
+            "policies": old.policies.export(set(old.vhosts)),
+            "operator_policies": old.policies.export(set(old.vhosts), operator=True),
+        }
+        self.core = self._make_core(vhosts, carried, policies)
         await self._start_server()
         self.restarts += 1
         self._changed()
@@ -852,6 +861,62 @@ class Broker:
             for (vhost, user, exchange), (w, r) in list(access.topic_permissions.items()):
                 if vhost == source_vhost:
                     access.set_topic_permissions(user, target_vhost, exchange, w, r)
+
+        self._call(run)
+
+    # ================================================================ policies
+
+    def set_policy(self, name: str, pattern: str, definition: dict, apply_to: str = "all",
+                   priority: int = 0, vhost: str | None = None) -> None:
+        """Add or replace a policy, as `rabbitmqctl set_policy` does (RabbitMQ's validation;
+        ValueError with its text if refused). Applied to existing queues and exchanges
+        before this returns."""
+        self._set_policy(name, pattern, definition, apply_to, priority, vhost, False)
+
+    def clear_policy(self, name: str, vhost: str | None = None) -> None:
+        """Remove a policy (no error if there is none); re-applied before this returns."""
+        self._clear_policy(name, vhost, False)
+
+    def set_operator_policy(self, name: str, pattern: str, definition: dict, apply_to: str = "all",
+                            priority: int = 0, vhost: str | None = None) -> None:
+        """Add or replace an operator policy (expires, message-ttl, max-length,
+        max-length-bytes, delivery-limit: caps merged with the policy's by the minimum)."""
+        self._set_policy(name, pattern, definition, apply_to, priority, vhost, True)
+
+    def clear_operator_policy(self, name: str, vhost: str | None = None) -> None:
+        self._clear_policy(name, vhost, True)
+
+    def policies(self, vhost: str | None = None, operator: bool = False) -> list[dict]:
+        """The policies (or operator policies) as the management API lists them."""
+        def run() -> list[dict]:
+            return [p.as_json() for p in self._core().policies.list(vhost, operator=operator)]
+
+        return self._call(run)
+
+    def _set_policy(self, name: str, pattern: str, definition: dict, apply_to: str, priority: int,
+                    vhost: str | None, operator: bool) -> None:
+        where = self.vhost if vhost is None else vhost
+
+        def run() -> None:
+            core = self._core()
+            if where not in core.vhosts:
+                raise ValueError(f"no vhost {where!r}")
+            core.policies.set(where, name, pattern, definition, priority, apply_to, operator=operator)
+            core.policies.drain()
+            self._flush_all()
+            self._changed()
+
+        self._call(run)
+
+    def _clear_policy(self, name: str, vhost: str | None, operator: bool) -> None:
+        where = self.vhost if vhost is None else vhost
+
+        def run() -> None:
+            core = self._core()
+            core.policies.clear(where, name, operator=operator)
+            core.policies.drain()
+            self._flush_all()
+            self._changed()
 
         self._call(run)
 

@@ -70,7 +70,9 @@ class Node:
 
 
 def start_node(*args: str, timeout: float = 20.0) -> Node:
-    cmd = [sys.executable, "-m", "minimq", "--port", "0", "--in-memory", "--log-level", "info",
+    """The CLI broker on random ports; in memory unless `args` name a --data-dir."""
+    store = [] if any(a.startswith("--data-dir") for a in args) else ["--in-memory"]
+    cmd = [sys.executable, "-m", "minimq", "--port", "0", *store, "--log-level", "info",
            "--management-port", "0", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     found: dict[str, int] = {}

@@ -109,3 +109,36 @@ def test_export_and_import_definitions(admin, node, unique, tmp_path):
     bindings = [b for b in admin.list("bindings") if b["vhost"] == vh and b["source"] == "orders"]
     assert [(b["destination"], b["routing_key"]) for b in bindings] == [("orders.eu", "eu.#")]
     node.request("DELETE", f"/api/vhosts/{vh}")
+
+
+def test_declare_list_and_delete_policies(admin, node, unique):
+    """`rabbitmqadmin declare policy` / `list policies` / `delete policy`, and the policy
+    acting on a queue a pika client fills."""
+    name, q = "policies-" + unique, unique + "-capped"
+    out = admin("declare", "policy", f"name={name}", f"pattern=^{unique}-", 'definition={"max-length": 2}',
+                "apply-to=queues", "priority=3")
+    assert "policy declared" in out
+    rows = [p for p in admin.list("policies") if p["name"] == name]
+    assert rows == [{"vhost": "/", "name": name, "pattern": f"^{unique}-", "apply-to": "queues",
+                     "definition": {"max-length": 2}, "priority": 3}]
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(q)
+        for i in range(5):
+            ch.basic_publish("", q, b"%d" % i)
+        assert ch.queue_declare(q, passive=True).method.message_count == 2
+        assert {r["name"]: r["policy"] for r in admin.list("queues", "name", "policy")}[q] == name
+        admin("declare", "operator_policy", f"name={name}", f"pattern=^{unique}-", 'definition={"max-length": 1}')
+        assert [p["name"] for p in admin.list("operator_policies")] == [name]
+        assert ch.queue_declare(q, passive=True).method.message_count == 1
+        assert "operator_policy deleted" in admin("delete", "operator_policy", f"name={name}")
+        assert "policy deleted" in admin("delete", "policy", f"name={name}")
+        assert not [p for p in admin.list("policies") if p["name"] == name]
+        for i in range(5):
+            ch.basic_publish("", q, b"%d" % i)
+        assert ch.queue_declare(q, passive=True).method.message_count == 6
+        ch.queue_delete(q)
+    finally:
+        conn.close()

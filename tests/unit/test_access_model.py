@@ -137,7 +137,10 @@ def test_rabbitmq_export_loads_and_users_log_in():
     assert vh.exchanges["orders"].type_name == "topic"
     assert vh.queues["bob-orders"].durable
     assert [(d.name, k) for d, k, _ in vh.exchanges["orders"].kind.bindings()] == [("bob-orders", "order.#")]
-    assert broker.policies[0]["name"] == "acl-ttl"
+    [policy] = broker.policies.list("acl-fixture")
+    assert (policy.name, policy.pattern, policy.definition) == ("acl-ttl", "^ttl\\.", {"message-ttl": 1000})
+    ttl_q, _ = vh.declare_queue("ttl.orders", None)
+    assert ttl_q.policy is policy and ttl_q.args.message_ttl == 1000
 
 
 def test_export_import_round_trip():
