@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import re
 import subprocess
 import sys
@@ -95,6 +97,30 @@ def start_node(*args: str, timeout: float = 20.0) -> Node:
         proc.kill()
         raise RuntimeError(f"broker did not start: {cmd}: {''.join(lines)}")
     return Node(proc, found["amqp"], found["http"], lines)
+
+
+def rabbitmqctl_base() -> list[str] | None:
+    """rabbitmqctl aimed at a RabbitMQ node that answers, or None.
+
+    CI starts a private node for the differential tier (MINIMQ_DIFF_NODE, see .ci/run); on a
+    developer's machine the default local node does as well."""
+    if shutil.which("rabbitmqctl") is None:
+        return None
+    node = os.environ.get("MINIMQ_DIFF_NODE")
+    base = ["rabbitmqctl", "-q"] + (["-n", node] if node else [])
+    try:
+        done = subprocess.run(base + ["status"], capture_output=True, timeout=60, env=rabbit_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return base if done.returncode == 0 else None
+
+
+def rabbit_env() -> dict:
+    env = dict(os.environ)
+    private_dir = os.environ.get("MINIMQ_DIFF_DIR")
+    if private_dir:  # the private node's own (empty) env file, as its stop command uses
+        env["RABBITMQ_CONF_ENV_FILE"] = os.path.join(private_dir, "rabbitmq-env.conf")
+    return env
 
 
 @pytest.fixture(scope="session")

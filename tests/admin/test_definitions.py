@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from .conftest import ROOT, start_node
+from .conftest import ROOT, rabbit_env, rabbitmqctl_base, start_node
 
 TOPOLOGY = {
     "vhosts": [{"name": "defs-vh"}],
@@ -76,36 +76,12 @@ def test_a_bad_definitions_file_stops_the_start(tmp_path):
     assert proc.returncode != 0 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _rabbitmqctl_base() -> list[str] | None:
-    """rabbitmqctl aimed at a RabbitMQ node that answers, or None.
-
-    CI starts a private node for the differential tier (MINIMQ_DIFF_NODE, see .ci/run); on a
-    developer's machine the default local node does as well."""
-    if shutil.which("rabbitmqctl") is None:
-        return None
-    node = os.environ.get("MINIMQ_DIFF_NODE")
-    base = ["rabbitmqctl", "-q"] + (["-n", node] if node else [])
-    try:
-        done = subprocess.run(base + ["status"], capture_output=True, timeout=60, env=_rabbit_env())
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return base if done.returncode == 0 else None
-
-
-def _rabbit_env() -> dict:
-    env = dict(os.environ)
-    private_dir = os.environ.get("MINIMQ_DIFF_DIR")
-    if private_dir:  # the private node's own (empty) env file, as its stop command uses
-        env["RABBITMQ_CONF_ENV_FILE"] = os.path.join(private_dir, "rabbitmq-env.conf")
-    return env
-
-
-RABBITMQCTL = _rabbitmqctl_base()
+RABBITMQCTL = rabbitmqctl_base()
 
 
 def _rabbit_list(what: str, vhost: str, *columns: str) -> list[dict]:
     done = subprocess.run(RABBITMQCTL + [what, "-p", vhost, *columns, "--formatter", "json"],
-                          capture_output=True, text=True, timeout=120, env=_rabbit_env())
+                          capture_output=True, text=True, timeout=120, env=rabbit_env())
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout or "[]")
 
@@ -140,7 +116,7 @@ def test_minimq_export_imports_into_rabbitmq(node, unique, tmp_path):
     os.chmod(subset, 0o644)
     try:
         done = subprocess.run(RABBITMQCTL + ["import_definitions", subset], capture_output=True, text=True,
-                              timeout=120, env=_rabbit_env())
+                              timeout=120, env=rabbit_env())
         assert done.returncode == 0, done.stdout + done.stderr
         queues = _rabbit_list("list_queues", vh, "name", "durable", "arguments")
         assert [(q["name"], q["durable"]) for q in queues] == [("orders.eu", True)]
@@ -153,6 +129,6 @@ def test_minimq_export_imports_into_rabbitmq(node, unique, tmp_path):
                     if b["source_name"]]
         assert bindings == [("orders", "orders.eu", "eu.#")]
     finally:
-        subprocess.run(RABBITMQCTL + ["delete_vhost", vh], capture_output=True, timeout=120, env=_rabbit_env())
+        subprocess.run(RABBITMQCTL + ["delete_vhost", vh], capture_output=True, timeout=120, env=rabbit_env())
         shutil.rmtree(shared, ignore_errors=True)
         node.request("DELETE", f"/api/vhosts/{vh}")

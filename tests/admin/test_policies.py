@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pika
 import pytest
 
-from .conftest import Node, seg, start_node
+from .conftest import Node, rabbit_env, rabbitmqctl_base, seg, start_node
 
 DIFF_URL = os.environ.get("MINIMQ_DIFF_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -74,26 +73,6 @@ class MinimqTarget(Target):
         self.node.request("DELETE", f"/api/{kind}/%2F/{seg(name)}")
 
 
-def _rabbitmqctl() -> list[str] | None:
-    if shutil.which("rabbitmqctl") is None:
-        return None
-    node = os.environ.get("MINIMQ_DIFF_NODE")
-    base = ["rabbitmqctl", "-q"] + (["-n", node] if node else [])
-    try:
-        done = subprocess.run(base + ["status"], capture_output=True, timeout=60, env=_rabbit_env())
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return base if done.returncode == 0 else None
-
-
-def _rabbit_env() -> dict:
-    env = dict(os.environ)
-    private_dir = os.environ.get("MINIMQ_DIFF_DIR")
-    if private_dir:
-        env["RABBITMQ_CONF_ENV_FILE"] = os.path.join(private_dir, "rabbitmq-env.conf")
-    return env
-
-
 class RabbitTarget(Target):
     name = "rabbitmq"
 
@@ -104,7 +83,7 @@ class RabbitTarget(Target):
         return pika.URLParameters(DIFF_URL)
 
     def _run(self, *args: str) -> None:
-        done = subprocess.run(self.ctl + list(args), capture_output=True, text=True, timeout=120, env=_rabbit_env())
+        done = subprocess.run(self.ctl + list(args), capture_output=True, text=True, timeout=120, env=rabbit_env())
         assert done.returncode == 0, done.stdout + done.stderr
 
     def set_policy(self, name, pattern, definition, apply_to="all", priority=0, operator=False):
@@ -116,7 +95,7 @@ class RabbitTarget(Target):
         self._run("clear_operator_policy" if operator else "clear_policy", "-p", "/", name)
 
 
-RABBITMQCTL = _rabbitmqctl()
+RABBITMQCTL = rabbitmqctl_base()
 
 
 @pytest.fixture(params=["minimq", "rabbitmq"])
