@@ -97,3 +97,26 @@ def test_login_see_a_queue_purge_it(node, browser, unique):
         raise
     finally:
         conn.close()
+
+
+def test_the_admin_tab_lists_policies(node, browser, unique):
+    name = "policies-" + unique
+    body = {"pattern": f"^{unique}", "definition": {"max-length": 7}, "apply-to": "queues", "priority": 2}
+    assert node.request("PUT", f"/api/policies/%2F/{name}", body)[0] == 201
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
+    try:
+        browser.get(node.base + "/")
+        browser.find_element(By.ID, "login-password").send_keys("guest")
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "overview")))
+        browser.find_element(By.CSS_SELECTOR, 'nav a[data-tab="admin"]').click()
+        row = ("const r = [...document.querySelectorAll('#policy-table tr')].find(r => r.dataset.policy === arguments[0]);"
+               "return r ? [...r.querySelectorAll('td')].map(td => td.textContent) : null;")
+        cells = wait.until(lambda d: d.execute_script(row, name))
+        assert cells == ["/", name, "policy", f"^{unique}", "queues", '{"max-length":7}', "2"]
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "ui-policies-failure.png"))
+        raise
+    finally:
+        node.request("DELETE", f"/api/policies/%2F/{name}")

@@ -366,6 +366,15 @@ loaders.admin = async () => {
   } catch (e) {
     fillTable($("#user-table"), [el("tr", {}, el("td", { colspan: "2" }, e.message))]);
   }
+  const row = (kind) => (p) => el("tr", { "data-policy": p.name }, el("td", {}, p.vhost), el("td", {}, p.name),
+    el("td", {}, kind), el("td", {}, p.pattern), el("td", {}, p["apply-to"]),
+    el("td", {}, JSON.stringify(p.definition)), el("td", { class: "num" }, String(p.priority)));
+  try {
+    const [policies, operator] = await Promise.all([api("GET", "/policies"), api("GET", "/operator-policies")]);
+    fillTable($("#policy-table"), policies.map(row("policy")).concat(operator.map(row("operator policy"))));
+  } catch (e) {
+    fillTable($("#policy-table"), [el("tr", {}, el("td", { colspan: "7" }, e.message))]);
+  }
 };
 
 $("#export-definitions").addEventListener("click", async () => {
