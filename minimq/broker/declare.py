@@ -188,10 +188,12 @@ class DeclareHandlers:
             return
         q = self.vhost.get_queue(name, self.session)
         where = f"queue '{q.name}' in vhost '{self.vhost.name}'"
-        if m.if_unused and q.consumers:
-            raise PreconditionFailed(f"{where} in use")
+        # RabbitMQ's queue checks emptiness first: both flags on a queue that is in use
+        # and not empty is 'not empty'.
         if m.if_empty and q.ready:
             raise PreconditionFailed(f"{where} not empty")
+        if m.if_unused and q.consumers:
+            raise PreconditionFailed(f"{where} in use")
         # The consumers of this channel hear basic.cancel after queue.delete-ok (RabbitMQ's
         # order); other channels' cancels go out at once.
         self.held_cancels = []

@@ -404,3 +404,24 @@ def test_a_refused_publish_is_nacked_in_rabbitmqs_form(conn, unique):
     assert conn.read_method() == (1, spec.BasicAck(1, False))
     conn.publish(1, "", unique, b"refused")
     assert conn.read_method() == (1, spec.BasicNack(2, True, True))
+
+
+def test_queue_delete_if_unused_and_if_empty_names_emptiness_first(broker, conn, unique):
+    """Both flags on a queue with a consumer and a ready message: 'not empty'."""
+    conn.queue_declare(1, unique)
+    conn.publish(1, "", unique, b"waiting")
+    other = RawAMQP.connect(broker.host, broker.port)
+    try:
+        other.channel_open(1)
+        other.send_method(1, spec.BasicQos(0, 1, False))
+        other.expect(spec.BasicQosOk)
+        other.send_method(1, spec.BasicConsume(0, unique, "busy"))
+        other.expect(spec.BasicConsumeOk)
+        conn.publish(1, "", unique, b"ready")  # the consumer holds "waiting": this stays ready
+        assert rpc(conn, spec.QueueDeclare(0, unique, True)) == (1, spec.QueueDeclareOk(unique, 1, 1))
+        reply = channel_close(conn, spec.QueueDelete(0, unique, True, True))
+        assert (reply.reply_code, reply.reply_text) == (406, f"PRECONDITION_FAILED - queue '{unique}' in vhost '/' not empty")
+    finally:
+        other.sock.close()
+        conn.send_method(1, spec.QueueDelete(0, unique))
+        conn.expect(spec.QueueDeleteOk)
