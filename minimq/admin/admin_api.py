@@ -135,7 +135,11 @@ async def route(api: Any, request: Request, who: Principal, head: str, seg: list
         from minimq.admin import policies_api
 
         return await policies_api.route(api, request, who, head, seg)
-    if head in ("vhost-limits", "user-limits", "parameters", "global-parameters"):
+    if head in ("vhost-limits", "user-limits"):
+        from minimq.admin import limits_api
+
+        return await limits_api.route(api, request, who, head, seg)
+    if head in ("parameters", "global-parameters"):
         api.allow(method, "GET")
         return json_response([])
     if head == "feature-flags":

@@ -206,3 +206,51 @@ def test_deleting_a_vhost_closes_its_connections_as_rabbitmq_does(node, unique):
     assert node.request("GET", f"/api/queues/{unique}")[0] == 404
     outside.channel().queue_declare("", exclusive=True)  # other vhosts' connections stay
     outside.close()
+
+
+def test_vhost_and_user_limits_over_the_api_as_rabbitmq(node, unique):
+    """RabbitMQ 3.10.8's bodies and texts; the limits are the ones AMQP enforces."""
+    assert node.request("PUT", f"/api/vhosts/{unique}")[0] == 201
+    assert node.request("PUT", f"/api/vhost-limits/{unique}/max-queues", {"value": 1})[0] == 204
+    assert node.request("PUT", f"/api/vhost-limits/{unique}/max-connections", {"value": 10})[0] == 204
+    assert node.get(f"/api/vhost-limits/{unique}") == [
+        {"vhost": unique, "value": {"max-queues": 1, "max-connections": 10}}]
+    assert {"vhost": unique, "value": {"max-queues": 1, "max-connections": 10}} in node.get("/api/vhost-limits")
+    assert node.request("PUT", f"/api/vhost-limits/{unique}/max-foo", {"value": 5})[:2] == (400, {
+        "error": "bad_request",
+        "reason": 'Validation failed\n\nUnrecognised terms [{<<"max-foo">>,5}] in limits\n'})
+    assert node.request("PUT", f"/api/vhost-limits/{unique}/max-queues", {"value": "a"})[:2] == (400, {
+        "error": "bad_request",
+        "reason": 'Validation failed\n\nmax-queues should be a number, actually was <<"a">>\n'})
+    assert node.request("PUT", f"/api/vhost-limits/{unique}/max-queues", {})[:2] == (
+        400, {"error": "bad_request", "reason": "[{key_missing,value}]"})
+    assert node.request("PUT", f"/api/vhost-limits/{unique}-none/max-queues", {"value": 1})[:2] == (
+        404, {"error": "not_found", "reason": "vhost_not_found"})
+    assert node.request("GET", f"/api/vhost-limits/{unique}-none")[0] == 404
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port, virtual_host=unique))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("one")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+            ch.queue_declare("two")
+        assert ei.value.reply_code == 406  # the limit set over HTTP is the one enforced
+        assert node.request("DELETE", f"/api/vhost-limits/{unique}/max-queues")[0] == 204
+        assert node.request("DELETE", f"/api/vhost-limits/{unique}/max-queues")[0] == 204  # as RabbitMQ
+        conn.channel().queue_declare("two")
+    finally:
+        conn.close()
+    assert node.get(f"/api/vhost-limits/{unique}") == [{"vhost": unique, "value": {"max-connections": 10}}]
+
+    user = f"{unique}-u"
+    assert node.request("PUT", f"/api/users/{user}", {"password": "x", "tags": ""})[0] == 201
+    assert node.request("PUT", f"/api/user-limits/{user}/max-channels", {"value": 3})[0] == 204
+    assert node.get(f"/api/user-limits/{user}") == [{"user": user, "value": {"max-channels": 3}}]
+    assert node.request("PUT", f"/api/user-limits/{user}/max-x", {"value": 3})[:2] == (
+        400, {"error": "bad_request", "reason": 'Unrecognised terms [{<<"max-x">>,3}] in user-limits'})
+    assert node.request("PUT", f"/api/user-limits/{user}-none/max-channels", {"value": 3})[:2] == (
+        400, {"error": "bad_request", "reason": ["no_such_user", f"{user}-none"]})
+    assert node.request("DELETE", f"/api/user-limits/{user}/max-channels")[0] == 204
+    assert node.get(f"/api/user-limits/{user}") == []
+    assert node.request("DELETE", f"/api/users/{user}")[0] == 204
+    assert node.request("DELETE", f"/api/vhosts/{unique}")[0] == 204
