@@ -477,6 +477,10 @@ def is_loopback(peer: str) -> bool:
 
 
 def _cancel_consumers(queue: Queue) -> None:
+    if queue.exclusive and queue.owner is not None and queue.owner.closed:
+        # Its owner's teardown is deleting it: only the owner can consume from it, and its
+        # consumers are being cancelled by that teardown (in slices, there may be 400k).
+        return
     # RabbitMQ cancels a deleted queue's consumers in consumer-tag order.
     for consumer in sorted(queue.consumers, key=lambda c: c.tag):
         queue.remove_consumer(consumer)

@@ -14,6 +14,7 @@ channel. basic.get ignores both.
 from __future__ import annotations
 
 import itertools
+import logging
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from minimq.codec.frames import FRAME_HEADER as _FRAME
 
 if TYPE_CHECKING:
     from minimq.broker.session import Session
+
+log = logging.getLogger("minimq.teardown")
 
 _QB = struct.Struct(">QB")
 _I = struct.Struct(">I")
@@ -348,9 +351,9 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         self.closed = True
         self.active = False
         guarded("folding the channel's message counters", self._retire_stats)
-        for consumer in list(self.consumers.values()):
-            if not guarded(f"cancelling consumer {consumer.tag!r}", self.remove_consumer, consumer):
-                self._forget_consumer(consumer)
+        # Its consumers can take nothing from now on (the channel is inactive); they are
+        # cancelled below, in slices if there are many, after what they held is requeued.
+        consumers = list(self.consumers.values())
         self.consumers.clear()
         guarded("dropping the direct reply-to consumer", self.drop_reply_consumer)
         entries: list[Any] = []
@@ -365,6 +368,20 @@ class Channel(DeclareHandlers, BasicHandlers, PublishHandlers, PermissionChecks)
         self.unacked_bytes = 0
         entries.sort(key=_first)
         requeue_grouped((msg, queue) for _tag, (msg, queue, _c) in entries)
+        # A connection with 400k consumers is seconds of cancelling: done in slices between
+        # turns of the event loop, so everyone else is served meanwhile. Until its turn comes
+        # a consumer still counts in its queue's consumer_count, as in RabbitMQ while a
+        # closed channel's process is going away.
+        self.services.teardown.add(f"cancelling the consumers of channel {self.number} of "
+                            f"connection {self.session.peer}", self._cancel_consumer, consumers)
+
+    def _cancel_consumer(self, consumer: Consumer) -> None:
+        try:
+            self.remove_consumer(consumer)
+        except Exception:
+            log.error("cancelling consumer %r failed; the rest of the clean-up goes on",
+                      consumer.tag, exc_info=True)
+            self._forget_consumer(consumer)
 
     def _retire_stats(self) -> None:
         totals = self.services.retired_stats

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from minimq.broker.channel import Channel
 
 
+#: Consumers one dispatch may set aside (they cannot take) before it lets the loop turn.
+PARK_SLICE = 4096
+
+
 class Consumer:
     """One basic.consume: a channel's subscription to a queue."""
 
@@ -104,6 +108,98 @@ def insert_by_position(ready: deque, messages: list[Message]) -> None:
         ready.insert(i, m)
 
 
+class Turns:
+    """Consumers that may take a message, in round-robin order (the next one first).
+
+    `members` answers "has it turns?"; `order` is the rotation, a deque of one-tuples
+    ``(consumer,)``, each a member's entry while ``members[consumer] is entry``. Taking
+    the next consumer, rotating it to the back or parking it (it cannot take: it leaves
+    until `unpark`) is O(1) at the front of the deque. A withdrawn consumer's entry stays
+    behind as stale and is skipped when it comes up (compacted when such entries pile up).
+    A dict alone cannot do this: deleting at its front leaves holes that every later
+    ``next(iter(d))`` walks over, so parking n consumers in a row, or rotating among n, cost
+    O(n) a step.
+    """
+
+    __slots__ = ("members", "order")
+
+    def __init__(self) -> None:
+        self.members: dict[Consumer, tuple] = {}
+        self.order: deque[tuple] = deque()
+
+    def __setitem__(self, c: Consumer, _value: None = None) -> None:
+        """Give `c` turns, at the back of the line (no-op if it has them)."""
+        if c not in self.members:
+            entry = (c,)
+            self.members[c] = entry
+            self.order.append(entry)
+
+    add = __setitem__
+
+    def __delitem__(self, c: Consumer) -> None:
+        """Withdraw `c`'s turns (KeyError if it has none)."""
+        del self.members[c]
+        self._compact()
+
+    def discard(self, c: Consumer) -> None:
+        if c in self.members:
+            del self[c]
+
+    def _compact(self) -> None:
+        order, members = self.order, self.members
+        if len(order) > 2 * len(members) + 32:
+            # The live entries are the dict's values: rebuilt at C speed (400k withdrawn
+            # consumers cost no Python loop), in the order they got their turns.
+            order.clear()  # in place: a dispatch loop may hold this deque
+            order.extend(members.values())
+
+    def take(self) -> Consumer | None:
+        """The next consumer that can take a message, moved to the back of the line; the
+        ones before it that cannot are parked."""
+        members, order = self.members, self.order
+        while members:
+            entry = order[0]
+            c = entry[0]
+            if members.get(c) is not entry:
+                order.popleft()  # stale: withdrawn
+            elif not c.can_take():
+                order.popleft()
+                del members[c]  # parked until unpark()
+            else:
+                if len(members) > 1:
+                    order.rotate(-1)
+                return c
+        return None
+
+    def first(self) -> Consumer | None:
+        """The member at the front of the line (stale entries before it are dropped)."""
+        members, order = self.members, self.order
+        while order:
+            entry = order[0]
+            if members.get(entry[0]) is entry:
+                return entry[0]
+            order.popleft()
+        return None
+
+    def clear(self) -> None:
+        self.members.clear()
+        self.order.clear()
+
+    def __contains__(self, c: Consumer) -> bool:
+        return c in self.members
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def __iter__(self) -> Iterator[Consumer]:
+        """Members in turn order."""
+        members = self.members
+        return (e[0] for e in list(self.order) if members.get(e[0]) is e)
+
+
 class PriorityGroups:
     """Consumers grouped by priority, each group in arrival order, the highest group at hand.
 
@@ -112,16 +208,18 @@ class PriorityGroups:
     entries of groups gone are dropped lazily (and compacted when they pile up).
     """
 
-    __slots__ = ("groups", "_heap")
+    __slots__ = ("groups", "_heap", "_group")
 
-    def __init__(self) -> None:
-        self.groups: dict[int, dict[Consumer, None]] = {}
+    def __init__(self, group: type = dict) -> None:
+        """`group`: what holds one priority's consumers (a dict, or Turns for rotation)."""
+        self.groups: dict[int, Any] = {}
         self._heap: list[int] = []  # negated priorities: heapq is a min-heap
+        self._group = group
 
     def add(self, c: Consumer) -> None:
         group = self.groups.get(c.priority)
         if group is None:
-            group = self.groups[c.priority] = {}
+            group = self.groups[c.priority] = self._group()
             heap = self._heap
             if len(heap) > 2 * len(self.groups) + 8:
                 heap[:] = [-p for p in self.groups]
@@ -144,7 +242,7 @@ class PriorityGroups:
         group = self.groups.get(c.priority)
         return group is not None and c in group
 
-    def top(self) -> dict[Consumer, None] | None:
+    def top(self) -> Any:
         """The highest non-empty group (a live dict: callers may rotate or empty it)."""
         heap, groups = self._heap, self.groups
         while heap:
@@ -175,7 +273,9 @@ class ConsumerList:
     __slots__ = ("_groups", "_n")
 
     def __init__(self) -> None:
-        self._groups = PriorityGroups()
+        # Turns as groups for their O(1) front: single-active-consumer asks for the first
+        # consumer after each removal, and a dict's front fills with holes as they go.
+        self._groups = PriorityGroups(Turns)
         self._n = 0
 
     def append(self, c: Consumer) -> None:
@@ -191,11 +291,11 @@ class ConsumerList:
 
     def first(self) -> Consumer | None:
         group = self._groups.top()
-        return next(iter(group)) if group else None
+        return group.first() if group else None
 
     def __contains__(self, c: Consumer) -> bool:
         group = self._groups.groups.get(c.priority)  # inlined: unpark asks on every ack
-        return group is not None and c in group
+        return group is not None and c in group.members
 
     def __iter__(self) -> Iterator[Consumer]:
         return iter(self._groups) if self._n else iter(())
@@ -310,9 +410,10 @@ class Queue:
         # found unable to take is parked (dropped from here) and comes back through
         # `unpark` when its ack, its channel's flow or its socket frees it: a publish never
         # walks past consumers that cannot take it.
-        self._turns: dict[Consumer, None] = {}
+        self._rr = Turns()
+        self._turns = self._rr.members  # the same dict, read on the publish path
         # The same while consumer priorities are in use, one round-robin group per priority.
-        self._prio_turns = PriorityGroups()
+        self._prio_turns = PriorityGroups(Turns)
         self._prioritized_count = 0
         self.exclusive_consumer: Consumer | None = None
         self.prioritized = False  # some consumer has a non-zero x-priority
@@ -330,6 +431,7 @@ class Queue:
         self.stat_ack = 0
         self.stat_redeliver = 0
         self._expiry_timer: Any = None
+        self._dispatch_timer: Any = None  # a dispatch continued after the loop turns
         self._expiry_when = 0.0
 
     # ---------------------------------------------------------------- clock
@@ -479,24 +581,38 @@ class Queue:
             return
         ready = self.ready
         turns = self._turns
+        order = self._rr.order  # Turns.take, inlined: this is the publish path
+        skipped = 0
         while ready and turns:
-            c = next(iter(turns))
-            if len(turns) == 1:
-                # One consumer with turns (the common case): no rotation to keep.
-                if c.can_take():
-                    msg = ready.popleft()
-                    self.ready_bytes -= len(msg.body)
-                    c.channel.deliver(c, msg)
-                else:
-                    del turns[c]  # parked until unpark()
+            entry = order[0]
+            c = entry[0]
+            if turns.get(c) is not entry or not c.can_take():
+                order.popleft()
+                if turns.get(c) is entry:
+                    del turns[c]  # parked until unpark(); else stale: withdrawn
+                skipped += 1
+                if skipped >= PARK_SLICE and self._dispatch_later():
+                    return
                 continue
-            del turns[c]
-            if not c.can_take():
-                continue  # parked until unpark()
-            turns[c] = None  # to the back of the line
+            if len(turns) > 1:
+                order.rotate(-1)  # to the back of the line
             msg = ready.popleft()
             self.ready_bytes -= len(msg.body)
             c.channel.deliver(c, msg)
+
+    def _dispatch_later(self) -> bool:
+        """This dispatch set aside PARK_SLICE consumers that cannot take (a connection with
+        400k consumers stopped reading, or is going away): the rest of it waits for the
+        event loop to turn. False when there is no loop to wait for (a core without clock)."""
+        if self._dispatch_timer is not None:
+            return True
+        self._dispatch_timer = self.services.teardown.call_soon(self._dispatch_resume)
+        return self._dispatch_timer is not None
+
+    def _dispatch_resume(self) -> None:
+        self._dispatch_timer = None
+        if not self.deleted and self.consumers:
+            self.dispatch()
 
     def unpark(self, consumer: Consumer) -> None:
         """`consumer` may be able to take messages again: give it turns (cheap if it has)."""
@@ -504,7 +620,7 @@ class Queue:
             if consumer not in self._prio_turns and consumer in self.consumers:
                 self._prio_turns.add(consumer)
         elif consumer not in self._turns and consumer in self.consumers:
-            self._turns[consumer] = None
+            self._rr.add(consumer)
 
     def _dispatch_special(self) -> None:
         while self.ready and self.consumers:
@@ -525,14 +641,7 @@ class Queue:
             c = consumers.first()
             return c if c is not None and c.can_take() else None
         if not self.prioritized:
-            turns = self._turns
-            while turns:
-                c = next(iter(turns))
-                del turns[c]
-                if c.can_take():
-                    turns[c] = None
-                    return c
-            return None
+            return self._rr.take()
         # The highest-priority group with a consumer that can take, round-robin within it;
         # one that cannot is parked, as on the plain path, so this never walks past them.
         groups = self._prio_turns
@@ -540,12 +649,9 @@ class Queue:
             group = groups.top()
             if group is None:
                 return None
-            while group:
-                c = next(iter(group))
-                del group[c]
-                if c.can_take():
-                    group[c] = None  # to the back of its group
-                    return c
+            c = group.take()
+            if c is not None:
+                return c
 
     def _pop(self) -> Message:
         msg = self.ready.popleft()
@@ -624,21 +730,21 @@ class Queue:
             if not self.prioritized:
                 # Consumer priorities from now on: the turns move into priority groups.
                 self.prioritized = True
-                for c in self._turns:
+                for c in self._rr:
                     self._prio_turns.add(c)
-                self._turns.clear()
+                self._rr.clear()
         self.consumers.append(consumer)
         if self.prioritized:
             self._prio_turns.add(consumer)
         else:
-            self._turns[consumer] = None
+            self._rr.add(consumer)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.dispatch()
 
     def withdraw(self, consumer: Consumer) -> None:
         """Give `consumer` no more turns (it is going away)."""
-        self._turns.pop(consumer, None)
+        self._rr.discard(consumer)
         self._prio_turns.discard(consumer)
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -656,8 +762,9 @@ class Queue:
                 self.prioritized = False
                 group = self._prio_turns.top()
                 if group:
-                    self._turns.update(group)
-                self._prio_turns = PriorityGroups()
+                    for c in group:
+                        self._rr.add(c)
+                self._prio_turns = PriorityGroups(Turns)
         if self.args.expires is not None and not self.consumers:
             self.last_used = self._now()
         if self.args.single_active and self.consumers:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from minimq.broker.caches import BoundedCache
 from minimq.broker.reply_to import DirectReplyTo
+from minimq.broker.teardown import SlicedTeardown
 from minimq.broker.timers import Timers
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Services:
 
     __slots__ = (
         "clock", "timers", "store", "access", "route_cache", "sync_waits", "confirm_order",
-        "retired_stats", "replies", "policies",
+        "retired_stats", "replies", "policies", "teardown",
     )
 
     def __init__(
@@ -93,3 +94,6 @@ class Services:
         #: Policies (minimq.broker.policies.Policies), set by the broker; vhosts give each
         #: queue and exchange they declare its policy. None: no policies (a bare vhost).
         self.policies: Any = None
+        #: Clean-up too big for one turn of the event loop (a connection with 400k consumers
+        #: going away) runs in slices between the turns; all at once without a clock.
+        self.teardown = SlicedTeardown(self.timers, clock)
