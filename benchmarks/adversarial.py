@@ -253,8 +253,9 @@ def attack_no_ack_unread_run(t: Target, state) -> dict:
     return {"left_queue": count - left}
 
 
-def attack_blocked_consumers(t: Target, scale: float) -> dict:
-    """20k consumers with prefetch 1, each holding one unacked message; then publishes."""
+def attack_blocked_consumers(t: Target, scale: float, priorities: bool = False) -> dict:
+    """20k consumers with prefetch 1, each holding one unacked message; then publishes.
+    `priorities`: each consumer with x-priority 0, 1 or 2."""
     n = max(100, int(20000 * scale))
     q = name("busy")
     hog = t.connect()
@@ -262,9 +263,10 @@ def attack_blocked_consumers(t: Target, scale: float) -> dict:
     hog.queue_declare(1, q)
     hog.send_method(1, spec.BasicQos(0, 1, False))
     hog.expect(spec.BasicQosOk)
-    hog.send_raw(b"".join(encode_method_frame(1, spec.BasicConsume(0, q, f"c{i}", no_wait=True))
-                          for i in range(n)))
-    passive(hog, q)
+    hog.send_raw(b"".join(encode_method_frame(1, spec.BasicConsume(
+        0, q, f"c{i}", no_wait=True, arguments={"x-priority": i % 3} if priorities else None))
+        for i in range(n)))
+    passive(hog, q, timeout=600)
     drain(hog.sock)
     pub = t.connect()
     pub.channel_open(1)
@@ -313,15 +315,20 @@ def attack_drop_consumers_run(t: Target, state) -> dict:
     return {"consumers": n, "teardown_s": took}
 
 
-def attack_topic_hashes(t: Target, scale: float) -> dict:
-    """A topic binding of 127 '#' words and 120-word routing keys."""
+def attack_blocked_priority_consumers(t: Target, scale: float) -> dict:
+    """As attack_blocked_consumers, the consumers with priorities 0, 1 and 2."""
+    return attack_blocked_consumers(t, scale, priorities=True)
+
+
+def attack_topic_hashes(t: Target, scale: float, words: list[str] | None = None) -> dict:
+    """A topic binding of 127 '#' words (or `words`) and 120-word routing keys."""
     c = t.connect()
     c.channel_open(1)
     ex, q = name("topic"), name("sink")
     c.send_method(1, spec.ExchangeDeclare(0, ex, "topic", auto_delete=False))
     c.expect(spec.ExchangeDeclareOk)
     c.queue_declare(1, q)
-    c.send_method(1, spec.QueueBind(0, q, ex, ".".join(["#"] * 127)))
+    c.send_method(1, spec.QueueBind(0, q, ex, ".".join(words or ["#"] * 127)))
     c.expect(spec.QueueBindOk)
     n = max(20, int(200 * scale))
     keys = [".".join(["a"] * 119 + [str(i)]) for i in range(n)]
@@ -335,6 +342,11 @@ def attack_topic_hashes(t: Target, scale: float) -> dict:
     c.expect(spec.ExchangeDeleteOk)
     close_quietly(c)
     return {"routed": got, "ms_per_publish": per * 1e3}
+
+
+def attack_topic_alternating(t: Target, scale: float) -> dict:
+    """A topic binding of '#.a' repeated 63 times then '#', and 120-word routing keys."""
+    return attack_topic_hashes(t, scale, ["#", "a"] * 63 + ["#"])
 
 
 def attack_routing_keys(t: Target, scale: float) -> dict:
@@ -394,8 +406,10 @@ ATTACKS = {
     "unacked": attack_unacked,
     "no_ack_unread": attack_no_ack_unread,
     "blocked_consumers": attack_blocked_consumers,
+    "blocked_priority_consumers": attack_blocked_priority_consumers,
     "drop_consumers": attack_drop_consumers,
     "topic": attack_topic_hashes,
+    "topic_alternating": attack_topic_alternating,
     "routing_keys": attack_routing_keys,
     "unauthenticated": attack_unauthenticated,
     "tls_idle": attack_tls_idle,
