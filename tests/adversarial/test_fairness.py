@@ -70,13 +70,21 @@ def test_publish_cost_does_not_grow_with_consumers_that_cannot_take(priorities):
         pub.channel_open(1)
         pub.send_raw(publish_frames(1, "", ["busy"] * n))  # one each: now nobody can take
         assert pub.queue_declare(1, "busy", passive=True).message_count == 0
+        # The same publishes to a queue without consumers, in the same broker and moment:
+        # the yardstick, so a loaded machine slows both alike.
+        pub.queue_declare(1, "idle")
+        started = time.monotonic()
+        pub.send_raw(publish_frames(1, "", ["idle"] * 5000))
+        assert pub.queue_declare(1, "idle", passive=True).message_count == 5000
+        baseline = time.monotonic() - started
         started = time.monotonic()
         pub.send_raw(publish_frames(1, "", ["busy"] * 5000))
         ok = pub.queue_declare(1, "busy", passive=True)
         took = time.monotonic() - started
         assert ok.message_count == 5000  # all ready: every consumer holds its one
-        # 5000 publishes past 10k blocked consumers: was ~4 s of scanning, now ~0.1 s.
-        assert took < 2.0, f"5000 publishes took {took:.2f}s"
+        # 5000 publishes past 10k blocked consumers: was ~4 s of scanning (40x the
+        # yardstick), now about what they cost with no consumer at all.
+        assert took < 4 * baseline + 0.5, f"5000 publishes took {took:.2f}s (without consumers {baseline:.2f}s)"
         hog.sock.close()
         pub.close()
 
@@ -104,7 +112,7 @@ def test_a_crowd_of_consumers_that_stops_reading_costs_others_little():
         p99 = times[int(len(times) * 0.99)]
         # Before: parking 100k consumers in a row walked a dict's holes (quadratic), and each
         # delivery among 100k rotating ones cost O(n): seconds, the loop held throughout.
-        assert p99 < 0.2, f"bystander p99 {p99 * 1e3:.0f} ms (max {times[-1] * 1e3:.0f} ms)"
+        assert p99 < 0.5, f"bystander p99 {p99 * 1e3:.0f} ms (max {times[-1] * 1e3:.0f} ms)"
         assert took < 10.0, f"400 publishes took {took:.1f}s"
         hog.sock.close()
         pub.close()
@@ -158,8 +166,9 @@ def test_dropping_a_connection_with_many_consumers_keeps_the_broker_serving():
                  lambda: passive(check, "crowded").consumer_count == 1)  # 'late' alone
         times = sorted(bystander.stop())
         p99 = times[int(len(times) * 0.99)]
-        # Unsliced, 150k cancellations held the loop ~0.6-1 s in one go (2 s at 400k).
-        assert p99 < 0.2, f"bystander p99 {p99 * 1e3:.0f} ms (max {times[-1] * 1e3:.0f} ms)"
+        # Unsliced, 150k cancellations held the loop ~0.6-1 s in one go (2 s at 400k); the
+        # bound leaves room for a loaded test machine, where an idle round trip can take 0.2 s.
+        assert p99 < 0.5, f"bystander p99 {p99 * 1e3:.0f} ms (max {times[-1] * 1e3:.0f} ms)"
         assert passive(check, "crowded").message_count == 0
         late.close()
         check.close()
@@ -195,5 +204,5 @@ def test_pathological_topic_bindings_cost_little_and_stay_fair(pattern):
         # Before: '#.a' x 63 cost 10-12 ms a publish (25 s for these), 124 ms before that.
         assert took < 10.0, f"{n} publishes took {took:.1f}s"
         p99 = times[int(len(times) * 0.99)]
-        assert p99 < 0.2 and times[-1] < 1.0, f"bystander p99 {p99 * 1e3:.0f} ms, max {times[-1]:.2f}s"
+        assert p99 < 0.5 and times[-1] < 2.0, f"bystander p99 {p99 * 1e3:.0f} ms, max {times[-1]:.2f}s"
         c.close()
