@@ -96,6 +96,9 @@ def test_a_publish_read_during_the_alarm_waits_with_everything_after_it(monkeypa
             consumer.expect(spec.BasicConsumeOk)
             observer.publish(1, "", "acks-q", b"to ack")
             observer.publish(1, "", "acks-q", b"next")
+            # A round trip: both publishes were read before the alarm (one read after it
+            # would rightly block the observer too).
+            observer.queue_declare(1, "acks-q")
             assert consumer.read_message().body == b"to ack"  # "next" waits: prefetch 1
 
             mq.block("low on memory")
