@@ -7,6 +7,7 @@ thread behind a blocking facade; the blocking client is used as it is.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -253,7 +254,7 @@ def test_robust_reconnect_restores_topology(driver: Driver, unique: str) -> None
             b.stop()
 
 
-def test_robust_restore_goes_on_past_a_refused_declaration(driver: Driver, unique: str) -> None:
+def test_robust_restore_goes_on_past_a_refused_declaration(driver: Driver, unique: str, tmp_path) -> None:
     """After a reconnect, a declaration the new broker refuses (here: the queue was declared
     meanwhile with other arguments, 406) is dropped and the channel reopened; the rest of the
     topology is restored."""
@@ -269,9 +270,13 @@ def test_robust_restore_goes_on_past_a_refused_declaration(driver: Driver, uniqu
         kept = ch.declare_queue(f"{unique}.kept")
         broker.proc.kill()
         broker.proc.wait(TIMEOUT)
-        brokers.append(start_broker("--port", str(broker.port)))
-        with mc.sync.connect(broker.url) as other:  # before the first reconnect attempt
-            other.channel().declare_queue(f"{unique}.limited", arguments={"x-max-length": 9})
+        # The new broker has the queue with other arguments before it accepts anyone (from a
+        # definitions file: no race with the client's first reconnect attempt).
+        defs = tmp_path / "defs.json"
+        defs.write_text(json.dumps({"queues": [{
+            "name": f"{unique}.limited", "vhost": "/", "durable": False, "auto_delete": False,
+            "arguments": {"x-max-length": 9}}]}))
+        brokers.append(start_broker("--port", str(broker.port), "--definitions", str(defs)))
         assert wait_until(driver, conn, reconnected.is_set, 20)
         assert not ch.is_closed
         ch.publish(b"x", kept.name)
