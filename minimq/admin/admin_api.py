@@ -228,10 +228,10 @@ async def definitions(api: Any, request: Request, who: Principal, seg: list[str]
         if request.query.get("download"):
             headers["content-disposition"] = f'attachment; filename="{request.query["download"]}"'
         return json_response(data, headers=headers)
-    body = api.body_json(request)
+    body = await api.body_json_async(request)
     if isinstance(body, dict) and "file" in body and isinstance(body["file"], str):
         try:
-            body = json.loads(body["file"])  # the UI's form upload
+            body = await asyncio.to_thread(json.loads, body["file"])  # the UI's form upload
         except (ValueError, RecursionError):
             raise bad_request("not_json") from None
     if not isinstance(body, dict):

@@ -251,6 +251,18 @@ class API:
             raise bad_request("not_json") from None
         return data
 
+    #: Bodies above this are parsed in a worker thread: json.loads of a 60 MiB definitions
+    #: file takes about a second, and the event loop keeps its turns meanwhile (the GIL is
+    #: handed over every few milliseconds).
+    THREADED_JSON_BYTES = 256 * 1024
+
+    @classmethod
+    async def body_json_async(cls, request: Request) -> Any:
+        """body_json, off the event loop for a large body."""
+        if len(request.body) < cls.THREADED_JSON_BYTES:
+            return cls.body_json(request)
+        return await asyncio.to_thread(cls.body_json, request)
+
     async def list_response(self, request: Request, items: list[dict]) -> Response:
         result = query.apply(items, request.query)
         if isinstance(result, list) and len(result) > CHUNK:
