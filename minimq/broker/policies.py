@@ -9,8 +9,8 @@ and merged with the policy value by the minimum. How the result combines with wh
 was declared with follows RabbitMQ's rabbit_amqqueue_process:process_args_policy: expires,
 message-ttl, max-length and max-length-bytes take the lower of the policy's and the
 argument's value; dead-letter-exchange, dead-letter-routing-key and overflow take the
-argument when the queue was declared with one; on exchanges alternate-exchange is the
-argument's when given.
+argument when the queue was declared with one (on quorum queues overflow is the policy's,
+as rabbit_quorum_queue has it); on exchanges alternate-exchange is the argument's when given.
 
 Validation texts are RabbitMQ's ("Validation failed\\n\\n<<\\"x\\">> is not a valid message
 TTL\\n"), with values printed as Erlang prints them, since users search for these texts.
@@ -376,8 +376,11 @@ def effective_queue_args(declared: QueueArgs, arguments: dict, policy: Policy | 
         out.dlx = pol["dead-letter-exchange"]
     if "x-dead-letter-routing-key" not in arguments and isinstance(pol.get("dead-letter-routing-key"), str):
         out.dlrk = pol["dead-letter-routing-key"]
-    if "x-overflow" not in arguments and pol.get("overflow") in ("drop-head", "reject-publish", "reject-publish-dlx"):
-        out.overflow = pol["overflow"]
+    overflow = pol.get("overflow")
+    if overflow in ("drop-head", "reject-publish", "reject-publish-dlx") and (
+        "x-overflow" not in arguments or declared.queue_type == "quorum"
+    ):
+        out.overflow = overflow  # quorum queues: the policy's wins (rabbit_quorum_queue, 3.10)
     if declared.queue_type == "quorum" and _is_int(defn.get("delivery-limit")):
         current = declared.delivery_limit
         limit = defn["delivery-limit"]

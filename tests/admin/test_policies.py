@@ -78,6 +78,7 @@ class RabbitTarget(Target):
 
     def __init__(self, ctl: list[str]) -> None:
         self.ctl = ctl
+        self.vhost = pika.URLParameters(DIFF_URL).virtual_host
 
     def params(self) -> pika.ConnectionParameters:
         return pika.URLParameters(DIFF_URL)
@@ -88,11 +89,11 @@ class RabbitTarget(Target):
 
     def set_policy(self, name, pattern, definition, apply_to="all", priority=0, operator=False):
         cmd = "set_operator_policy" if operator else "set_policy"
-        self._run(cmd, "-p", "/", "--priority", str(priority), "--apply-to", apply_to, name, pattern,
+        self._run(cmd, "-p", self.vhost, "--priority", str(priority), "--apply-to", apply_to, name, pattern,
                   json.dumps(definition))
 
     def clear_policy(self, name, operator=False):
-        self._run("clear_operator_policy" if operator else "clear_policy", "-p", "/", name)
+        self._run("clear_operator_policy" if operator else "clear_policy", "-p", self.vhost, name)
 
 
 RABBITMQCTL = rabbitmqctl_base()
@@ -316,6 +317,21 @@ def test_an_alternate_exchange_policy_applies_unless_the_exchange_names_one(s):
                what="the policy's alternate exchange")
     s.publish("nowhere", b"y", exchange=main_arg)
     s.wait_count(caught2, 1)
+
+
+def test_on_a_quorum_queue_the_policys_overflow_wins(s):
+    """RabbitMQ 3.10.8: x-overflow reject-publish and a policy overflow drop-head with
+    max-length 1: a quorum queue acks all three publishes and keeps the last, a classic
+    queue nacks two (its argument wins)."""
+    s.policy("p", f"^{s.prefix}-", {"max-length": 1, "overflow": "drop-head"}, apply_to="queues")
+    quorum = s.queue("quorum", durable=True, arguments={"x-queue-type": "quorum", "x-overflow": "reject-publish"})
+    classic = s.queue("classic", arguments={"x-overflow": "reject-publish"})
+    s.publish(quorum, b"1", b"2", b"3")
+    assert s.bodies(quorum) == [b"3"]
+    s.publish(classic, b"1")
+    with pytest.raises(pika.exceptions.NackError):
+        s.publish(classic, b"2")
+    assert s.bodies(classic) == [b"1"]
 
 
 def test_apply_to_exchanges_leaves_queues_alone(s):

@@ -141,6 +141,10 @@ def test_merge_rules_of_process_args_policy(broker):
     assert effective_queue_args(declared, args, limit, None).delivery_limit is None
     quorum = parse_queue_args({"x-queue-type": "quorum", "x-delivery-limit": 5}, "q", "/")
     assert effective_queue_args(quorum, {}, limit, None).delivery_limit == 2
+    # on quorum queues the policy's overflow wins over the argument
+    qargs = {"x-queue-type": "quorum", "x-overflow": "reject-publish"}
+    quorum = parse_queue_args(qargs, "q", "/")
+    assert effective_queue_args(quorum, qargs, policy, None).overflow == "drop-head"
 
 
 def test_redeclaring_compares_declared_arguments_only(broker):
