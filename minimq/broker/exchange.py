@@ -40,6 +40,8 @@ class Exchange:
         kind: ExchangeType | None = None,
     ) -> None:
         self.name = name
+        # A plain attribute, not a property: every publish asks (direct reply-to's check).
+        self.is_default = name == ""
         self.type_name = type_name
         self.arguments = arguments or {}
         self.kind = kind if kind is not None else make_exchange_type(type_name, self.arguments)
@@ -57,10 +59,6 @@ class Exchange:
         self.deleted = False
         self.stat_in = 0  # messages published to it (for the management API's rates)
         self.stat_unroutable = 0  # of those, the ones it routed nowhere (rare: off the hot path)
-
-    @property
-    def is_default(self) -> bool:
-        return self.name == ""
 
     def __hash__(self) -> int:
         return id(self)

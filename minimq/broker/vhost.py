@@ -66,6 +66,7 @@ EQUIVALENT_QUEUE_ARGS = (
 )
 # Absent and the default compare equal (RabbitMQ fills in the queue type).
 _ARG_DEFAULTS = {"x-queue-type": "classic"}
+_HEADERS_FLAG_HIGH = HEADERS_FLAG >> 8  # the same bit in the flags word's first octet
 
 
 def _bool_text(b: bool) -> str:
@@ -443,7 +444,9 @@ class VirtualHost:
 
     def publish(self, ex: Exchange, msg: Message) -> tuple[bool, bool, int]:
         """Route and enqueue; returns (routed anywhere, refused by a full queue, store position)."""
-        if msg.flags & HEADERS_FLAG and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
+        header = msg.header
+        # The headers flag read straight from the flags word (Message.flags without its call).
+        if len(header) >= 14 and header[12] & _HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
             queues, msg = self._route_cc(ex, msg)
         else:
             queues = self.route(ex, msg)
@@ -476,7 +479,7 @@ class VirtualHost:
         them); a queue that then refuses or drops it logs its release.
         """
         pos = 0
-        store = self.store
+        store = self.services.store  # `store` without the property call
         if store is not None and msg.persistent:
             names = [q.name for q in queues if q.persist]
             if names:
