@@ -61,7 +61,8 @@ class PublishHandlers:
         else:
             session.last_header = header
         msg = Message(cached[0], cached[1], cached[2], header, body)
-        flags = msg.flags
+        # Message.flags without its call: a received header is never shorter than 14 bytes.
+        flags = (header[12] << 8) | header[13] if len(header) >= 14 else 0
         if flags & _SPECIAL_FLAGS:
             msg = self._check_properties(msg, flags)
         if self.tx is not None:
