@@ -17,7 +17,13 @@ from minimq.broker.permissions import ACL_CACHE_MAX
 from minimq.broker.reply_to import REPLY_TO, REPLY_TO_PREFIX
 from minimq.codec import spec
 from minimq.codec.errors import AccessRefused, AMQPNotImplemented, NotFound, PreconditionFailed
-from minimq.codec.properties import EXPIRATION_FLAG, REPLY_TO_FLAG, USER_ID_FLAG
+from minimq.codec.properties import (
+    CONTENT_HEADER_SIZE,
+    EXPIRATION_FLAG,
+    PROPERTIES_OFFSET,
+    REPLY_TO_FLAG,
+    USER_ID_FLAG,
+)
 
 if TYPE_CHECKING:
     from minimq.broker.exchange import Exchange
@@ -62,7 +68,10 @@ class PublishHandlers:
             session.last_header = header
         msg = Message(cached[0], cached[1], cached[2], header, body)
         # Message.flags without its call: a received header is never shorter than 14 bytes.
-        flags = (header[12] << 8) | header[13] if len(header) >= 14 else 0
+        flags = (
+            (header[PROPERTIES_OFFSET] << 8) | header[PROPERTIES_OFFSET + 1]
+            if len(header) >= CONTENT_HEADER_SIZE else 0
+        )
         if flags & _SPECIAL_FLAGS:
             msg = self._check_properties(msg, flags)
         if self.tx is not None:

@@ -19,7 +19,7 @@ from minimq.broker.message import Message
 from minimq.broker.queue import Queue
 from minimq.broker.services import Services
 from minimq.broker.teardown import guarded
-from minimq.codec.properties import HEADERS_FLAG
+from minimq.codec.properties import CONTENT_HEADER_SIZE, HEADERS_FLAG, PROPERTIES_OFFSET
 from minimq.codec.values import Int64
 from minimq.codec.errors import (
     AccessRefused,
@@ -446,7 +446,7 @@ class VirtualHost:
         """Route and enqueue; returns (routed anywhere, refused by a full queue, store position)."""
         header = msg.header
         # The headers flag read straight from the flags word (Message.flags without its call).
-        if len(header) >= 14 and header[12] & _HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
+        if len(header) >= CONTENT_HEADER_SIZE and header[PROPERTIES_OFFSET] & _HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
             queues, msg = self._route_cc(ex, msg)
         else:
             queues = self.route(ex, msg)

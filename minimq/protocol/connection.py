@@ -44,7 +44,8 @@ from minimq.protocol.amqp08 import (
 from minimq.codec.spec import FRAME_BODY, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE
 from minimq.codec.spec import FRAME_HEADER as FRAME_HEADER_TYPE
 from minimq.codec.values import decode_table
-from minimq.protocol.assembler import CONTENT_HEADER_SIZE, ContentAssembler
+from minimq.codec.properties import CONTENT_HEADER, CONTENT_HEADER_SIZE
+from minimq.protocol.assembler import ContentAssembler
 from minimq.protocol.events import (
     ChannelClosed,
     ChannelOpened,
@@ -61,7 +62,6 @@ NEED_DATA = object()
 
 _PUBLISH_PREFIX = spec.BasicPublish.INDEX.to_bytes(4, "big")  # class 60 (basic), method 40
 _BASIC_CLASS_ID = spec.BasicPublish.CLASS_ID.to_bytes(2, "big")  # basic: the only class with content
-_BODY_SIZE = struct.Struct(">Q")  # a content header's body size, after class id and weight
 _PUBLISH_CACHE_MAX = 256
 _PUBLISH_ENTRY_COST = 400  # the decoded method object and its dict slot, besides the key
 
@@ -359,7 +359,7 @@ class ServerConnection:
                             and len(header) >= CONTENT_HEADER_SIZE
                             and header.startswith(_BASIC_CLASS_ID)
                         ):
-                            size = _BODY_SIZE.unpack_from(header, 4)[0]
+                            size = CONTENT_HEADER.unpack_from(header)[2]
                             if not size:
                                 self._pos = pos + 1
                                 return ContentReceived(channel, method, header, b"")
